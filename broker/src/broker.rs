@@ -1,0 +1,866 @@
+//! The broker: one store directory, opened, recovered and served.
+//!
+//! `Broker` ties the parts together:
+//!
+//! ```text
+//! put ──▶ append lock ──▶ commit log (pwrite) ──▶ dispatch: consume-queue entry
+//!              │                                   (same critical section, so
+//!              │                                    queue order = log order)
+//!              └──▶ group commit: wait for the fdatasync that covers it (sync mode)
+//! pull ─▶ consume queue ─▶ commit log (pread, CRC-checked) ─▶ long poll if empty
+//! ```
+//!
+//! Dispatching inside the append lock, rather than in a separate reput
+//! thread as RocketMQ does, keeps one ordering for log and queues and makes
+//! a message consumable the moment it is durable; the consume queues are
+//! still derived data, rebuilt from the log after a crash.
+//!
+//! Background threads: the flusher (`group_commit.rs`) and a maintenance
+//! thread that fsyncs consume queues, advances the checkpoint, persists
+//! consumer offsets and publishes lag. Blocking file I/O happens on those
+//! threads or, for appends and reads, directly in the caller: each is one
+//! `pwrite`/`pread` against the page cache, a few microseconds.
+//!
+//! Dropping every handle without [`Broker::shutdown`] is a crash as far as
+//! the store is concerned: the abort marker stays and the next open runs
+//! crash recovery. Tests use exactly that.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::checkpoint::{Checkpoint, CheckpointFile};
+use crate::commit_log::{CommitLog, LogWriter, RecoveryReport};
+use crate::config::{BrokerConfig, FlushMode};
+use crate::consume_queue::{ConsumeQueue, QueueEntry};
+use crate::consumer_groups::{Assignment, GroupRegistry, JoinRequest};
+use crate::error::{BrokerError, Result};
+use crate::fs_util::{create_dir_durable, fsync_dir};
+use crate::group_commit::{GroupCommit, PendingVisibility};
+use crate::long_poll::wait_for_arrival;
+use crate::metrics::{APPENDED_BYTES, APPENDED_MESSAGES, CONSUMER_LAG, PULLED_MESSAGES};
+use crate::offsets::OffsetStore;
+use crate::record::{self, Message, Placement, StoredMessage, tag_hash};
+use crate::store_paths::StorePaths;
+use crate::topics::{TopicConfig, TopicRegistry};
+
+/// Where a sent message landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendResult {
+    /// Message id: the record's commit-log offset in hex (unique per broker).
+    pub msg_id: String,
+    /// Topic.
+    pub topic: String,
+    /// Queue within the topic.
+    pub queue_id: u32,
+    /// Position in the queue.
+    pub queue_offset: u64,
+    /// Position in the commit log.
+    pub commit_log_offset: u64,
+}
+
+/// A pull: up to `max_messages` / `max_bytes` from one queue, starting at
+/// `offset`, held up to `hold_ms` if nothing is there yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// Consumer group (offset owner) pulling; for tracing and stats.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Queue id.
+    pub queue_id: u32,
+    /// First queue offset wanted.
+    pub offset: u64,
+    /// Most messages to return (at least 1).
+    pub max_messages: u32,
+    /// Byte budget; at least one message is returned even if larger.
+    pub max_bytes: u32,
+    /// Longest time to hold the pull when the queue has nothing new
+    /// (capped by `max_long_poll`; 0 = return at once).
+    pub hold_ms: u64,
+}
+
+/// What a pull found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullStatus {
+    /// Messages returned.
+    Found,
+    /// Nothing new before the hold expired.
+    NoNewMessages,
+    /// The offset is below the queue's first entry; resume at `next_offset`.
+    OffsetTooSmall,
+    /// The offset is past the queue's end; resume at `next_offset`.
+    OffsetTooBig,
+}
+
+/// The answer to a pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullResult {
+    /// What happened.
+    pub status: PullStatus,
+    /// Messages, in queue order.
+    pub messages: Vec<StoredMessage>,
+    /// Offset to pull from next.
+    pub next_offset: u64,
+    /// First offset still in the queue.
+    pub min_offset: u64,
+    /// Visible length of the queue.
+    pub max_offset: u64,
+}
+
+/// Offsets of one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Topic.
+    pub topic: String,
+    /// Queue id.
+    pub queue_id: u32,
+    /// First offset still present.
+    pub min_offset: u64,
+    /// Visible length (next offset to be consumed at the head).
+    pub max_offset: u64,
+}
+
+/// How far one offset owner is behind on one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LagStats {
+    /// Offset owner (group, or `group%member` in broadcasting mode).
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Queue id.
+    pub queue_id: u32,
+    /// Committed offset.
+    pub committed: u64,
+    /// Visible length of the queue.
+    pub max_offset: u64,
+    /// `max_offset - committed`.
+    pub lag: u64,
+}
+
+/// One queue: its index and the published length long polls wait on.
+#[derive(Debug)]
+pub(crate) struct QueueState {
+    topic: String,
+    queue_id: u32,
+    consume_queue: ConsumeQueue,
+    visible: watch::Sender<u64>,
+}
+
+impl QueueState {
+    pub(crate) fn publish_visible(&self, len: u64) {
+        self.visible.send_if_modified(|current| {
+            let grew = len > *current;
+            if grew {
+                *current = len;
+            }
+            grew
+        });
+    }
+
+    fn visible_len(&self) -> u64 {
+        *self.visible.borrow()
+    }
+}
+
+/// State shared by the handles and the background threads.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    config: BrokerConfig,
+    paths: StorePaths,
+    pub(crate) log: CommitLog,
+    /// The append lock. Held while a batch is encoded, written and
+    /// dispatched; everything that must happen in log order happens here.
+    pub(crate) append: Mutex<LogWriter>,
+    queues: RwLock<HashMap<String, Arc<[Arc<QueueState>]>>>,
+    topics: TopicRegistry,
+    offsets: OffsetStore,
+    groups: GroupRegistry,
+    group_commit: GroupCommit,
+    checkpoint: Mutex<(CheckpointFile, Checkpoint)>,
+    failure: Mutex<Option<String>>,
+    closing: AtomicBool,
+    recovery: RecoveryReport,
+    _lock: File,
+}
+
+/// Background threads; stopped and joined when the last handle goes.
+#[derive(Debug)]
+struct Threads {
+    inner: Arc<Inner>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Threads {
+    fn stop(&self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        self.inner.group_commit.stop();
+        for handle in self.handles.lock().drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A handle to an open broker store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+    threads: Arc<Threads>,
+}
+
+impl Broker {
+    /// Opens (or creates) the store in `config.data_dir`, recovering from a
+    /// crash if the last stop was one. Blocking: call it before serving, or
+    /// from `spawn_blocking`.
+    pub fn open(config: BrokerConfig) -> Result<Broker> {
+        config.validate()?;
+        let paths = StorePaths::new(config.data_dir.clone());
+        create_dir_durable(paths.root())?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(paths.lock_file())
+            .map_err(|e| BrokerError::io("open the store lock file", e))?;
+        lock.try_lock()
+            .map_err(|_| BrokerError::StoreLocked(paths.root().to_path_buf()))?;
+
+        let crashed = paths.abort_marker().exists();
+        let (checkpoint_file, checkpoint) = CheckpointFile::open(&paths.checkpoint())?;
+        if crashed {
+            tracing::warn!(dir = %paths.root().display(), "the last stop was not clean; recovering");
+        }
+        let (log, writer, mut recovery) = CommitLog::open(
+            &paths.commit_log_dir(),
+            config.segment_size,
+            checkpoint.map(|c| c.log_flushed),
+            crashed,
+        )?;
+        if let Some(c) = checkpoint
+            && c.log_flushed > recovery.log_end
+        {
+            return Err(BrokerError::Layout(format!(
+                "the commit log ends at {} but {} bytes were flushed and acknowledged; \
+                 log data is missing",
+                recovery.log_end, c.log_flushed
+            )));
+        }
+        let topics = TopicRegistry::open(paths.topics_file())?;
+        let inner = Inner {
+            group_commit: GroupCommit::new(config.flush),
+            groups: GroupRegistry::new(config.member_expiry),
+            offsets: OffsetStore::open(paths.consumer_offsets_file())?,
+            checkpoint: Mutex::new((checkpoint_file, checkpoint.unwrap_or_default())),
+            append: Mutex::new(writer),
+            queues: RwLock::new(HashMap::new()),
+            failure: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            recovery: RecoveryReport::default(),
+            _lock: lock,
+            topics,
+            log,
+            paths,
+            config,
+        };
+        let mut inner = inner;
+        let log_end = recovery.log_end;
+        let queue_root_existed = inner.paths.consume_queue_root().is_dir();
+        for topic in inner.topics.list() {
+            inner.load_topic(&topic, log_end, &mut recovery)?;
+        }
+        // Re-dispatch what the consume queues may be missing. After a
+        // crash: everything past the last consume-queue flush. With the
+        // consume queues deleted: the whole log.
+        let redispatch_from = if !queue_root_existed {
+            Some(inner.log.min_offset())
+        } else if crashed {
+            Some(
+                checkpoint
+                    .map_or(0, |c| c.consume_queue_flushed)
+                    .clamp(inner.log.min_offset(), log_end),
+            )
+        } else {
+            None
+        };
+        if let Some(from) = redispatch_from {
+            recovery.redispatched = inner
+                .log
+                .for_each_record(from, |m| inner.redispatch(&m, log_end))?;
+        }
+        // Whatever recovery kept is now made durable, so consumers never
+        // see data a power loss could still take back.
+        inner.append.lock().current_segment().sync_data()?;
+        inner.flush_consume_queues()?;
+        inner.note_log_flushed(log_end);
+        inner.note_consume_queues_flushed(log_end)?;
+        std::fs::write(inner.paths.abort_marker(), b"")
+            .map_err(|e| BrokerError::io("create the abort marker", e))?;
+        fsync_dir(inner.paths.root())?;
+        if recovery.crashed {
+            tracing::info!(?recovery, "crash recovery finished");
+        }
+        inner.recovery = recovery;
+        Ok(Broker::start(Arc::new(inner)))
+    }
+
+    fn start(inner: Arc<Inner>) -> Broker {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flusher = {
+            let inner = Arc::clone(&inner);
+            std::thread::Builder::new()
+                .name("broker-flusher".into())
+                .spawn(move || inner.group_commit.run(&inner))
+                .expect("spawn the flusher thread")
+        };
+        let maintenance = {
+            let inner = Arc::clone(&inner);
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("broker-maintenance".into())
+                .spawn(move || inner.run_maintenance(&stop))
+                .expect("spawn the maintenance thread")
+        };
+        let threads = Threads {
+            inner: Arc::clone(&inner),
+            stop,
+            handles: Mutex::new(vec![flusher, maintenance]),
+        };
+        Broker {
+            inner,
+            threads: Arc::new(threads),
+        }
+    }
+
+    /// The settings the broker runs with.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    /// What recovery did when this broker opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Creates a topic with `queues` queues (idempotent for the same count).
+    pub fn create_topic(&self, name: &str, queues: u32) -> Result<TopicConfig> {
+        let config = self.inner.topics.create(name, queues)?;
+        self.inner.topic_queues(name)?;
+        Ok(config)
+    }
+
+    /// A topic's settings.
+    pub fn topic(&self, name: &str) -> Option<TopicConfig> {
+        self.inner.topics.get(name)
+    }
+
+    /// Every topic.
+    pub fn topics(&self) -> Vec<TopicConfig> {
+        self.inner.topics.list()
+    }
+
+    /// Appends `messages` (all of one topic) to queue `queue_id` and waits
+    /// for the configured durability: in sync mode, until an fdatasync
+    /// covers them.
+    pub async fn put(&self, queue_id: u32, messages: Vec<Message>) -> Result<Vec<SendResult>> {
+        let (results, end) = self.inner.append(queue_id, messages)?;
+        if let FlushMode::Sync { timeout } = self.inner.config.flush {
+            self.inner
+                .group_commit
+                .wait_flushed(&self.inner, end, timeout)
+                .await?;
+        }
+        Ok(results)
+    }
+
+    /// Appends without waiting for durability (one-way sends). The records
+    /// are in the page cache when this returns; in sync mode they become
+    /// visible to consumers once the next flush covers them.
+    pub fn put_nowait(&self, queue_id: u32, messages: Vec<Message>) -> Result<Vec<SendResult>> {
+        self.inner
+            .append(queue_id, messages)
+            .map(|(results, _)| results)
+    }
+
+    /// Reads from a queue, holding the request (long polling) while the
+    /// queue has nothing at `offset`, up to `hold_ms` (capped by
+    /// `max_long_poll`).
+    pub async fn pull(&self, request: &PullRequest) -> Result<PullResult> {
+        if request.max_messages == 0 {
+            return Err(BrokerError::InvalidArgument(
+                "max_messages must be at least 1".into(),
+            ));
+        }
+        let queue = self.inner.queue(&request.topic, request.queue_id)?;
+        let min_offset = queue.consume_queue.min_offset();
+        let hold = Duration::from_millis(request.hold_ms).min(self.inner.config.max_long_poll);
+        let visible = wait_for_arrival(&queue.visible, request.offset, hold).await;
+        let answer = |status, messages, next_offset| PullResult {
+            status,
+            messages,
+            next_offset,
+            min_offset,
+            max_offset: visible,
+        };
+        if request.offset < min_offset {
+            return Ok(answer(PullStatus::OffsetTooSmall, Vec::new(), min_offset));
+        }
+        if request.offset > visible {
+            return Ok(answer(PullStatus::OffsetTooBig, Vec::new(), visible));
+        }
+        if request.offset == visible {
+            return Ok(answer(PullStatus::NoNewMessages, Vec::new(), visible));
+        }
+        let count = u64::from(request.max_messages).min(visible - request.offset);
+        let entries = queue.consume_queue.read(request.offset, count)?;
+        let mut messages = Vec::with_capacity(entries.len());
+        let mut bytes = 0u64;
+        for entry in entries {
+            bytes += u64::from(entry.size);
+            if !messages.is_empty() && bytes > u64::from(request.max_bytes) {
+                break;
+            }
+            messages.push(self.inner.log.read(entry.commit_log_offset, entry.size)?);
+        }
+        metrics::counter!(PULLED_MESSAGES).increment(messages.len() as u64);
+        let next = request.offset + messages.len() as u64;
+        Ok(answer(PullStatus::Found, messages, next))
+    }
+
+    /// Records that `owner` has consumed `topic`/`queue_id` below `offset`.
+    pub fn commit_offset(
+        &self,
+        owner: &str,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> Result<()> {
+        if owner.is_empty() {
+            return Err(BrokerError::InvalidArgument(
+                "offset owner (group) must not be empty".into(),
+            ));
+        }
+        let queue = self.inner.queue(topic, queue_id)?;
+        let max = queue.visible_len();
+        if offset > max {
+            return Err(BrokerError::InvalidArgument(format!(
+                "offset {offset} is past the end of {topic}/{queue_id} ({max})"
+            )));
+        }
+        self.inner
+            .offsets
+            .set((owner.to_owned(), topic.to_owned(), queue_id), offset);
+        Ok(())
+    }
+
+    /// The committed offset of `owner` on a queue, if any.
+    pub fn committed_offset(&self, owner: &str, topic: &str, queue_id: u32) -> Option<u64> {
+        self.inner
+            .offsets
+            .get(&(owner.to_owned(), topic.to_owned(), queue_id))
+    }
+
+    /// Joins (or re-joins) a consumer group.
+    pub fn join_group(&self, request: &JoinRequest) -> Result<Assignment> {
+        self.inner
+            .groups
+            .join(request, |t| self.inner.topics.get(t).map(|c| c.queues))
+    }
+
+    /// Heartbeat of a group member; returns its current assignment.
+    pub fn heartbeat(&self, group: &str, member: &str) -> Result<Assignment> {
+        self.inner.groups.heartbeat(group, member, |t| {
+            self.inner.topics.get(t).map(|c| c.queues)
+        })
+    }
+
+    /// Leaves a consumer group.
+    pub fn leave_group(&self, group: &str, member: &str) -> Result<()> {
+        self.inner.groups.leave(group, member)
+    }
+
+    /// Groups with their mode and live members.
+    pub fn groups(&self) -> Vec<(String, crate::ConsumeMode, Vec<String>)> {
+        self.inner.groups.snapshot()
+    }
+
+    /// Offsets of every queue.
+    pub fn queue_stats(&self) -> Vec<QueueStats> {
+        let queues = self.inner.queues.read();
+        let mut out: Vec<QueueStats> = queues
+            .values()
+            .flat_map(|qs| qs.iter())
+            .map(|q| QueueStats {
+                topic: q.topic.clone(),
+                queue_id: q.queue_id,
+                min_offset: q.consume_queue.min_offset(),
+                max_offset: q.visible_len(),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.topic, a.queue_id).cmp(&(&b.topic, b.queue_id)));
+        out
+    }
+
+    /// Lag of every committed offset.
+    pub fn lag(&self) -> Vec<LagStats> {
+        self.inner.lag()
+    }
+
+    /// End of the log as written (page cache).
+    pub fn written_offset(&self) -> u64 {
+        self.inner.log.written()
+    }
+
+    /// End of the log known durable.
+    pub fn flushed_offset(&self) -> u64 {
+        self.inner.log.flushed()
+    }
+
+    /// Stops cleanly: refuses new writes, flushes the log and the consume
+    /// queues, persists offsets and the checkpoint, and removes the abort
+    /// marker so the next open needs no recovery. Other handles still work
+    /// for reads but every write fails with [`BrokerError::ShuttingDown`].
+    pub async fn shutdown(&self) -> Result<()> {
+        let broker = self.clone();
+        tokio::task::spawn_blocking(move || broker.shutdown_blocking())
+            .await
+            .map_err(|e| BrokerError::StorageFailed(format!("shutdown task failed: {e}")))?
+    }
+
+    /// [`Broker::shutdown`] for callers outside an async runtime.
+    pub fn shutdown_blocking(&self) -> Result<()> {
+        if self.inner.closing.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.threads.stop();
+        let inner = &self.inner;
+        inner.check_failure()?;
+        let end = inner.group_commit.flush_once(inner)?;
+        inner.flush_consume_queues()?;
+        inner.note_consume_queues_flushed(end)?;
+        {
+            let checkpoint = inner.checkpoint.lock();
+            checkpoint.0.write(checkpoint.1, true)?;
+        }
+        inner.offsets.persist()?;
+        std::fs::remove_file(inner.paths.abort_marker())
+            .map_err(|e| BrokerError::io("remove the abort marker", e))?;
+        fsync_dir(inner.paths.root())?;
+        tracing::info!(log_end = end, "broker stopped cleanly");
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Opens the consume queues of a topic found at startup.
+    fn load_topic(
+        &mut self,
+        topic: &TopicConfig,
+        log_end: u64,
+        recovery: &mut RecoveryReport,
+    ) -> Result<()> {
+        let mut states = Vec::with_capacity(topic.queues as usize);
+        for queue_id in 0..topic.queues {
+            let dir = self.paths.consume_queue_dir(&topic.name, queue_id);
+            let (consume_queue, dropped) =
+                ConsumeQueue::open(&dir, self.config.consume_queue_entries_per_file, log_end)?;
+            recovery.dropped_queue_entries += dropped;
+            let len = consume_queue.len();
+            states.push(Arc::new(QueueState {
+                topic: topic.name.clone(),
+                queue_id,
+                consume_queue,
+                visible: watch::channel(len).0,
+            }));
+        }
+        self.queues
+            .write()
+            .insert(topic.name.clone(), states.into());
+        Ok(())
+    }
+
+    /// The queues of `topic`, opening them on first use.
+    fn topic_queues(&self, topic: &str) -> Result<Arc<[Arc<QueueState>]>> {
+        if let Some(queues) = self.queues.read().get(topic) {
+            return Ok(Arc::clone(queues));
+        }
+        let config = self
+            .topics
+            .get(topic)
+            .ok_or_else(|| BrokerError::TopicNotFound(topic.to_owned()))?;
+        let mut queues = self.queues.write();
+        if let Some(existing) = queues.get(topic) {
+            return Ok(Arc::clone(existing));
+        }
+        let log_end = self.log.written();
+        let mut states = Vec::with_capacity(config.queues as usize);
+        for queue_id in 0..config.queues {
+            let dir = self.paths.consume_queue_dir(topic, queue_id);
+            let (consume_queue, _) =
+                ConsumeQueue::open(&dir, self.config.consume_queue_entries_per_file, log_end)?;
+            let len = consume_queue.len();
+            states.push(Arc::new(QueueState {
+                topic: topic.to_owned(),
+                queue_id,
+                consume_queue,
+                visible: watch::channel(len).0,
+            }));
+        }
+        let states: Arc<[Arc<QueueState>]> = states.into();
+        queues.insert(topic.to_owned(), Arc::clone(&states));
+        Ok(states)
+    }
+
+    fn queue(&self, topic: &str, queue_id: u32) -> Result<Arc<QueueState>> {
+        let queues = self.topic_queues(topic)?;
+        queues
+            .get(queue_id as usize)
+            .cloned()
+            .ok_or_else(|| BrokerError::QueueNotFound {
+                topic: topic.to_owned(),
+                queue_id,
+                queues: queues.len() as u32,
+            })
+    }
+
+    fn check_failure(&self) -> Result<()> {
+        match &*self.failure.lock() {
+            Some(failure) => Err(BrokerError::StorageFailed(failure.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn fail(&self, failure: &str) {
+        self.failure
+            .lock()
+            .get_or_insert_with(|| failure.to_owned());
+    }
+
+    /// Appends a batch to one queue. Returns the results and the log offset
+    /// the batch ends at (what a durable acknowledgement must cover).
+    fn append(&self, queue_id: u32, mut messages: Vec<Message>) -> Result<(Vec<SendResult>, u64)> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(BrokerError::ShuttingDown);
+        }
+        self.check_failure()?;
+        let Some(first) = messages.first() else {
+            return Err(BrokerError::InvalidArgument(
+                "a send needs at least one message".into(),
+            ));
+        };
+        let topic = first.topic.clone();
+        if messages.iter().any(|m| m.topic != topic) {
+            return Err(BrokerError::InvalidArgument(
+                "every message of a batch must have the same topic".into(),
+            ));
+        }
+        if self.topics.get(&topic).is_none() {
+            if !self.config.auto_create_topics {
+                return Err(BrokerError::TopicNotFound(topic));
+            }
+            self.topics.create(&topic, self.config.default_queues)?;
+        }
+        let queue = self.queue(&topic, queue_id)?;
+        let now = now_ms();
+        let mut lens = Vec::with_capacity(messages.len());
+        for message in &mut messages {
+            let len = record::encoded_len(message).map_err(BrokerError::InvalidMessage)?;
+            if len > self.config.max_message_size {
+                return Err(BrokerError::MessageTooLarge {
+                    size: len,
+                    max: self.config.max_message_size,
+                });
+            }
+            if message.born_timestamp_ms == 0 {
+                message.born_timestamp_ms = now;
+            }
+            lens.push(len);
+        }
+
+        let mut writer = self.append.lock();
+        let first_queue_offset = queue.consume_queue.len();
+        let mut results = Vec::with_capacity(messages.len());
+        let mut entries = Vec::with_capacity(messages.len());
+        let mut total_bytes = 0u64;
+        let written = (|| -> Result<()> {
+            for (i, (message, &len)) in messages.iter().zip(&lens).enumerate() {
+                let offset = writer.position_for(&self.log, len)?;
+                let placement = Placement {
+                    queue_id,
+                    queue_offset: first_queue_offset + i as u64,
+                    commit_log_offset: offset,
+                    store_timestamp_ms: now,
+                };
+                record::encode_into(message, placement, len, writer.buffer());
+                writer.advance(len);
+                total_bytes += len as u64;
+                entries.push(QueueEntry {
+                    commit_log_offset: offset,
+                    size: len as u32,
+                    tag_hash: tag_hash(&message.tags),
+                });
+                results.push(SendResult {
+                    msg_id: format!("{offset:016X}"),
+                    topic: topic.clone(),
+                    queue_id,
+                    queue_offset: placement.queue_offset,
+                    commit_log_offset: offset,
+                });
+            }
+            writer.write_buffer(&self.log)?;
+            for (i, entry) in entries.iter().enumerate() {
+                queue
+                    .consume_queue
+                    .put(first_queue_offset + i as u64, *entry)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            // The log and its queues may now disagree; only recovery can
+            // tell what reached the disk. Refuse further writes until then.
+            writer.discard_buffer();
+            self.fail(&e.to_string());
+            return Err(e);
+        }
+        let end = writer.next_offset();
+        let dirty = end - self.log.flushed();
+        self.group_commit.appended(
+            PendingVisibility {
+                end,
+                queue: Arc::clone(&queue),
+                visible_len: first_queue_offset + messages.len() as u64,
+            },
+            dirty,
+        );
+        drop(writer);
+        metrics::counter!(APPENDED_MESSAGES).increment(messages.len() as u64);
+        metrics::counter!(APPENDED_BYTES).increment(total_bytes);
+        Ok((results, end))
+    }
+
+    /// Re-creates the consume-queue entry of a record found in the log.
+    fn redispatch(&self, message: &StoredMessage, log_end: u64) -> Result<()> {
+        let topic = &message.message.topic;
+        if self.topics.get(topic).is_none() {
+            // The topic was auto-created and the crash beat its config write.
+            let queues = self.config.default_queues.max(message.queue_id + 1);
+            self.topics.create(topic, queues)?;
+        }
+        let queue = self.queue(topic, message.queue_id)?;
+        debug_assert!(message.commit_log_offset < log_end);
+        queue.consume_queue.put(
+            message.queue_offset,
+            QueueEntry {
+                commit_log_offset: message.commit_log_offset,
+                size: message.stored_size,
+                tag_hash: tag_hash(&message.message.tags),
+            },
+        )?;
+        queue.publish_visible(queue.consume_queue.len());
+        Ok(())
+    }
+
+    fn flush_consume_queues(&self) -> Result<()> {
+        let queues: Vec<Arc<QueueState>> = self
+            .queues
+            .read()
+            .values()
+            .flat_map(|qs| qs.iter().cloned())
+            .collect();
+        for queue in queues {
+            queue.consume_queue.flush()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn note_log_flushed(&self, offset: u64) {
+        let mut checkpoint = self.checkpoint.lock();
+        checkpoint.1.log_flushed = checkpoint.1.log_flushed.max(offset);
+        let current = checkpoint.1;
+        if let Err(e) = checkpoint.0.write(current, false) {
+            tracing::warn!(error = %e, "could not write the checkpoint");
+        }
+    }
+
+    fn note_consume_queues_flushed(&self, offset: u64) -> Result<()> {
+        let mut checkpoint = self.checkpoint.lock();
+        checkpoint.1.consume_queue_flushed = checkpoint.1.consume_queue_flushed.max(offset);
+        let current = checkpoint.1;
+        checkpoint.0.write(current, true)
+    }
+
+    /// The maintenance thread: consume-queue flushes, checkpoint, offsets, lag.
+    fn run_maintenance(&self, stop: &(Mutex<bool>, Condvar)) {
+        let tick = self
+            .config
+            .consume_queue_flush_interval
+            .min(self.config.offset_persist_interval)
+            .max(Duration::from_millis(10));
+        loop {
+            {
+                let mut stopped = stop.0.lock();
+                if *stopped {
+                    return;
+                }
+                stop.1.wait_for(&mut stopped, tick);
+                if *stopped {
+                    return;
+                }
+            }
+            // Read the log end first: every entry for records below it was
+            // written under the append lock before this point.
+            let covered = self.log.written();
+            let result = self
+                .flush_consume_queues()
+                .and_then(|()| self.note_consume_queues_flushed(covered))
+                .and_then(|()| self.offsets.persist());
+            if let Err(e) = result {
+                tracing::error!(error = %e, "broker maintenance failed");
+            }
+            for lag in self.lag() {
+                metrics::gauge!(CONSUMER_LAG, "group" => lag.group, "topic" => lag.topic, "queue" => lag.queue_id.to_string())
+                    .set(lag.lag as f64);
+            }
+        }
+    }
+
+    fn lag(&self) -> Vec<LagStats> {
+        self.offsets
+            .all()
+            .into_iter()
+            .filter_map(|((group, topic, queue_id), committed)| {
+                let queue = self.queue(&topic, queue_id).ok()?;
+                let max_offset = queue.visible_len();
+                Some(LagStats {
+                    lag: max_offset.saturating_sub(committed),
+                    group,
+                    topic,
+                    queue_id,
+                    committed,
+                    max_offset,
+                })
+            })
+            .collect()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

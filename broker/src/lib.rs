@@ -1,0 +1,77 @@
+//! A log broker in the image of RocketMQ's store, small enough to read.
+//!
+//! Every order of the flash sale passes through it: the spike is written
+//! here at disk speed and drained by the order workers at the database's
+//! pace. The parts, each in its own module:
+//!
+//! | concept | module |
+//! |---|---|
+//! | record format (magic, CRC32C, every field) | [`record`] |
+//! | commit log segments, roll, recovery scan | `commit_log` |
+//! | consume queues (20-byte entries) | `consume_queue` |
+//! | group commit / async flush | `group_commit` |
+//! | checkpoint (torn tail vs corruption) | `checkpoint` |
+//! | long polling | `long_poll` |
+//! | consumer groups, queue allocation | `consumer_groups` |
+//! | committed offsets | `offsets` |
+//! | topics | `topics` |
+//! | on-disk names | `store_paths` |
+//! | the broker that ties them together | `broker` |
+//! | producer and queue selection | `producer` |
+//! | the consumer trait (local or remote) | `consumer` |
+//!
+//! ```no_run
+//! # async fn demo() -> broker::Result<()> {
+//! use broker::{Broker, BrokerConfig, Message, Producer, PullRequest, QueueSelector};
+//!
+//! let broker = Broker::open(BrokerConfig::new("/tmp/flashsale-broker"))?;
+//! broker.create_topic("orders", 4)?;
+//! let producer = Producer::new(broker.clone());
+//! let sent = producer
+//!     .send(Message::new("orders", "order 1").with_key("o-1"), QueueSelector::KeyHash)
+//!     .await?;
+//! let pulled = broker
+//!     .pull(&PullRequest {
+//!         group: "workers".into(),
+//!         topic: "orders".into(),
+//!         queue_id: sent.queue_id,
+//!         offset: sent.queue_offset,
+//!         max_messages: 32,
+//!         max_bytes: 1 << 20,
+//!         hold_ms: 15_000,
+//!     })
+//!     .await?;
+//! broker.commit_offset("workers", "orders", sent.queue_id, pulled.next_offset)?;
+//! broker.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod broker;
+mod checkpoint;
+mod commit_log;
+mod config;
+mod consume_queue;
+mod consumer;
+mod consumer_groups;
+mod error;
+mod fs_util;
+mod group_commit;
+mod long_poll;
+pub mod metrics;
+mod offsets;
+mod producer;
+pub mod record;
+mod store_paths;
+mod topics;
+
+pub use broker::{Broker, LagStats, PullRequest, PullResult, PullStatus, QueueStats, SendResult};
+pub use commit_log::RecoveryReport;
+pub use config::{BrokerConfig, FlushMode};
+pub use consume_queue::ENTRY_LEN as CONSUME_QUEUE_ENTRY_LEN;
+pub use consumer::ConsumerApi;
+pub use consumer_groups::{Assignment, ConsumeMode, JoinRequest, QueueRef, allocate_averagely};
+pub use error::{BrokerError, Result};
+pub use producer::{Producer, QueueSelector};
+pub use record::{Message, StoredMessage};
+pub use topics::{MAX_QUEUES, TopicConfig, validate_topic_name};
