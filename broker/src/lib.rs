@@ -57,6 +57,8 @@ mod consumer_groups;
 mod error;
 mod fs_util;
 mod group_commit;
+pub mod http_api;
+mod http_client;
 mod long_poll;
 pub mod metrics;
 mod offsets;
@@ -64,6 +66,7 @@ mod producer;
 pub mod record;
 mod store_paths;
 mod topics;
+pub mod wire;
 
 pub use broker::{Broker, LagStats, PullRequest, PullResult, PullStatus, QueueStats, SendResult};
 pub use commit_log::RecoveryReport;
@@ -75,3 +78,5 @@ pub use error::{BrokerError, Result};
 pub use producer::{Producer, QueueSelector};
 pub use record::{Message, StoredMessage};
 pub use topics::{MAX_QUEUES, TopicConfig, validate_topic_name};
+
+// HTTP API and client re-exports (http_api.rs, http_client.rs, wire.rs).

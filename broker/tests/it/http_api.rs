@@ -1,0 +1,1 @@
+//! Tests of the HTTP API and client (being written).
