@@ -189,7 +189,7 @@ pub(crate) struct Inner {
     failure: Mutex<Option<String>>,
     closing: AtomicBool,
     recovery: RecoveryReport,
-    _lock: File,
+    lock: File,
 }
 
 /// Background threads; stopped and joined when the last handle goes.
@@ -272,7 +272,7 @@ impl Broker {
             failure: Mutex::new(None),
             closing: AtomicBool::new(false),
             recovery: RecoveryReport::default(),
-            _lock: lock,
+            lock,
             topics,
             log,
             paths,
@@ -561,6 +561,11 @@ impl Broker {
         std::fs::remove_file(inner.paths.abort_marker())
             .map_err(|e| BrokerError::io("remove the abort marker", e))?;
         fsync_dir(inner.paths.root())?;
+        // Let a new broker open the store while stale handles linger.
+        inner
+            .lock
+            .unlock()
+            .map_err(|e| BrokerError::io("release the store lock", e))?;
         tracing::info!(log_end = end, "broker stopped cleanly");
         Ok(())
     }

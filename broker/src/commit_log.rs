@@ -73,8 +73,11 @@ pub(crate) struct LogWriter {
     segment: Arc<Segment>,
     /// Log offset where the next record starts.
     next: u64,
-    /// Encoded bytes not yet written; they start at `next - buf.len()`.
+    /// Encoded bytes not yet written.
     buf: BytesMut,
+    /// Log offset of `buf[0]`. Not always `next - buf.len()`: a blank
+    /// record is 8 bytes but covers the rest of its segment.
+    buf_start: u64,
 }
 
 /// What recovery found.
@@ -233,6 +236,7 @@ impl CommitLog {
             segment: log.segment_for(end.min(last_base + segment_size - 1))?,
             next: end,
             buf: BytesMut::with_capacity(64 * 1024),
+            buf_start: end,
         };
         Ok((log, writer, report))
     }
@@ -354,6 +358,7 @@ impl LogWriter {
             .insert(segment_end, Arc::clone(&segment));
         self.segment = segment;
         self.next = segment_end;
+        self.buf_start = segment_end;
         Ok(self.next)
     }
 
@@ -373,12 +378,12 @@ impl LogWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let start = self.next - self.buf.len() as u64;
         self.segment
             .file
-            .write_all_at(&self.buf, start - self.segment.base)
+            .write_all_at(&self.buf, self.buf_start - self.segment.base)
             .map_err(|e| BrokerError::io(format!("write {}", self.segment.path.display()), e))?;
         self.buf.clear();
+        self.buf_start = self.next;
         log.written.store(self.next, Ordering::Release);
         Ok(())
     }
@@ -386,7 +391,7 @@ impl LogWriter {
     /// Forgets buffered bytes after a failed append (the broker is marked
     /// failed; nothing more is written).
     pub(crate) fn discard_buffer(&mut self) {
-        self.next -= self.buf.len() as u64;
+        self.next = self.buf_start;
         self.buf.clear();
     }
 }

@@ -1,4 +1,8 @@
 //! Integration tests of the broker library, one module per feature.
 
+mod consumption;
 mod helpers;
 mod http_api;
+mod model;
+mod recovery;
+mod storage;
