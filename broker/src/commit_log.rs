@@ -339,7 +339,7 @@ impl LogWriter {
     pub(crate) fn position_for(&mut self, log: &CommitLog, len: usize) -> Result<u64> {
         let segment_end = self.segment.base + log.segment_size;
         let needed = (len + BLANK_RECORD_LEN) as u64;
-        if self.next + needed <= segment_end && self.next >= self.segment.base {
+        if self.next + needed <= segment_end {
             return Ok(self.next);
         }
         if self.next < segment_end {
