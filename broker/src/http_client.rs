@@ -1,1 +1,461 @@
-//! (being written)
+//! A client for a broker in another process, over its HTTP API
+//! ([`crate::http_api`]).
+//!
+//! [`BrokerHttpClient`] implements [`ConsumerApi`] with the local broker's
+//! semantics, so a consumer (the order worker) runs unchanged against a
+//! [`crate::Broker`] in its own process or one behind a URL. Error answers
+//! are turned back into [`BrokerError`]s: the variants a consumer acts on
+//! come back as themselves — `UnknownMember` (join again), `TopicNotFound`,
+//! `ShuttingDown` — and the rest as [`BrokerError::Remote`] carrying the
+//! server's message and code. Transport failures (refused connection,
+//! timeout) are `Remote` too.
+//!
+//! Timeouts: every call has 30 s, above the broker's default long-poll cap
+//! (15 s) and sync-flush timeout (5 s); a pull gets its own hold plus 10 s,
+//! so a long poll is never cut short by the client even when the server
+//! allows longer holds.
+//!
+//! Producers get [`BrokerHttpClient::send`] and
+//! [`BrokerHttpClient::send_oneway`] with the same queue selection as the
+//! local [`crate::Producer`] (round robin and key hash are applied by the
+//! server, which knows the topic's queue count), plus topic and stats
+//! helpers.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use crate::broker::{LagStats, PullRequest, PullResult, QueueStats, SendResult};
+use crate::consumer::ConsumerApi;
+use crate::consumer_groups::{Assignment, JoinRequest};
+use crate::error::{BrokerError, Result};
+use crate::http_api::{
+    CommitOffset, CommittedOffset, CreateTopic, ErrorBody, JoinGroup, PullParams, SendResponse,
+    TopicInfo,
+};
+use crate::producer::QueueSelector;
+use crate::record::Message;
+use crate::topics::TopicConfig;
+use crate::wire;
+
+/// Timeout of every call but a pull's (which gets its hold plus
+/// [`PULL_GRACE`]).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a pull's timeout adds to its hold: the server's own work and the
+/// network.
+const PULL_GRACE: Duration = Duration::from_secs(10);
+/// Longest connection attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Holds beyond this are treated as this when sizing a pull's timeout (the
+/// broker caps holds far lower; this only keeps the arithmetic finite).
+const MAX_HOLD: Duration = Duration::from_secs(3600);
+/// How much of a non-JSON error body goes into the error message.
+const ERROR_SNIPPET: usize = 200;
+
+/// A broker reached over HTTP. Cheap to clone (the connection pool is
+/// shared).
+#[derive(Debug, Clone)]
+pub struct BrokerHttpClient {
+    base: Url,
+    http: Client,
+}
+
+/// What a call was about, so an error body can be turned back into the
+/// typed error the local broker would have returned.
+#[derive(Debug, Default, Clone, Copy)]
+struct Context<'a> {
+    topic: Option<&'a str>,
+    member: Option<(&'a str, &'a str)>,
+}
+
+impl BrokerHttpClient {
+    /// A client for the broker at `base_url` (e.g. `http://10.0.0.5:8080`;
+    /// a path prefix is kept, the API's `/broker/…` goes after it).
+    pub fn new(base_url: &str) -> Result<Self> {
+        let http = Client::builder()
+            .timeout(DEFAULT_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| BrokerError::Remote(format!("cannot build the HTTP client: {e}")))?;
+        Self::with_client(base_url, http)
+    }
+
+    /// A client using a caller-built [`reqwest::Client`]; its timeout
+    /// should exceed the longest pull hold (pulls set their own anyway).
+    pub fn with_client(base_url: &str, http: Client) -> Result<Self> {
+        let base = Url::parse(base_url).map_err(|e| {
+            BrokerError::InvalidArgument(format!("bad broker URL {base_url:?}: {e}"))
+        })?;
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(BrokerError::InvalidArgument(format!(
+                "bad broker URL {base_url:?}: expected http://host:port"
+            )));
+        }
+        Ok(BrokerHttpClient { base, http })
+    }
+
+    /// The broker's base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// Sends a batch of messages of one topic and waits until the broker
+    /// has made it as durable as its flush mode promises. Results come in
+    /// the order of `messages`.
+    pub async fn send(
+        &self,
+        messages: &[Message],
+        queue: QueueSelector,
+    ) -> Result<Vec<SendResult>> {
+        self.send_batch(messages, queue, true).await
+    }
+
+    /// One-way send: the broker answers once the batch is appended, before
+    /// it is durable.
+    pub async fn send_oneway(
+        &self,
+        messages: &[Message],
+        queue: QueueSelector,
+    ) -> Result<Vec<SendResult>> {
+        self.send_batch(messages, queue, false).await
+    }
+
+    async fn send_batch(
+        &self,
+        messages: &[Message],
+        queue: QueueSelector,
+        wait: bool,
+    ) -> Result<Vec<SendResult>> {
+        let topic = &messages
+            .first()
+            .ok_or_else(|| {
+                BrokerError::InvalidArgument("a send needs at least one message".into())
+            })?
+            .topic;
+        if messages.iter().any(|m| &m.topic != topic) {
+            return Err(BrokerError::InvalidArgument(
+                "every message of a batch must have the same topic".into(),
+            ));
+        }
+        let body = wire::encode_send_batch(messages)
+            .map_err(|e| BrokerError::InvalidMessage(e.to_string()))?;
+        let mut url = self.url(&["broker", "topics", topic, "messages"])?;
+        {
+            let mut query = url.query_pairs_mut();
+            match queue {
+                QueueSelector::RoundRobin => {}
+                QueueSelector::KeyHash => {
+                    query.append_pair("key_hash", "true");
+                }
+                QueueSelector::Queue(id) => {
+                    query.append_pair("queue", &id.to_string());
+                }
+            }
+            if !wait {
+                query.append_pair("wait", "false");
+            }
+        }
+        let request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, wire::CONTENT_TYPE)
+            .body(body);
+        let context = Context {
+            topic: Some(topic),
+            ..Context::default()
+        };
+        let response: SendResponse = self.json(request, context).await?;
+        Ok(response.results)
+    }
+
+    /// Creates a topic (idempotent for the same queue count).
+    pub async fn create_topic(&self, name: &str, queues: u32) -> Result<TopicConfig> {
+        let body = CreateTopic {
+            name: name.to_owned(),
+            queues,
+        };
+        let request = self.http.post(self.url(&["broker", "topics"])?).json(&body);
+        self.json(request, Context::default()).await
+    }
+
+    /// Every topic with its queues' offsets.
+    pub async fn topics(&self) -> Result<Vec<TopicInfo>> {
+        let request = self.http.get(self.url(&["broker", "topics"])?);
+        self.json(request, Context::default()).await
+    }
+
+    /// Offsets of every queue.
+    pub async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+        let request = self.http.get(self.url(&["broker", "stats", "queues"])?);
+        self.json(request, Context::default()).await
+    }
+
+    /// Lag of every committed offset.
+    pub async fn lag(&self) -> Result<Vec<LagStats>> {
+        let request = self.http.get(self.url(&["broker", "stats", "lag"])?);
+        self.json(request, Context::default()).await
+    }
+
+    /// The base URL with `segments` appended, each percent-encoded (group
+    /// and member names may hold any character).
+    fn url(&self, segments: &[&str]) -> Result<Url> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| BrokerError::InvalidArgument(format!("bad broker URL {}", self.base)))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// Sends a request; a non-success answer becomes a [`BrokerError`].
+    async fn execute(&self, request: RequestBuilder, context: Context<'_>) -> Result<Response> {
+        let response = request.send().await.map_err(transport_error)?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(error_from_response(response, context).await)
+        }
+    }
+
+    /// [`Self::execute`], then the answer's JSON body.
+    async fn json<T: DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+        context: Context<'_>,
+    ) -> Result<T> {
+        let response = self.execute(request, context).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| BrokerError::Remote(format!("unexpected answer: {}", with_sources(&e))))
+    }
+}
+
+#[async_trait]
+impl ConsumerApi for BrokerHttpClient {
+    async fn pull(&self, request: &PullRequest) -> Result<PullResult> {
+        let hold = Duration::from_millis(request.hold_ms).min(MAX_HOLD);
+        let http_request = self
+            .http
+            .post(self.url(&["broker", "pull"])?)
+            .json(&PullParams::from(request))
+            .timeout(hold + PULL_GRACE);
+        let context = Context {
+            topic: Some(&request.topic),
+            ..Context::default()
+        };
+        let response = self.execute(http_request, context).await?;
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !content_type.starts_with(wire::CONTENT_TYPE) {
+            return Err(BrokerError::Remote(format!(
+                "a pull answered with content type {content_type:?}, not {}",
+                wire::CONTENT_TYPE
+            )));
+        }
+        let body = response.bytes().await.map_err(transport_error)?;
+        wire::decode_pull_result(body)
+            .map_err(|e| BrokerError::Remote(format!("malformed pull answer: {e}")))
+    }
+
+    async fn commit_offset(
+        &self,
+        owner: &str,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> Result<()> {
+        let body = CommitOffset {
+            group: owner.to_owned(),
+            topic: topic.to_owned(),
+            queue: queue_id,
+            offset,
+        };
+        let request = self
+            .http
+            .post(self.url(&["broker", "offsets"])?)
+            .json(&body);
+        let context = Context {
+            topic: Some(topic),
+            ..Context::default()
+        };
+        self.execute(request, context).await.map(drop)
+    }
+
+    async fn committed_offset(
+        &self,
+        owner: &str,
+        topic: &str,
+        queue_id: u32,
+    ) -> Result<Option<u64>> {
+        let mut url = self.url(&["broker", "offsets"])?;
+        url.query_pairs_mut()
+            .append_pair("group", owner)
+            .append_pair("topic", topic)
+            .append_pair("queue", &queue_id.to_string());
+        let context = Context {
+            topic: Some(topic),
+            ..Context::default()
+        };
+        let answer: CommittedOffset = self.json(self.http.get(url), context).await?;
+        Ok(answer.offset)
+    }
+
+    async fn join_group(&self, request: &JoinRequest) -> Result<Assignment> {
+        let url = self.url(&[
+            "broker",
+            "groups",
+            &request.group,
+            "members",
+            &request.member,
+        ])?;
+        let body = JoinGroup {
+            mode: request.mode,
+            topics: request.topics.clone(),
+        };
+        // An unknown topic is only attributable when there is one topic.
+        let topic = match request.topics.as_slice() {
+            [one] => Some(one.as_str()),
+            _ => None,
+        };
+        let context = Context {
+            topic,
+            member: Some((&request.group, &request.member)),
+        };
+        self.json(self.http.put(url).json(&body), context).await
+    }
+
+    async fn heartbeat(&self, group: &str, member: &str) -> Result<Assignment> {
+        let url = self.url(&["broker", "groups", group, "members", member, "heartbeat"])?;
+        let context = Context {
+            member: Some((group, member)),
+            ..Context::default()
+        };
+        self.json(self.http.post(url), context).await
+    }
+
+    async fn leave_group(&self, group: &str, member: &str) -> Result<()> {
+        let url = self.url(&["broker", "groups", group, "members", member])?;
+        let context = Context {
+            member: Some((group, member)),
+            ..Context::default()
+        };
+        self.execute(self.http.delete(url), context).await.map(drop)
+    }
+}
+
+/// Turns an error answer back into the error the local broker would give.
+async fn error_from_response(response: Response, context: Context<'_>) -> BrokerError {
+    let status = response.status();
+    let text = match response.text().await {
+        Ok(text) => text,
+        Err(e) => return transport_error(e),
+    };
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => error_from_body(status, body, context),
+        // Not our API's answer (a proxy, a wrong port): say what came back.
+        Err(_) => {
+            let snippet: String = text.chars().take(ERROR_SNIPPET).collect();
+            BrokerError::Remote(format!("HTTP {status}: {snippet}"))
+        }
+    }
+}
+
+fn error_from_body(status: StatusCode, body: ErrorBody, context: Context<'_>) -> BrokerError {
+    match (body.code.as_str(), context) {
+        (
+            "unknown_member",
+            Context {
+                member: Some((group, member)),
+                ..
+            },
+        ) => BrokerError::UnknownMember {
+            group: group.to_owned(),
+            member: member.to_owned(),
+        },
+        (
+            "topic_not_found",
+            Context {
+                topic: Some(topic), ..
+            },
+        ) => BrokerError::TopicNotFound(topic.to_owned()),
+        ("shutting_down", _) => BrokerError::ShuttingDown,
+        (code, _) => {
+            BrokerError::Remote(format!("{} ({code}, HTTP {})", body.error, status.as_u16()))
+        }
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> BrokerError {
+    BrokerError::Remote(format!("request failed: {}", with_sources(&e)))
+}
+
+/// An error and its causes on one line: reqwest's own message rarely says
+/// whether it was a refused connection or a timeout.
+fn with_sources(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(code: &str) -> ErrorBody {
+        ErrorBody {
+            error: "something".into(),
+            code: code.into(),
+        }
+    }
+
+    #[test]
+    fn unknown_member_comes_back_typed() {
+        let context = Context {
+            member: Some(("g", "m")),
+            ..Context::default()
+        };
+        assert!(matches!(
+            error_from_body(StatusCode::NOT_FOUND, body("unknown_member"), context),
+            BrokerError::UnknownMember { group, member } if group == "g" && member == "m"
+        ));
+    }
+
+    #[test]
+    fn other_errors_keep_the_servers_message_and_code() {
+        let e = error_from_body(
+            StatusCode::CONFLICT,
+            body("topic_conflict"),
+            Context::default(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "remote broker: something (topic_conflict, HTTP 409)"
+        );
+    }
+
+    #[test]
+    fn urls_keep_a_prefix_and_encode_segments() {
+        let client = BrokerHttpClient::new("http://127.0.0.1:1/api/").unwrap();
+        let url = client
+            .url(&["broker", "groups", "g/1", "members", "h:1 x"])
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:1/api/broker/groups/g%2F1/members/h:1%20x"
+        );
+        assert!(BrokerHttpClient::new("not a url").is_err());
+        assert!(BrokerHttpClient::new("mailto:x@y").is_err());
+    }
+}

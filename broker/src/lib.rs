@@ -19,6 +19,10 @@
 //! | the broker that ties them together | `broker` |
 //! | producer and queue selection | `producer` |
 //! | the consumer trait (local or remote) | `consumer` |
+//! | HTTP API (JSON admin, binary batches) | [`http_api`] |
+//! | binary batch format of sends and pulls | [`wire`] |
+//! | HTTP client implementing the consumer trait | `http_client` |
+//! | metric names | [`metrics`] |
 //!
 //! ```no_run
 //! # async fn demo() -> broker::Result<()> {
@@ -79,4 +83,5 @@ pub use producer::{Producer, QueueSelector};
 pub use record::{Message, StoredMessage};
 pub use topics::{MAX_QUEUES, TopicConfig, validate_topic_name};
 
-// HTTP API and client re-exports (http_api.rs, http_client.rs, wire.rs).
+pub use http_api::{ApiError, router};
+pub use http_client::BrokerHttpClient;
