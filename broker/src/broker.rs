@@ -684,7 +684,8 @@ impl Inner {
         let now = now_ms();
         let mut lens = Vec::with_capacity(messages.len());
         for message in &mut messages {
-            let len = record::encoded_len(message).map_err(BrokerError::InvalidMessage)?;
+            let len = record::encoded_len(message)
+                .map_err(|e| BrokerError::InvalidMessage(e.to_string()))?;
             if len > self.config.max_message_size {
                 return Err(BrokerError::MessageTooLarge {
                     size: len,

@@ -81,7 +81,7 @@ pub(crate) struct LogWriter {
 }
 
 /// What recovery found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecoveryReport {
     /// The previous stop was a crash (the abort marker was present).
     pub crashed: bool,

@@ -21,7 +21,7 @@
 //! | `DELETE` | `/broker/groups/{group}/members/{member}` | – | 204 (leave) |
 //! | `GET` | `/broker/stats/queues?topic=` | – | JSON list of [`QueueStats`] |
 //! | `GET` | `/broker/stats/lag?group=&topic=` | – | JSON list of [`LagStats`] |
-//! | `GET` | `/broker/recovery` | – | JSON [`RecoveryInfo`] |
+//! | `GET` | `/broker/recovery` | – | JSON [`RecoveryReport`] |
 //!
 //! Message batches travel in the binary format of [`crate::wire`]
 //! (`application/x-flashsale-batch`) rather than JSON: bodies are bytes,
@@ -356,36 +356,6 @@ pub struct StatsQuery {
     /// Only this topic.
     #[serde(default)]
     pub topic: Option<String>,
-}
-
-/// What recovery did when the broker opened ([`RecoveryReport`] as JSON).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecoveryInfo {
-    /// The previous stop was a crash.
-    pub crashed: bool,
-    /// Log offset where recovery started checking records.
-    pub verified_from: u64,
-    /// End of the recovered log.
-    pub log_end: u64,
-    /// Bytes cut off a torn tail.
-    pub truncated_bytes: u64,
-    /// Records re-dispatched into consume queues.
-    pub redispatched: u64,
-    /// Consume-queue entries dropped for pointing past the log's end.
-    pub dropped_queue_entries: u64,
-}
-
-impl From<&RecoveryReport> for RecoveryInfo {
-    fn from(report: &RecoveryReport) -> Self {
-        RecoveryInfo {
-            crashed: report.crashed,
-            verified_from: report.verified_from,
-            log_end: report.log_end,
-            truncated_bytes: report.truncated_bytes,
-            redispatched: report.redispatched,
-            dropped_queue_entries: report.dropped_queue_entries,
-        }
-    }
 }
 
 /// The body of every error answer.
@@ -929,8 +899,8 @@ async fn lag(
     Json(lag)
 }
 
-async fn recovery(State(state): State<ApiState>) -> Json<RecoveryInfo> {
-    Json(RecoveryInfo::from(state.broker.recovery()))
+async fn recovery(State(state): State<ApiState>) -> Json<RecoveryReport> {
+    Json(state.broker.recovery().clone())
 }
 
 #[cfg(test)]

@@ -172,46 +172,61 @@ pub(crate) enum Frame {
     Blank(u32),
 }
 
-/// Size of the record `message` would encode to. Errors name the field that
-/// does not fit its length prefix.
-pub(crate) fn encoded_len(message: &Message) -> Result<usize, String> {
-    if message.topic.is_empty() || message.topic.len() > MAX_TOPIC_LEN {
-        return Err(format!(
-            "topic must be 1..={MAX_TOPIC_LEN} bytes, got {}",
-            message.topic.len()
-        ));
-    }
-    if message.key.len() > u16::MAX as usize {
-        return Err(format!("key is {} bytes; at most 65535", message.key.len()));
-    }
-    if message.tags.len() > u16::MAX as usize {
-        return Err(format!(
-            "tags are {} bytes; at most 65535",
-            message.tags.len()
-        ));
-    }
-    let mut properties_len = 0usize;
-    for (k, v) in &message.properties {
-        if k.len() > u16::MAX as usize || v.len() > u16::MAX as usize {
-            return Err(format!(
-                "property {k:?} has a key or value over 65535 bytes"
-            ));
+/// A message field that does not fit its length prefix (or, for the topic,
+/// its naming limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the {field} of a message is {len} bytes; it must be {min}..={max}")]
+pub struct FieldLengthError {
+    /// Which field.
+    pub field: &'static str,
+    /// Its length.
+    pub len: usize,
+    /// Shortest allowed.
+    pub min: usize,
+    /// Longest allowed.
+    pub max: usize,
+}
+
+/// Bytes of a message's variable part — topic, key, tags, properties and
+/// body, each with its length prefix — checking every field against its
+/// prefix. The commit-log record and the wire frame share this layout and
+/// differ only in their fixed headers.
+pub fn variable_len(message: &Message) -> Result<usize, FieldLengthError> {
+    let check = |field, len: usize, min, max: usize| {
+        if len < min || len > max {
+            Err(FieldLengthError {
+                field,
+                len,
+                min,
+                max,
+            })
+        } else {
+            Ok(len)
         }
-        properties_len += 4 + k.len() + v.len();
+    };
+    let u16_max = u16::MAX as usize;
+    let mut total = 1 + check("topic", message.topic.len(), 1, MAX_TOPIC_LEN)?;
+    total += 2 + check("key", message.key.len(), 0, u16_max)?;
+    total += 2 + check("tags", message.tags.len(), 0, u16_max)?;
+    total += 4;
+    for (k, v) in &message.properties {
+        total += 2 + check("property key", k.len(), 0, u16_max)?;
+        total += 2 + check("property value", v.len(), 0, u16_max)?;
     }
-    let total = FIXED_HEADER_LEN
-        + 1
-        + message.topic.len()
-        + 2
-        + message.key.len()
-        + 2
-        + message.tags.len()
-        + 4
-        + properties_len
-        + 4
-        + message.body.len();
+    total += 4 + check("body", message.body.len(), 0, u32::MAX as usize)?;
+    Ok(total)
+}
+
+/// Size of the record `message` would encode to.
+pub(crate) fn encoded_len(message: &Message) -> Result<usize, FieldLengthError> {
+    let total = FIXED_HEADER_LEN + variable_len(message)?;
     if total > u32::MAX as usize {
-        return Err(format!("record of {total} bytes does not fit a u32 length"));
+        return Err(FieldLengthError {
+            field: "record",
+            len: total,
+            min: 0,
+            max: u32::MAX as usize,
+        });
     }
     Ok(total)
 }

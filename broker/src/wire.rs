@@ -57,7 +57,7 @@ use std::collections::BTreeMap;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::broker::{PullResult, PullStatus};
-use crate::record::{MAX_TOPIC_LEN, Message, StoredMessage};
+use crate::record::{self, Message, StoredMessage};
 
 /// Content type of a batch body.
 pub const CONTENT_TYPE: &str = "application/x-flashsale-batch";
@@ -131,14 +131,9 @@ pub enum WireError {
     /// Bytes follow the last frame.
     #[error("{0} bytes follow the last frame")]
     TrailingBytes(usize),
-    /// (Encoding) a field is longer than its length prefix allows.
-    #[error("the {field} of a message is {len} bytes, more than its encoding allows")]
-    FieldTooLong {
-        /// Which field.
-        field: &'static str,
-        /// Its length.
-        len: usize,
-    },
+    /// (Encoding) a field does not fit its length prefix.
+    #[error(transparent)]
+    FieldTooLong(#[from] record::FieldLengthError),
     /// (Encoding) more messages than a u32 count.
     #[error("{0} messages do not fit one batch")]
     TooManyMessages(usize),
@@ -259,46 +254,18 @@ fn bounded_capacity(count: u32, buffer_len: usize) -> usize {
 }
 
 /// Bytes after the length prefix that `message` needs, checking every
-/// field against its length prefix (the same limits as the commit log).
+/// field against its length prefix (the same limits as the commit log,
+/// whose variable part this frame shares).
 fn frame_len(message: &Message) -> Result<usize, WireError> {
-    let too_long = |field, len| Err(WireError::FieldTooLong { field, len });
-    if message.topic.len() > MAX_TOPIC_LEN {
-        return too_long("topic", message.topic.len());
-    }
-    if message.key.len() > u16::MAX as usize {
-        return too_long("key", message.key.len());
-    }
-    if message.tags.len() > u16::MAX as usize {
-        return too_long("tags", message.tags.len());
-    }
-    let mut properties = 0usize;
-    for (k, v) in &message.properties {
-        if k.len() > u16::MAX as usize {
-            return too_long("property key", k.len());
-        }
-        if v.len() > u16::MAX as usize {
-            return too_long("property value", v.len());
-        }
-        properties += 4 + k.len() + v.len();
-    }
-    if message.properties.len() > u32::MAX as usize {
-        return too_long("properties", message.properties.len());
-    }
-    let len = FRAME_FIXED_LEN
-        + 1
-        + message.topic.len()
-        + 2
-        + message.key.len()
-        + 2
-        + message.tags.len()
-        + 4
-        + properties
-        + 4
-        + message.body.len();
-    // The body length is a u32 and so is the frame length, which also
-    // covers the body's length prefix; checking the frame covers both.
+    let len = FRAME_FIXED_LEN + record::variable_len(message)?;
+    // The frame length is a u32 and covers the body's own u32 prefix.
     if len > u32::MAX as usize {
-        return too_long("message", len);
+        return Err(WireError::FieldTooLong(record::FieldLengthError {
+            field: "message",
+            len,
+            min: 0,
+            max: u32::MAX as usize,
+        }));
     }
     Ok(len)
 }
@@ -554,6 +521,7 @@ fn le_u64(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::MAX_TOPIC_LEN;
 
     fn message(i: u32) -> Message {
         Message {
@@ -636,9 +604,12 @@ mod tests {
 
     #[test]
     fn the_smallest_frame_has_the_documented_size() {
-        let bytes = encode_send_batch(&[Message::new("", Bytes::new())]).unwrap();
-        assert_eq!(bytes.len(), HEADER_LEN + MIN_FRAME_LEN);
+        // The decoder's lower bound allows an empty topic; a message that
+        // can be stored has at least a one-byte topic.
+        let bytes = encode_send_batch(&[Message::new("t", Bytes::new())]).unwrap();
+        assert_eq!(bytes.len(), HEADER_LEN + MIN_FRAME_LEN + 1);
         assert_eq!(MIN_FRAME_LEN, 61);
+        assert!(encode_send_batch(&[Message::new("", Bytes::new())]).is_err());
     }
 
     #[test]
@@ -758,13 +729,19 @@ mod tests {
         m.topic = "x".repeat(MAX_TOPIC_LEN + 1);
         assert!(matches!(
             encode_send_batch(&[m]),
-            Err(WireError::FieldTooLong { field: "topic", .. })
+            Err(WireError::FieldTooLong(record::FieldLengthError {
+                field: "topic",
+                ..
+            }))
         ));
         let mut m = message(1);
         m.key = "k".repeat(70_000);
         assert!(matches!(
             encode_send_batch(&[m]),
-            Err(WireError::FieldTooLong { field: "key", .. })
+            Err(WireError::FieldTooLong(record::FieldLengthError {
+                field: "key",
+                ..
+            }))
         ));
     }
 

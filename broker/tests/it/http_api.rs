@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use broker::http_api::{ErrorBody, RecoveryInfo, TopicInfo, send_body_limit};
+use broker::http_api::{ErrorBody, TopicInfo, send_body_limit};
 use broker::{
     Broker, BrokerConfig, BrokerError, BrokerHttpClient, ConsumeMode, ConsumerApi, JoinRequest,
     Message, PullRequest, PullStatus, QueueSelector, router, wire,
@@ -71,6 +71,19 @@ async fn spawn_app() -> TestApp {
 impl TestApp {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("request")
+    }
+
+    async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
     }
 }
 
@@ -425,19 +438,9 @@ async fn bad_input_gets_a_json_4xx() {
     let send_url = app.url("/broker/topics/orders/messages");
 
     // Unknown topic and queue.
-    let response = app
-        .http
-        .get(app.url("/broker/pull?topic=nope&queue=0&offset=0"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/broker/pull?topic=nope&queue=0&offset=0").await;
     expect_error(response, StatusCode::NOT_FOUND, "topic_not_found").await;
-    let response = app
-        .http
-        .get(app.url("/broker/pull?topic=orders&queue=9&offset=0"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/broker/pull?topic=orders&queue=9&offset=0").await;
     expect_error(response, StatusCode::NOT_FOUND, "queue_not_found").await;
     let batch = wire::encode_send_batch(&[Message::new("nope", "x")]).unwrap();
     let response = app
@@ -452,11 +455,8 @@ async fn bad_input_gets_a_json_4xx() {
 
     // Bad query values and bad JSON.
     let response = app
-        .http
-        .get(app.url("/broker/pull?topic=orders&queue=abc&offset=0"))
-        .send()
-        .await
-        .unwrap();
+        .get("/broker/pull?topic=orders&queue=abc&offset=0")
+        .await;
     expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
     let response = app
         .http
@@ -468,48 +468,40 @@ async fn bad_input_gets_a_json_4xx() {
         .unwrap();
     expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
     let response = app
-        .http
-        .post(app.url("/broker/pull"))
-        .json(&serde_json::json!({ "topic": "orders" }))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/broker/pull", &serde_json::json!({ "topic": "orders" }))
+        .await;
     expect_error(response, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable").await;
     let response = app
-        .http
-        .post(app.url("/broker/pull"))
-        .json(&serde_json::json!({
-            "topic": "orders", "queue": 0, "offset": 0, "max_messages": 0
-        }))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/broker/pull",
+            &serde_json::json!({
+                "topic": "orders", "queue": 0, "offset": 0, "max_messages": 0
+            }),
+        )
+        .await;
     expect_error(response, StatusCode::BAD_REQUEST, "invalid_argument").await;
 
     // Topic creation: bad name, bad count, conflicting count.
     let response = app
-        .http
-        .post(app.url("/broker/topics"))
-        .json(&serde_json::json!({ "name": "bad name!", "queues": 1 }))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/broker/topics",
+            &serde_json::json!({ "name": "bad name!", "queues": 1 }),
+        )
+        .await;
     expect_error(response, StatusCode::BAD_REQUEST, "invalid_topic").await;
     let response = app
-        .http
-        .post(app.url("/broker/topics"))
-        .json(&serde_json::json!({ "name": "zero", "queues": 0 }))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/broker/topics",
+            &serde_json::json!({ "name": "zero", "queues": 0 }),
+        )
+        .await;
     expect_error(response, StatusCode::BAD_REQUEST, "invalid_argument").await;
     let response = app
-        .http
-        .post(app.url("/broker/topics"))
-        .json(&serde_json::json!({ "name": "orders", "queues": 5 }))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/broker/topics",
+            &serde_json::json!({ "name": "orders", "queues": 5 }),
+        )
+        .await;
     expect_error(response, StatusCode::CONFLICT, "topic_conflict").await;
 
     // Sends: garbage, wrong content type, wrong topic, both selectors.
@@ -683,7 +675,8 @@ async fn router_reports_recovery_and_unknown_members_as_json() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let report: RecoveryInfo = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    let report: broker::RecoveryReport =
+        serde_json::from_slice(&body_bytes(response).await).unwrap();
     assert!(!report.crashed, "a fresh store did not crash");
 
     let response = app
