@@ -37,10 +37,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::checkpoint::{Checkpoint, CheckpointFile};
+use crate::clock::Clock;
 use crate::commit_log::{CommitLog, LogWriter, RecoveryReport};
 use crate::config::{BrokerConfig, FlushMode};
 use crate::consume_queue::{ConsumeQueue, QueueEntry};
 use crate::consumer_groups::{Assignment, GroupRegistry, JoinRequest};
+use crate::delay_scheduler::{self, DelayScheduler};
 use crate::error::{BrokerError, Result};
 use crate::fs_util::{create_dir_durable, fsync_dir};
 use crate::group_commit::{GroupCommit, PendingVisibility};
@@ -49,6 +51,7 @@ use crate::metrics::{APPENDED_BYTES, APPENDED_MESSAGES, CONSUMER_LAG, PULLED_MES
 use crate::offsets::OffsetStore;
 use crate::record::{self, Message, Placement, StoredMessage, tag_hash};
 use crate::store_paths::StorePaths;
+use crate::system_topics::{DELAY_TOPIC, is_system_topic, property};
 use crate::topics::{TopicConfig, TopicRegistry};
 
 /// Where a sent message landed.
@@ -169,21 +172,31 @@ impl QueueState {
     fn visible_len(&self) -> u64 {
         *self.visible.borrow()
     }
+
+    /// Reads the message at `offset` of this queue.
+    pub(crate) fn read_message(&self, inner: &Inner, offset: u64) -> Result<StoredMessage> {
+        let entry = self.consume_queue.get(offset)?;
+        inner.log.read(entry.commit_log_offset, entry.size)
+    }
 }
 
 /// State shared by the handles and the background threads.
 #[derive(Debug)]
 pub(crate) struct Inner {
-    config: BrokerConfig,
-    paths: StorePaths,
+    pub(crate) config: BrokerConfig,
+    pub(crate) paths: StorePaths,
+    pub(crate) clock: Clock,
+    pub(crate) delays: DelayScheduler,
+    /// Tells the Tokio service tasks (delays, transaction checks) to stop.
+    services_stop: watch::Sender<bool>,
     pub(crate) log: CommitLog,
     /// The append lock. Held while a batch is encoded, written and
     /// dispatched; everything that must happen in log order happens here.
     pub(crate) append: Mutex<LogWriter>,
     queues: RwLock<HashMap<String, Arc<[Arc<QueueState>]>>>,
-    topics: TopicRegistry,
-    offsets: OffsetStore,
-    groups: GroupRegistry,
+    pub(crate) topics: TopicRegistry,
+    pub(crate) offsets: OffsetStore,
+    pub(crate) groups: GroupRegistry,
     group_commit: GroupCommit,
     checkpoint: Mutex<(CheckpointFile, Checkpoint)>,
     failure: Mutex<Option<String>>,
@@ -202,6 +215,7 @@ struct Threads {
 
 impl Threads {
     fn stop(&self) {
+        self.inner.services_stop.send_replace(true);
         *self.stop.0.lock() = true;
         self.stop.1.notify_all();
         self.inner.group_commit.stop();
@@ -212,8 +226,16 @@ impl Threads {
 }
 
 impl Drop for Threads {
+    /// The last handle went without [`Broker::shutdown`]: stop as a crash
+    /// would. Writes are refused from here on (a barrier on the append lock
+    /// lets an append in flight finish), the threads and services stop, and
+    /// the store lock is released with the abort marker still in place, so
+    /// the next open runs crash recovery.
     fn drop(&mut self) {
+        self.inner.closing.store(true, Ordering::Release);
+        drop(self.inner.append.lock());
         self.stop();
+        let _ = self.inner.lock.unlock();
     }
 }
 
@@ -230,6 +252,13 @@ impl Broker {
     /// from `spawn_blocking`.
     pub fn open(config: BrokerConfig) -> Result<Broker> {
         config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            BrokerError::InvalidArgument(
+                "Broker::open must be called inside a Tokio runtime: delays and transaction \
+                 checks run as Tokio tasks"
+                    .into(),
+            )
+        })?;
         let paths = StorePaths::new(config.data_dir.clone());
         create_dir_durable(paths.root())?;
         let lock = OpenOptions::new()
@@ -263,6 +292,9 @@ impl Broker {
         }
         let topics = TopicRegistry::open(paths.topics_file())?;
         let inner = Inner {
+            clock: Clock::new(),
+            delays: DelayScheduler::open(paths.delay_progress_file())?,
+            services_stop: watch::channel(false).0,
             group_commit: GroupCommit::new(config.flush),
             groups: GroupRegistry::new(config.member_expiry),
             offsets: OffsetStore::open(paths.consumer_offsets_file())?,
@@ -312,14 +344,22 @@ impl Broker {
         std::fs::write(inner.paths.abort_marker(), b"")
             .map_err(|e| BrokerError::io("create the abort marker", e))?;
         fsync_dir(inner.paths.root())?;
+        inner.restore_delays()?;
+        inner
+            .clock
+            .observe_store_timestamp(recovery.newest_store_timestamp_ms);
         if recovery.crashed {
             tracing::info!(?recovery, "crash recovery finished");
         }
         inner.recovery = recovery;
-        Ok(Broker::start(Arc::new(inner)))
+        Ok(Broker::start(Arc::new(inner), &runtime))
     }
 
-    fn start(inner: Arc<Inner>) -> Broker {
+    fn start(inner: Arc<Inner>, runtime: &tokio::runtime::Handle) -> Broker {
+        runtime.spawn(DelayScheduler::run(
+            Arc::clone(&inner),
+            inner.services_stop.subscribe(),
+        ));
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flusher = {
             let inner = Arc::clone(&inner);
@@ -376,15 +416,11 @@ impl Broker {
 
     /// Appends `messages` (all of one topic) to queue `queue_id` and waits
     /// for the configured durability: in sync mode, until an fdatasync
-    /// covers them.
+    /// covers them. Messages with a delay property (`DELAY` level or
+    /// `DELIVER_AT_MS`) wait in the delay topic until due.
     pub async fn put(&self, queue_id: u32, messages: Vec<Message>) -> Result<Vec<SendResult>> {
-        let (results, end) = self.inner.append(queue_id, messages)?;
-        if let FlushMode::Sync { timeout } = self.inner.config.flush {
-            self.inner
-                .group_commit
-                .wait_flushed(&self.inner, end, timeout)
-                .await?;
-        }
+        let (results, end) = self.inner.put_user(queue_id, messages)?;
+        self.inner.wait_durable(end).await?;
         Ok(results)
     }
 
@@ -393,7 +429,7 @@ impl Broker {
     /// visible to consumers once the next flush covers them.
     pub fn put_nowait(&self, queue_id: u32, messages: Vec<Message>) -> Result<Vec<SendResult>> {
         self.inner
-            .append(queue_id, messages)
+            .put_user(queue_id, messages)
             .map(|(results, _)| results)
     }
 
@@ -401,45 +437,18 @@ impl Broker {
     /// queue has nothing at `offset`, up to `hold_ms` (capped by
     /// `max_long_poll`).
     pub async fn pull(&self, request: &PullRequest) -> Result<PullResult> {
-        if request.max_messages == 0 {
-            return Err(BrokerError::InvalidArgument(
-                "max_messages must be at least 1".into(),
-            ));
-        }
-        let queue = self.inner.queue(&request.topic, request.queue_id)?;
-        let min_offset = queue.consume_queue.min_offset();
-        let hold = Duration::from_millis(request.hold_ms).min(self.inner.config.max_long_poll);
-        let visible = wait_for_arrival(&queue.visible, request.offset, hold).await;
-        let answer = |status, messages, next_offset| PullResult {
-            status,
-            messages,
-            next_offset,
-            min_offset,
-            max_offset: visible,
-        };
-        if request.offset < min_offset {
-            return Ok(answer(PullStatus::OffsetTooSmall, Vec::new(), min_offset));
-        }
-        if request.offset > visible {
-            return Ok(answer(PullStatus::OffsetTooBig, Vec::new(), visible));
-        }
-        if request.offset == visible {
-            return Ok(answer(PullStatus::NoNewMessages, Vec::new(), visible));
-        }
-        let count = u64::from(request.max_messages).min(visible - request.offset);
-        let entries = queue.consume_queue.read(request.offset, count)?;
-        let mut messages = Vec::with_capacity(entries.len());
-        let mut bytes = 0u64;
-        for entry in entries {
-            bytes += u64::from(entry.size);
-            if !messages.is_empty() && bytes > u64::from(request.max_bytes) {
-                break;
-            }
-            messages.push(self.inner.log.read(entry.commit_log_offset, entry.size)?);
-        }
-        metrics::counter!(PULLED_MESSAGES).increment(messages.len() as u64);
-        let next = request.offset + messages.len() as u64;
-        Ok(answer(PullStatus::Found, messages, next))
+        self.inner.pull(request).await
+    }
+
+    /// Delayed messages waiting for their time.
+    pub fn delayed_pending(&self) -> usize {
+        self.inner.delays.pending()
+    }
+
+    /// The broker's clock (ms since the epoch; follows Tokio's clock, so
+    /// tests can pause and advance it).
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
     }
 
     /// Records that `owner` has consumed `topic`/`queue_id` below `offset`.
@@ -572,6 +581,127 @@ impl Broker {
 }
 
 impl Inner {
+    pub(crate) async fn pull(&self, request: &PullRequest) -> Result<PullResult> {
+        if request.max_messages == 0 {
+            return Err(BrokerError::InvalidArgument(
+                "max_messages must be at least 1".into(),
+            ));
+        }
+        let queue = self.queue(&request.topic, request.queue_id)?;
+        let min_offset = queue.consume_queue.min_offset();
+        let hold = Duration::from_millis(request.hold_ms).min(self.config.max_long_poll);
+        let visible = wait_for_arrival(&queue.visible, request.offset, hold).await;
+        let answer = |status, messages, next_offset| PullResult {
+            status,
+            messages,
+            next_offset,
+            min_offset,
+            max_offset: visible,
+        };
+        if request.offset < min_offset {
+            return Ok(answer(PullStatus::OffsetTooSmall, Vec::new(), min_offset));
+        }
+        if request.offset > visible {
+            return Ok(answer(PullStatus::OffsetTooBig, Vec::new(), visible));
+        }
+        if request.offset == visible {
+            return Ok(answer(PullStatus::NoNewMessages, Vec::new(), visible));
+        }
+        let count = u64::from(request.max_messages).min(visible - request.offset);
+        let entries = queue.consume_queue.read(request.offset, count)?;
+        let mut messages = Vec::with_capacity(entries.len());
+        let mut bytes = 0u64;
+        for entry in entries {
+            bytes += u64::from(entry.size);
+            if !messages.is_empty() && bytes > u64::from(request.max_bytes) {
+                break;
+            }
+            messages.push(self.log.read(entry.commit_log_offset, entry.size)?);
+        }
+        metrics::counter!(PULLED_MESSAGES).increment(messages.len() as u64);
+        let next = request.offset + messages.len() as u64;
+        Ok(answer(PullStatus::Found, messages, next))
+    }
+
+    /// A producer's append: system topics are refused, delayed messages go
+    /// to the delay topic.
+    pub(crate) fn put_user(
+        &self,
+        queue_id: u32,
+        messages: Vec<Message>,
+    ) -> Result<(Vec<SendResult>, u64)> {
+        if let Some(system) = messages.iter().find(|m| is_system_topic(&m.topic)) {
+            return Err(BrokerError::InvalidTopic {
+                name: system.topic.clone(),
+                reason: "topics starting with '%' are reserved for the broker",
+            });
+        }
+        self.put_internal(queue_id, messages)
+    }
+
+    /// The broker's own append (retries, commits, deliveries): like a
+    /// producer's, but system topics are allowed.
+    pub(crate) fn put_internal(
+        &self,
+        queue_id: u32,
+        mut messages: Vec<Message>,
+    ) -> Result<(Vec<SendResult>, u64)> {
+        let now = self.clock.now_ms();
+        let mut due = Vec::with_capacity(messages.len());
+        for message in &messages {
+            due.push(delay_scheduler::due_time(message, now)?);
+        }
+        if due.iter().all(Option::is_none) {
+            return self.append_system(queue_id, messages);
+        }
+        if due.iter().any(Option::is_none) {
+            return Err(BrokerError::InvalidArgument(
+                "a batch cannot mix delayed and immediate messages".into(),
+            ));
+        }
+        // Validate the real destination now, not when the delay expires.
+        let topic = messages[0].topic.clone();
+        self.ensure_topic(&topic)?;
+        self.queue(&topic, queue_id)?;
+        messages = messages
+            .into_iter()
+            .zip(due)
+            .map(|(m, due)| delay_scheduler::to_delay_topic(m, queue_id, due.expect("all delayed")))
+            .collect();
+        self.append_system(0, messages)
+    }
+
+    /// Waits until the log is durable up to `end`, as the flush mode promises.
+    pub(crate) async fn wait_durable(&self, end: u64) -> Result<()> {
+        if let FlushMode::Sync { timeout } = self.config.flush {
+            self.group_commit.wait_flushed(self, end, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// Loads the delay index from the delay topic's consume queue, whose
+    /// entries carry due times.
+    fn restore_delays(&self) -> Result<()> {
+        if self.topics.get(DELAY_TOPIC).is_none() {
+            return Ok(());
+        }
+        let queue = self.queue(DELAY_TOPIC, 0)?;
+        let mut offset = self
+            .delays
+            .watermark()
+            .max(queue.consume_queue.min_offset());
+        let end = queue.consume_queue.len();
+        while offset < end {
+            let entries = queue.consume_queue.read(offset, 4096)?;
+            for (i, entry) in entries.iter().enumerate() {
+                self.delays
+                    .restore(offset + i as u64, entry.tag_hash as i64);
+            }
+            offset += entries.len() as u64;
+        }
+        Ok(())
+    }
+
     /// Opens the consume queues of a topic found at startup.
     fn load_topic(
         &mut self,
@@ -631,7 +761,23 @@ impl Inner {
         Ok(states)
     }
 
-    fn queue(&self, topic: &str, queue_id: u32) -> Result<Arc<QueueState>> {
+    /// Makes sure `topic` exists: system topics are created with one queue,
+    /// others with `default_queues` when auto-creation is on.
+    pub(crate) fn ensure_topic(&self, topic: &str) -> Result<()> {
+        if self.topics.get(topic).is_some() {
+            return Ok(());
+        }
+        if is_system_topic(topic) {
+            self.topics.create(topic, 1)?;
+        } else if self.config.auto_create_topics {
+            self.topics.create(topic, self.config.default_queues)?;
+        } else {
+            return Err(BrokerError::TopicNotFound(topic.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn queue(&self, topic: &str, queue_id: u32) -> Result<Arc<QueueState>> {
         let queues = self.topic_queues(topic)?;
         queues
             .get(queue_id as usize)
@@ -658,7 +804,11 @@ impl Inner {
 
     /// Appends a batch to one queue. Returns the results and the log offset
     /// the batch ends at (what a durable acknowledgement must cover).
-    fn append(&self, queue_id: u32, mut messages: Vec<Message>) -> Result<(Vec<SendResult>, u64)> {
+    pub(crate) fn append_system(
+        &self,
+        queue_id: u32,
+        mut messages: Vec<Message>,
+    ) -> Result<(Vec<SendResult>, u64)> {
         if self.closing.load(Ordering::Acquire) {
             return Err(BrokerError::ShuttingDown);
         }
@@ -674,14 +824,9 @@ impl Inner {
                 "every message of a batch must have the same topic".into(),
             ));
         }
-        if self.topics.get(&topic).is_none() {
-            if !self.config.auto_create_topics {
-                return Err(BrokerError::TopicNotFound(topic));
-            }
-            self.topics.create(&topic, self.config.default_queues)?;
-        }
+        self.ensure_topic(&topic)?;
         let queue = self.queue(&topic, queue_id)?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut lens = Vec::with_capacity(messages.len());
         for message in &mut messages {
             let len = record::encoded_len(message)
@@ -699,6 +844,8 @@ impl Inner {
         }
 
         let mut writer = self.append.lock();
+        // Taken under the lock so store timestamps follow log order.
+        let store_timestamp_ms = self.clock.store_timestamp_ms();
         let first_queue_offset = queue.consume_queue.len();
         let mut results = Vec::with_capacity(messages.len());
         let mut entries = Vec::with_capacity(messages.len());
@@ -710,7 +857,7 @@ impl Inner {
                     queue_id,
                     queue_offset: first_queue_offset + i as u64,
                     commit_log_offset: offset,
-                    store_timestamp_ms: now,
+                    store_timestamp_ms,
                 };
                 record::encode_into(message, placement, len, writer.buffer());
                 writer.advance(len);
@@ -718,7 +865,7 @@ impl Inner {
                 entries.push(QueueEntry {
                     commit_log_offset: offset,
                     size: len as u32,
-                    tag_hash: tag_hash(&message.tags),
+                    tag_hash: tag_code(message),
                 });
                 results.push(SendResult {
                     msg_id: format!("{offset:016X}"),
@@ -754,6 +901,12 @@ impl Inner {
             dirty,
         );
         drop(writer);
+        if topic == DELAY_TOPIC {
+            for (i, entry) in entries.iter().enumerate() {
+                self.delays
+                    .schedule(first_queue_offset + i as u64, entry.tag_hash as i64);
+            }
+        }
         metrics::counter!(APPENDED_MESSAGES).increment(messages.len() as u64);
         metrics::counter!(APPENDED_BYTES).increment(total_bytes);
         Ok((results, end))
@@ -764,7 +917,11 @@ impl Inner {
         let topic = &message.message.topic;
         if self.topics.get(topic).is_none() {
             // The topic was auto-created and the crash beat its config write.
-            let queues = self.config.default_queues.max(message.queue_id + 1);
+            let queues = if is_system_topic(topic) {
+                message.queue_id + 1
+            } else {
+                self.config.default_queues.max(message.queue_id + 1)
+            };
             self.topics.create(topic, queues)?;
         }
         let queue = self.queue(topic, message.queue_id)?;
@@ -774,7 +931,7 @@ impl Inner {
             QueueEntry {
                 commit_log_offset: message.commit_log_offset,
                 size: message.stored_size,
-                tag_hash: tag_hash(&message.message.tags),
+                tag_hash: tag_code(&message.message),
             },
         )?;
         queue.publish_visible(queue.consume_queue.len());
@@ -865,8 +1022,17 @@ impl Inner {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+/// What a consume-queue entry stores in its tag-hash field: the tag hash,
+/// or for the delay topic the due time (RocketMQ's schedule topic does the
+/// same), so the delay index is rebuilt from consume-queue entries alone.
+fn tag_code(message: &Message) -> u64 {
+    if message.topic == DELAY_TOPIC {
+        message
+            .properties
+            .get(property::DELIVER_AT_MS)
+            .and_then(|at| at.parse::<u64>().ok())
+            .unwrap_or(0)
+    } else {
+        tag_hash(&message.tags)
+    }
 }

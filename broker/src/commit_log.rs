@@ -95,6 +95,9 @@ pub struct RecoveryReport {
     pub redispatched: u64,
     /// Consume-queue entries dropped for pointing past the log's end.
     pub dropped_queue_entries: u64,
+    /// Newest store timestamp among the records checked (0 if none), so
+    /// new timestamps never go back in time after a restart.
+    pub newest_store_timestamp_ms: i64,
 }
 
 impl CommitLog {
@@ -174,7 +177,12 @@ impl CommitLog {
         let mut end = verify_from;
         for (&base, segment) in segments.range(verify_from..) {
             let is_last = base == last_base;
-            match scan_segment(segment, segment_size, |_| Ok(()))? {
+            let newest = &mut report.newest_store_timestamp_ms;
+            let scanned = scan_segment(segment, segment_size, |m| {
+                *newest = (*newest).max(m.store_timestamp_ms);
+                Ok(())
+            })?;
+            match scanned {
                 SegmentEnd::Blank => {
                     if is_last {
                         // Closed but its successor was never created (crash

@@ -16,6 +16,9 @@
 //! | committed offsets | `offsets` |
 //! | topics | `topics` |
 //! | on-disk names | `store_paths` |
+//! | delayed messages: 18 levels and arbitrary delays | `delay_scheduler` |
+//! | the broker's clock (driven by Tokio's, for tests) | `clock` |
+//! | reserved topics and properties | [`system_topics`] |
 //! | the broker that ties them together | `broker` |
 //! | producer and queue selection | `producer` |
 //! | the consumer trait (local or remote) | `consumer` |
@@ -53,11 +56,13 @@
 
 mod broker;
 mod checkpoint;
+mod clock;
 mod commit_log;
 mod config;
 mod consume_queue;
 mod consumer;
 mod consumer_groups;
+mod delay_scheduler;
 mod error;
 mod fs_util;
 mod group_commit;
@@ -69,6 +74,7 @@ mod offsets;
 mod producer;
 pub mod record;
 mod store_paths;
+pub mod system_topics;
 mod topics;
 pub mod wire;
 
@@ -78,6 +84,7 @@ pub use config::{BrokerConfig, FlushMode};
 pub use consume_queue::ENTRY_LEN as CONSUME_QUEUE_ENTRY_LEN;
 pub use consumer::ConsumerApi;
 pub use consumer_groups::{Assignment, ConsumeMode, JoinRequest, QueueRef, allocate_averagely};
+pub use delay_scheduler::{DELAY_LEVELS_MS, delay_level_ms};
 pub use error::{BrokerError, Result};
 pub use producer::{Producer, QueueSelector};
 pub use record::{Message, StoredMessage};

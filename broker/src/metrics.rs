@@ -20,6 +20,9 @@ pub const HELD_LONG_POLLS: &str = "broker_long_polls_held";
 /// Messages not yet consumed, per (group, topic, queue).
 pub const CONSUMER_LAG: &str = "broker_consumer_lag_messages";
 
+/// Delayed messages waiting for their time.
+pub const DELAYED_PENDING: &str = "broker_delayed_messages_pending";
+
 /// Suggested buckets for the broker's histograms: flush latency in seconds
 /// (50 µs .. 1 s) and batch sizes share one exporter setting per metric.
 pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[

@@ -10,6 +10,7 @@
 //!   consumequeue/<topic>/<queue>/00000000000000000000   20-byte entries, named by byte offset
 //!   config/topics.json           topic → queue count
 //!   config/consumer_offsets.json committed offsets per group/topic/queue
+//!   config/delay_delivered       delay-topic offsets delivered (watermark + list)
 //! ```
 //!
 //! Segment names carry their base offset so a reader finds the file for any
@@ -71,6 +72,10 @@ impl StorePaths {
 
     pub(crate) fn consumer_offsets_file(&self) -> PathBuf {
         self.config_dir().join("consumer_offsets.json")
+    }
+
+    pub(crate) fn delay_progress_file(&self) -> PathBuf {
+        self.config_dir().join("delay_delivered")
     }
 }
 

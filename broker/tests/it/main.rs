@@ -1,6 +1,7 @@
 //! Integration tests of the broker library, one module per feature.
 
 mod consumption;
+mod delays;
 mod helpers;
 mod http_api;
 mod model;

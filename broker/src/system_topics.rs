@@ -1,0 +1,58 @@
+//! Names the broker reserves for itself: system topics and the message
+//! properties its features use, in one place (the RocketMQ names are given
+//! where ours differ).
+//!
+//! Topics starting with `%` are the broker's own. Ordinary producers may not
+//! send to them; the delay, retry and transaction machinery does.
+
+/// Delayed messages wait here until due (RocketMQ: `SCHEDULE_TOPIC_XXXX`).
+/// One queue, whatever the delays: the due time lives in the consume-queue
+/// entry's tag-hash field, as in RocketMQ's schedule topic.
+pub const DELAY_TOPIC: &str = "%DELAY%";
+/// Transactional half messages (RocketMQ: `RMQ_SYS_TRANS_HALF_TOPIC`).
+pub const HALF_TOPIC: &str = "%HALF%";
+/// Commit/rollback records of half messages (RocketMQ: `RMQ_SYS_TRANS_OP_HALF_TOPIC`).
+pub const HALF_OP_TOPIC: &str = "%HALF_OP%";
+
+/// The retry topic of a consumer group.
+pub fn retry_topic(group: &str) -> String {
+    format!("%RETRY%{group}")
+}
+
+/// The dead-letter topic of a consumer group.
+pub fn dlq_topic(group: &str) -> String {
+    format!("%DLQ%{group}")
+}
+
+/// True for topics only the broker itself writes.
+pub fn is_system_topic(topic: &str) -> bool {
+    topic.starts_with('%')
+}
+
+/// Message properties with a meaning to the broker.
+pub mod property {
+    /// Delay level 1..=18, set by a producer.
+    pub const DELAY_LEVEL: &str = "DELAY";
+    /// Absolute delivery time (ms since the epoch), set by a producer or
+    /// derived from `DELAY_LEVEL`.
+    pub const DELIVER_AT_MS: &str = "DELIVER_AT_MS";
+    /// Where a delayed, half or retried message really goes.
+    pub const REAL_TOPIC: &str = "REAL_TOPIC";
+    /// Queue of the real topic.
+    pub const REAL_QUEUE: &str = "REAL_QID";
+    /// How many times consumption failed so far.
+    pub const RECONSUME_TIMES: &str = "RECONSUME_TIME";
+    /// The topic a retried message was first sent to.
+    pub const ORIGIN_TOPIC: &str = "ORIGIN_TOPIC";
+    /// The message id it had there.
+    pub const ORIGIN_MSG_ID: &str = "ORIGIN_MESSAGE_ID";
+    /// When consumption first failed (ms since the epoch).
+    pub const FIRST_FAILURE_AT_MS: &str = "FIRST_FAILURE_AT_MS";
+    /// The consumer's reason for the latest failure.
+    pub const LAST_FAILURE: &str = "LAST_FAILURE";
+    /// Producer group of a transactional message (whose checker to ask).
+    pub const PRODUCER_GROUP: &str = "PGROUP";
+    /// On a committed message: the queue offset of its half message, so a
+    /// commit is never applied twice.
+    pub const HALF_OFFSET: &str = "TRAN_HALF_OFFSET";
+}
