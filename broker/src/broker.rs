@@ -51,7 +51,7 @@ use crate::metrics::{APPENDED_BYTES, APPENDED_MESSAGES, CONSUMER_LAG, PULLED_MES
 use crate::offsets::OffsetStore;
 use crate::record::{self, Message, Placement, StoredMessage, tag_hash};
 use crate::store_paths::StorePaths;
-use crate::system_topics::{DELAY_TOPIC, is_system_topic, property};
+use crate::system_topics::{DELAY_TOPIC, is_system_topic, property, retry_topic};
 use crate::topics::{TopicConfig, TopicRegistry};
 
 /// Where a sent message landed.
@@ -387,6 +387,10 @@ impl Broker {
         }
     }
 
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
     /// The settings the broker runs with.
     pub fn config(&self) -> &BrokerConfig {
         &self.inner.config
@@ -484,11 +488,21 @@ impl Broker {
             .get(&(owner.to_owned(), topic.to_owned(), queue_id))
     }
 
-    /// Joins (or re-joins) a consumer group.
+    /// Joins (or re-joins) a consumer group. In clustering mode the group's
+    /// retry topic is subscribed too, so retried messages come back.
     pub fn join_group(&self, request: &JoinRequest) -> Result<Assignment> {
+        let mut request = request.clone();
+        let clustering = request.mode == crate::ConsumeMode::Clustering;
+        if clustering && !request.group.is_empty() && !request.topics.is_empty() {
+            let retry = retry_topic(&request.group);
+            self.inner.ensure_topic(&retry)?;
+            if !request.topics.contains(&retry) {
+                request.topics.push(retry);
+            }
+        }
         self.inner
             .groups
-            .join(request, |t| self.inner.topics.get(t).map(|c| c.queues))
+            .join(&request, |t| self.inner.topics.get(t).map(|c| c.queues))
     }
 
     /// Heartbeat of a group member; returns its current assignment.

@@ -91,6 +91,9 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// Queue count of auto-created topics.
     pub default_queues: u32,
+    /// Retries of a failed message before the next failure sends it to the
+    /// dead-letter topic. Default 16 (RocketMQ's).
+    pub max_reconsume_times: u32,
 }
 
 impl BrokerConfig {
@@ -108,6 +111,7 @@ impl BrokerConfig {
             member_expiry: Duration::from_secs(30),
             auto_create_topics: true,
             default_queues: 4,
+            max_reconsume_times: 16,
         }
     }
 

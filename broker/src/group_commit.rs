@@ -105,8 +105,9 @@ impl GroupCommit {
             if let Some(failure) = &state.failed {
                 return Err(BrokerError::StorageFailed(failure.clone()));
             }
-            // Checked under the lock: the flusher publishes `flushed` before
-            // it takes this lock to complete waiters, so no wake-up is missed.
+            // Checked under the lock the flusher advances `flushed` under,
+            // so either this sees the new offset or the flusher sees the
+            // waiter: no wake-up is missed.
             if inner.log.flushed() >= end {
                 return Ok(());
             }
@@ -183,17 +184,23 @@ impl GroupCommit {
                 return Err(e);
             }
             metrics::histogram!(FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
-            inner.log.set_flushed(target);
+            self.complete_up_to(inner, target);
             inner.note_log_flushed(target);
+        } else {
+            self.complete_up_to(inner, target);
         }
-        self.complete_up_to(target);
         Ok(target)
     }
 
-    fn complete_up_to(&self, durable: u64) {
+    /// Publishes `durable` as the flushed offset, the queue lengths it
+    /// covers, and acknowledges the writers it covers — all in one critical
+    /// section, so a writer that sees its data flushed also finds it
+    /// visible to its next pull.
+    fn complete_up_to(&self, inner: &Inner, durable: u64) {
         let mut done = Vec::new();
         {
             let mut state = self.state.lock();
+            inner.log.set_flushed(durable);
             let mut i = 0;
             while i < state.waiters.len() {
                 if state.waiters[i].end <= durable {

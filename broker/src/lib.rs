@@ -19,6 +19,7 @@
 //! | delayed messages: 18 levels and arbitrary delays | `delay_scheduler` |
 //! | the broker's clock (driven by Tokio's, for tests) | `clock` |
 //! | reserved topics and properties | [`system_topics`] |
+//! | retry topic, dead letters, re-drive | `retry` |
 //! | the broker that ties them together | `broker` |
 //! | producer and queue selection | `producer` |
 //! | the consumer trait (local or remote) | `consumer` |
@@ -73,6 +74,7 @@ pub mod metrics;
 mod offsets;
 mod producer;
 pub mod record;
+mod retry;
 mod store_paths;
 pub mod system_topics;
 mod topics;
@@ -88,6 +90,7 @@ pub use delay_scheduler::{DELAY_LEVELS_MS, delay_level_ms};
 pub use error::{BrokerError, Result};
 pub use producer::{Producer, QueueSelector};
 pub use record::{Message, StoredMessage};
+pub use retry::RetryOutcome;
 pub use topics::{MAX_QUEUES, TopicConfig, validate_topic_name};
 
 pub use http_api::{ApiError, router};

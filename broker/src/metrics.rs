@@ -23,6 +23,11 @@ pub const CONSUMER_LAG: &str = "broker_consumer_lag_messages";
 /// Delayed messages waiting for their time.
 pub const DELAYED_PENDING: &str = "broker_delayed_messages_pending";
 
+/// Messages given back by consumers and scheduled for a retry.
+pub const RETRIES: &str = "broker_retries_total";
+/// Messages moved to a dead-letter topic, per group.
+pub const DEAD_LETTERS: &str = "broker_dead_letters_total";
+
 /// Suggested buckets for the broker's histograms: flush latency in seconds
 /// (50 µs .. 1 s) and batch sizes share one exporter setting per metric.
 pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[

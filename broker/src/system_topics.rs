@@ -44,6 +44,8 @@ pub mod property {
     pub const RECONSUME_TIMES: &str = "RECONSUME_TIME";
     /// The topic a retried message was first sent to.
     pub const ORIGIN_TOPIC: &str = "ORIGIN_TOPIC";
+    /// The queue it was first sent to.
+    pub const ORIGIN_QUEUE: &str = "ORIGIN_QID";
     /// The message id it had there.
     pub const ORIGIN_MSG_ID: &str = "ORIGIN_MESSAGE_ID";
     /// When consumption first failed (ms since the epoch).

@@ -328,14 +328,16 @@ async fn groups_join_heartbeat_leave_and_unknown_members_come_back_typed() {
         .join_group(&join("a", ConsumeMode::Clustering))
         .await
         .unwrap();
-    assert_eq!(a.queues.len(), 4);
+    // The four queues of the topic plus the group's retry queue.
+    assert_eq!(a.queues.len(), 5);
+    assert!(a.queues.iter().any(|q| q.topic == "%RETRY%workers"));
     assert_eq!(a.offset_owner, "workers");
     api.join_group(&join("b", ConsumeMode::Clustering))
         .await
         .unwrap();
     let a = api.heartbeat("workers", "a").await.unwrap();
     let b = api.heartbeat("workers", "b").await.unwrap();
-    assert_eq!((a.queues.len(), b.queues.len()), (2, 2));
+    assert_eq!((a.queues.len(), b.queues.len()), (3, 2));
     assert!(a.queues.iter().all(|q| !b.queues.contains(q)));
     assert_eq!(a.members, vec!["a".to_string(), "b".to_string()]);
     assert_eq!(a.generation, b.generation);
@@ -351,7 +353,7 @@ async fn groups_join_heartbeat_leave_and_unknown_members_come_back_typed() {
         matches!(again, BrokerError::UnknownMember { .. }),
         "{again:?}"
     );
-    assert_eq!(api.heartbeat("workers", "a").await.unwrap().queues.len(), 4);
+    assert_eq!(api.heartbeat("workers", "a").await.unwrap().queues.len(), 5);
 
     // Joining in the other mode is a conflict; an unknown topic is named.
     let conflict = api

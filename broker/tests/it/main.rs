@@ -6,4 +6,5 @@ mod helpers;
 mod http_api;
 mod model;
 mod recovery;
+mod retry;
 mod storage;
