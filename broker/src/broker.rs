@@ -53,6 +53,7 @@ use crate::record::{self, Message, Placement, StoredMessage, tag_hash};
 use crate::store_paths::StorePaths;
 use crate::system_topics::{DELAY_TOPIC, is_system_topic, property, retry_topic};
 use crate::topics::{TopicConfig, TopicRegistry};
+use crate::transactions::{self, Transactions};
 
 /// Where a sent message landed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +174,18 @@ impl QueueState {
         *self.visible.borrow()
     }
 
+    pub(crate) fn consume_queue_min(&self) -> u64 {
+        self.consume_queue.min_offset()
+    }
+
+    pub(crate) fn consume_queue_len(&self) -> u64 {
+        self.consume_queue.len()
+    }
+
+    pub(crate) fn entry(&self, offset: u64) -> Result<QueueEntry> {
+        self.consume_queue.get(offset)
+    }
+
     /// Reads the message at `offset` of this queue.
     pub(crate) fn read_message(&self, inner: &Inner, offset: u64) -> Result<StoredMessage> {
         let entry = self.consume_queue.get(offset)?;
@@ -187,6 +200,7 @@ pub(crate) struct Inner {
     pub(crate) paths: StorePaths,
     pub(crate) clock: Clock,
     pub(crate) delays: DelayScheduler,
+    pub(crate) transactions: Transactions,
     /// Tells the Tokio service tasks (delays, transaction checks) to stop.
     services_stop: watch::Sender<bool>,
     pub(crate) log: CommitLog,
@@ -294,6 +308,7 @@ impl Broker {
         let inner = Inner {
             clock: Clock::new(),
             delays: DelayScheduler::open(paths.delay_progress_file())?,
+            transactions: Transactions::new(paths.transaction_watermark_file()),
             services_stop: watch::channel(false).0,
             group_commit: GroupCommit::new(config.flush),
             groups: GroupRegistry::new(config.member_expiry),
@@ -345,6 +360,7 @@ impl Broker {
             .map_err(|e| BrokerError::io("create the abort marker", e))?;
         fsync_dir(inner.paths.root())?;
         inner.restore_delays()?;
+        inner.restore_transactions()?;
         inner
             .clock
             .observe_store_timestamp(recovery.newest_store_timestamp_ms);
@@ -357,6 +373,10 @@ impl Broker {
 
     fn start(inner: Arc<Inner>, runtime: &tokio::runtime::Handle) -> Broker {
         runtime.spawn(DelayScheduler::run(
+            Arc::clone(&inner),
+            inner.services_stop.subscribe(),
+        ));
+        runtime.spawn(transactions::run_check_back(
             Arc::clone(&inner),
             inner.services_stop.subscribe(),
         ));
@@ -644,13 +664,34 @@ impl Inner {
         queue_id: u32,
         messages: Vec<Message>,
     ) -> Result<(Vec<SendResult>, u64)> {
-        if let Some(system) = messages.iter().find(|m| is_system_topic(&m.topic)) {
+        for message in &messages {
+            self.check_user_message(message)?;
+        }
+        self.put_internal(queue_id, messages)
+    }
+
+    /// Refuses what only the broker may write: system topics, and the
+    /// properties that route or resolve system messages.
+    pub(crate) fn check_user_message(&self, message: &Message) -> Result<()> {
+        if is_system_topic(&message.topic) {
             return Err(BrokerError::InvalidTopic {
-                name: system.topic.clone(),
+                name: message.topic.clone(),
                 reason: "topics starting with '%' are reserved for the broker",
             });
         }
-        self.put_internal(queue_id, messages)
+        for reserved in [
+            property::REAL_TOPIC,
+            property::REAL_QUEUE,
+            property::HALF_OFFSET,
+            property::PRODUCER_GROUP,
+        ] {
+            if message.properties.contains_key(reserved) {
+                return Err(BrokerError::InvalidMessage(format!(
+                    "property {reserved} is reserved for the broker"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The broker's own append (retries, commits, deliveries): like a

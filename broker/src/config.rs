@@ -94,6 +94,14 @@ pub struct BrokerConfig {
     /// Retries of a failed message before the next failure sends it to the
     /// dead-letter topic. Default 16 (RocketMQ's).
     pub max_reconsume_times: u32,
+    /// A half message older than this without commit or rollback is
+    /// checked back with its producer. Default 6 s (RocketMQ's).
+    pub transaction_timeout: Duration,
+    /// Time between check-backs of one open transaction. Default 30 s.
+    pub transaction_check_interval: Duration,
+    /// Unknown answers after which an open transaction is rolled back.
+    /// Default 15.
+    pub transaction_max_checks: u32,
 }
 
 impl BrokerConfig {
@@ -112,6 +120,9 @@ impl BrokerConfig {
             auto_create_topics: true,
             default_queues: 4,
             max_reconsume_times: 16,
+            transaction_timeout: Duration::from_secs(6),
+            transaction_check_interval: Duration::from_secs(30),
+            transaction_max_checks: 15,
         }
     }
 

@@ -20,6 +20,7 @@
 //! | the broker's clock (driven by Tokio's, for tests) | `clock` |
 //! | reserved topics and properties | [`system_topics`] |
 //! | retry topic, dead letters, re-drive | `retry` |
+//! | transactional half messages, check-back | `transactions` |
 //! | the broker that ties them together | `broker` |
 //! | producer and queue selection | `producer` |
 //! | the consumer trait (local or remote) | `consumer` |
@@ -78,6 +79,7 @@ mod retry;
 mod store_paths;
 pub mod system_topics;
 mod topics;
+mod transactions;
 pub mod wire;
 
 pub use broker::{Broker, LagStats, PullRequest, PullResult, PullStatus, QueueStats, SendResult};
@@ -92,6 +94,7 @@ pub use producer::{Producer, QueueSelector};
 pub use record::{Message, StoredMessage};
 pub use retry::RetryOutcome;
 pub use topics::{MAX_QUEUES, TopicConfig, validate_topic_name};
+pub use transactions::{HalfMessage, HalfSendResult, TransactionChecker, TransactionState};
 
 pub use http_api::{ApiError, router};
 pub use http_client::BrokerHttpClient;

@@ -28,6 +28,11 @@ pub const RETRIES: &str = "broker_retries_total";
 /// Messages moved to a dead-letter topic, per group.
 pub const DEAD_LETTERS: &str = "broker_dead_letters_total";
 
+/// Half messages neither committed nor rolled back.
+pub const HALF_PENDING: &str = "broker_transactions_open";
+/// Transaction check-backs, by answer.
+pub const TRANSACTION_CHECKS: &str = "broker_transaction_checks_total";
+
 /// Suggested buckets for the broker's histograms: flush latency in seconds
 /// (50 µs .. 1 s) and batch sizes share one exporter setting per metric.
 pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[

@@ -11,6 +11,7 @@
 //!   config/topics.json           topic → queue count
 //!   config/consumer_offsets.json committed offsets per group/topic/queue
 //!   config/delay_delivered       delay-topic offsets delivered (watermark + list)
+//!   config/transaction_watermark every half message below it is resolved
 //! ```
 //!
 //! Segment names carry their base offset so a reader finds the file for any
@@ -72,6 +73,10 @@ impl StorePaths {
 
     pub(crate) fn consumer_offsets_file(&self) -> PathBuf {
         self.config_dir().join("consumer_offsets.json")
+    }
+
+    pub(crate) fn transaction_watermark_file(&self) -> PathBuf {
+        self.config_dir().join("transaction_watermark")
     }
 
     pub(crate) fn delay_progress_file(&self) -> PathBuf {

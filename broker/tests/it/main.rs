@@ -8,3 +8,4 @@ mod model;
 mod recovery;
 mod retry;
 mod storage;
+mod transactions;

@@ -1,0 +1,464 @@
+//! Transactional messages: half messages, commit/rollback, and check-back.
+//!
+//! A producer that must do something else atomically with a send (the
+//! seckill service: a Redis stock decrement) first sends a *half message*.
+//! It is stored in [`HALF_TOPIC`], where no consumer looks, with its real
+//! topic and queue in properties. The producer then commits or rolls back:
+//!
+//! - **commit** appends the real message (tagged with its half offset) and
+//!   then an op record to [`HALF_OP_TOPIC`];
+//! - **rollback** appends only the op record.
+//!
+//! If the producer never says, the check-back task asks the producer
+//! group's [`TransactionChecker`] once the half is older than the
+//! transaction timeout (6 s), again every check interval (30 s), and rolls
+//! back after 15 unknown answers — RocketMQ's numbers.
+//!
+//! At startup the pending set is rebuilt by scanning the log from the
+//! oldest half not yet resolved (a persisted watermark): a half is resolved
+//! by its op record *or* by a real message carrying its offset, so a crash
+//! between applying a commit and writing its op can never commit it twice.
+//! The scan covers at most the life of the oldest open transaction, which
+//! the 15-check limit bounds (about 8 minutes at the defaults).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+
+use crate::broker::{Broker, Inner, SendResult};
+use crate::delay_scheduler::restore_real;
+use crate::error::{BrokerError, Result};
+use crate::fs_util::write_atomically;
+use crate::metrics::{HALF_PENDING, TRANSACTION_CHECKS};
+use crate::record::{Message, StoredMessage};
+use crate::system_topics::{HALF_OP_TOPIC, HALF_TOPIC, property};
+
+/// How long a checker may take before its answer counts as unknown.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A producer's answer about a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionState {
+    /// Make the message visible.
+    Commit,
+    /// Discard the message.
+    Rollback,
+    /// Not decided yet; ask again later.
+    Unknown,
+}
+
+/// A half message as shown to a checker: the real message and where it
+/// would go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HalfMessage {
+    /// The half message's offset in the half topic (the transaction id).
+    pub half_offset: u64,
+    /// Producer group that sent it.
+    pub producer_group: String,
+    /// Real destination queue.
+    pub queue_id: u32,
+    /// The message as it will be delivered on commit.
+    pub message: Message,
+    /// When the broker stored the half message (ms since the epoch).
+    pub stored_at_ms: i64,
+}
+
+/// Answers check-backs for one producer group: "did this transaction
+/// commit?". The seckill service answers from its stock store's buyer
+/// records; a remote producer registers an HTTP callback.
+#[async_trait]
+pub trait TransactionChecker: Send + Sync + std::fmt::Debug {
+    /// The state of the transaction that sent `half`.
+    async fn check(&self, half: &HalfMessage) -> TransactionState;
+}
+
+/// Where a half message was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HalfSendResult {
+    /// Offset in the half topic: pass it to [`Broker::end_transaction`].
+    pub half_offset: u64,
+    /// Message id of the half record.
+    pub msg_id: String,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    producer_group: String,
+    checks: u32,
+    next_check_ms: i64,
+}
+
+/// Open transactions and the registered checkers.
+#[derive(Debug)]
+pub(crate) struct Transactions {
+    watermark_path: PathBuf,
+    pending: Mutex<BTreeMap<u64, Pending>>,
+    checkers: RwLock<HashMap<String, Arc<dyn TransactionChecker>>>,
+    wake: Notify,
+}
+
+impl Transactions {
+    pub(crate) fn new(watermark_path: PathBuf) -> Self {
+        Transactions {
+            watermark_path,
+            pending: Mutex::new(BTreeMap::new()),
+            checkers: RwLock::new(HashMap::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The persisted watermark: every half below it is resolved.
+    fn read_watermark(&self) -> u64 {
+        std::fs::read(&self.watermark_path)
+            .ok()
+            .and_then(|b| {
+                b.get(..8)
+                    .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+            })
+            .unwrap_or(0)
+    }
+
+    fn write_watermark(&self, watermark: u64) -> Result<()> {
+        write_atomically(&self.watermark_path, &watermark.to_le_bytes())
+    }
+
+    fn insert(&self, half_offset: u64, pending: Pending) {
+        let mut map = self.pending.lock();
+        map.insert(half_offset, pending);
+        metrics::gauge!(HALF_PENDING).set(map.len() as f64);
+        drop(map);
+        self.wake.notify_one();
+    }
+
+    fn take(&self, half_offset: u64) -> Option<Pending> {
+        let mut map = self.pending.lock();
+        let taken = map.remove(&half_offset);
+        metrics::gauge!(HALF_PENDING).set(map.len() as f64);
+        taken
+    }
+
+    pub(crate) fn pending_count(&self) -> usize {
+        self.pending.lock().len()
+    }
+}
+
+impl Inner {
+    /// Rebuilds the open transactions from the log (see the module doc).
+    pub(crate) fn restore_transactions(&self) -> Result<()> {
+        if self.topics.get(HALF_TOPIC).is_none() {
+            return Ok(());
+        }
+        let halves = self.queue(HALF_TOPIC, 0)?;
+        let watermark = self
+            .transactions
+            .read_watermark()
+            .max(halves.consume_queue_min());
+        if watermark >= halves.consume_queue_len() {
+            return Ok(());
+        }
+        let from = halves.entry(watermark)?.commit_log_offset;
+        let mut open: BTreeMap<u64, Pending> = BTreeMap::new();
+        let timeout = self.config.transaction_timeout.as_millis() as i64;
+        self.log.for_each_record(from, |record| {
+            let message = &record.message;
+            if message.topic == HALF_TOPIC {
+                let producer_group = message
+                    .properties
+                    .get(property::PRODUCER_GROUP)
+                    .cloned()
+                    .unwrap_or_default();
+                open.insert(
+                    record.queue_offset,
+                    Pending {
+                        producer_group,
+                        checks: 0,
+                        next_check_ms: record.store_timestamp_ms + timeout,
+                    },
+                );
+            } else if let Some(half) = resolved_half(&record) {
+                open.remove(&half);
+            }
+            Ok(())
+        })?;
+        for (offset, pending) in open {
+            self.transactions.insert(offset, pending);
+        }
+        Ok(())
+    }
+
+    async fn resolve(
+        &self,
+        half_offset: u64,
+        state: TransactionState,
+    ) -> Result<Option<SendResult>> {
+        let Some(pending) = self.transactions.take(half_offset) else {
+            return Err(BrokerError::InvalidArgument(format!(
+                "no open transaction with half offset {half_offset} (resolved already, or never sent)"
+            )));
+        };
+        let result = self.apply_resolution(half_offset, state).await;
+        if result.is_err() {
+            // Not resolved after all: the check-back will ask again.
+            self.transactions.insert(half_offset, pending);
+        }
+        result
+    }
+
+    async fn apply_resolution(
+        &self,
+        half_offset: u64,
+        state: TransactionState,
+    ) -> Result<Option<SendResult>> {
+        let committed = match state {
+            TransactionState::Commit => {
+                let half = self.queue(HALF_TOPIC, 0)?.read_message(self, half_offset)?;
+                let (mut message, queue_id) = restore_real(half.message)?;
+                message.properties.remove(property::PRODUCER_GROUP);
+                message
+                    .properties
+                    .insert(property::HALF_OFFSET.into(), half_offset.to_string());
+                let (mut results, _) = self.append_system(queue_id, vec![message])?;
+                results.pop()
+            }
+            TransactionState::Rollback => None,
+            TransactionState::Unknown => {
+                return Err(BrokerError::InvalidArgument(
+                    "a transaction ends with commit or rollback, not unknown".into(),
+                ));
+            }
+        };
+        let op = Message::new(HALF_OP_TOPIC, half_offset.to_string()).with_tags(match state {
+            TransactionState::Commit => "commit",
+            _ => "rollback",
+        });
+        let (_, end) = self.append_system(0, vec![op])?;
+        self.wait_durable(end).await?;
+        Ok(committed)
+    }
+
+    /// The half message at `half_offset`, as a checker sees it.
+    fn half_message(&self, half_offset: u64) -> Result<HalfMessage> {
+        let stored = self.queue(HALF_TOPIC, 0)?.read_message(self, half_offset)?;
+        let producer_group = stored
+            .message
+            .properties
+            .get(property::PRODUCER_GROUP)
+            .cloned()
+            .unwrap_or_default();
+        let (mut message, queue_id) = restore_real(stored.message)?;
+        message.properties.remove(property::PRODUCER_GROUP);
+        Ok(HalfMessage {
+            half_offset,
+            producer_group,
+            queue_id,
+            message,
+            stored_at_ms: stored.store_timestamp_ms,
+        })
+    }
+}
+
+/// The half offset a record resolves: an op record's body, or a committed
+/// real message's `HALF_OFFSET` property.
+fn resolved_half(record: &StoredMessage) -> Option<u64> {
+    let message = &record.message;
+    if message.topic == HALF_OP_TOPIC {
+        std::str::from_utf8(&message.body).ok()?.parse().ok()
+    } else {
+        message.properties.get(property::HALF_OFFSET)?.parse().ok()
+    }
+}
+
+impl Broker {
+    /// Stores `message` as a half message of `producer_group`, invisible to
+    /// consumers until [`Broker::end_transaction`] commits it (or a check
+    /// with the group's checker does).
+    pub async fn send_half(
+        &self,
+        producer_group: &str,
+        queue_id: u32,
+        message: Message,
+    ) -> Result<HalfSendResult> {
+        if producer_group.is_empty() {
+            return Err(BrokerError::InvalidArgument(
+                "producer group must not be empty".into(),
+            ));
+        }
+        let inner = self.inner();
+        if message.properties.contains_key(property::DELAY_LEVEL)
+            || message.properties.contains_key(property::DELIVER_AT_MS)
+        {
+            return Err(BrokerError::InvalidArgument(
+                "a transactional message cannot also be delayed".into(),
+            ));
+        }
+        inner.check_user_message(&message)?;
+        inner.ensure_topic(&message.topic)?;
+        inner.queue(&message.topic, queue_id)?;
+        let mut half = message;
+        let real_topic = std::mem::replace(&mut half.topic, HALF_TOPIC.to_owned());
+        half.properties
+            .insert(property::REAL_TOPIC.into(), real_topic);
+        half.properties
+            .insert(property::REAL_QUEUE.into(), queue_id.to_string());
+        half.properties
+            .insert(property::PRODUCER_GROUP.into(), producer_group.to_owned());
+        let now = inner.clock.now_ms();
+        let (mut results, end) = inner.append_system(0, vec![half])?;
+        let result = results.pop().expect("one result");
+        inner.transactions.insert(
+            result.queue_offset,
+            Pending {
+                producer_group: producer_group.to_owned(),
+                checks: 0,
+                next_check_ms: now + inner.config.transaction_timeout.as_millis() as i64,
+            },
+        );
+        inner.wait_durable(end).await?;
+        Ok(HalfSendResult {
+            half_offset: result.queue_offset,
+            msg_id: result.msg_id,
+        })
+    }
+
+    /// Commits or rolls back the transaction of the half message at
+    /// `half_offset`. A commit returns where the real message landed.
+    pub async fn end_transaction(
+        &self,
+        half_offset: u64,
+        state: TransactionState,
+    ) -> Result<Option<SendResult>> {
+        self.inner().resolve(half_offset, state).await
+    }
+
+    /// Registers the checker asked about `producer_group`'s open
+    /// transactions (replacing any earlier one).
+    pub fn register_checker(&self, producer_group: &str, checker: Arc<dyn TransactionChecker>) {
+        self.inner()
+            .transactions
+            .checkers
+            .write()
+            .insert(producer_group.to_owned(), checker);
+    }
+
+    /// Half messages neither committed nor rolled back yet.
+    pub fn open_transactions(&self) -> usize {
+        self.inner().transactions.pending_count()
+    }
+}
+
+/// The check-back task: asks checkers about transactions past their time.
+pub(crate) async fn run_check_back(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let mut persisted_watermark = None;
+    loop {
+        let next = inner
+            .transactions
+            .pending
+            .lock()
+            .values()
+            .map(|p| p.next_check_ms)
+            .min();
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(inner.clock.instant_at(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = inner.transactions.wake.notified() => continue,
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let now = inner.clock.now_ms();
+        let due: Vec<(u64, String)> = inner
+            .transactions
+            .pending
+            .lock()
+            .iter()
+            .filter(|(_, p)| p.next_check_ms <= now)
+            .map(|(offset, p)| (*offset, p.producer_group.clone()))
+            .collect();
+        for (half_offset, group) in due {
+            if let Err(e) = check_one(&inner, half_offset, &group).await {
+                tracing::warn!(half_offset, error = %e, "transaction check-back failed");
+                if matches!(e, BrokerError::ShuttingDown | BrokerError::StorageFailed(_)) {
+                    return;
+                }
+            }
+        }
+        let watermark = {
+            let pending = inner.transactions.pending.lock();
+            pending.keys().next().copied()
+        };
+        let watermark = watermark.unwrap_or_else(|| {
+            inner
+                .queue(HALF_TOPIC, 0)
+                .map_or(0, |q| q.consume_queue_len())
+        });
+        if persisted_watermark != Some(watermark) {
+            match inner.transactions.write_watermark(watermark) {
+                Ok(()) => persisted_watermark = Some(watermark),
+                Err(e) => tracing::warn!(error = %e, "could not persist the transaction watermark"),
+            }
+        }
+    }
+}
+
+async fn check_one(inner: &Inner, half_offset: u64, group: &str) -> Result<()> {
+    let checker = inner.transactions.checkers.read().get(group).cloned();
+    let state = match checker {
+        Some(checker) => {
+            let half = inner.half_message(half_offset)?;
+            tokio::time::timeout(CHECK_TIMEOUT, checker.check(&half))
+                .await
+                .unwrap_or(TransactionState::Unknown)
+        }
+        // No checker registered (the producer is gone): an unknown answer.
+        None => TransactionState::Unknown,
+    };
+    metrics::counter!(TRANSACTION_CHECKS, "answer" => format!("{state:?}").to_lowercase())
+        .increment(1);
+    match state {
+        TransactionState::Commit | TransactionState::Rollback => {
+            // Resolved meanwhile by the producer: nothing left to do.
+            match inner.resolve(half_offset, state).await {
+                Ok(_) => Ok(()),
+                Err(BrokerError::InvalidArgument(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        TransactionState::Unknown => {
+            let give_up = {
+                let mut pending = inner.transactions.pending.lock();
+                let Some(entry) = pending.get_mut(&half_offset) else {
+                    return Ok(());
+                };
+                entry.checks += 1;
+                entry.next_check_ms = inner.clock.now_ms()
+                    + inner.config.transaction_check_interval.as_millis() as i64;
+                entry.checks >= inner.config.transaction_max_checks
+            };
+            if give_up {
+                tracing::warn!(
+                    half_offset,
+                    group,
+                    "no answer after the maximum checks; rolling back"
+                );
+                match inner.resolve(half_offset, TransactionState::Rollback).await {
+                    Ok(_) | Err(BrokerError::InvalidArgument(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+    }
+}
