@@ -89,6 +89,10 @@ pub struct PullRequest {
     /// Longest time to hold the pull when the queue has nothing new
     /// (capped by `max_long_poll`; 0 = return at once).
     pub hold_ms: u64,
+    /// Tag filter: `None` or `"*"` for every message, else tags joined by
+    /// `||` (`"vip || gift"`). Messages without a matching tag are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
 }
 
 /// What a pull found.

@@ -241,6 +241,9 @@ pub struct PullParams {
     /// the broker caps it at its `max_long_poll`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_ms: Option<u64>,
+    /// Tag filter (`a || b`, `*`); absent = every message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
 }
 
 impl PullParams {
@@ -261,6 +264,7 @@ impl PullParams {
                 .unwrap_or(DEFAULT_PULL_BYTES)
                 .min(MAX_PULL_BYTES),
             hold_ms: self.hold_ms.unwrap_or(0),
+            tags: self.tags.clone(),
         }
     }
 }
@@ -275,6 +279,7 @@ impl From<&PullRequest> for PullParams {
             max_messages: Some(request.max_messages),
             max_bytes: Some(request.max_bytes),
             hold_ms: Some(request.hold_ms),
+            tags: request.tags.clone(),
         }
     }
 }
@@ -943,6 +948,7 @@ mod tests {
             max_messages: Some(u32::MAX),
             max_bytes: Some(u32::MAX),
             hold_ms: None,
+            tags: None,
         };
         let request = params.to_request();
         assert_eq!(request.max_messages, MAX_PULL_MESSAGES);

@@ -48,6 +48,7 @@
 //!         max_messages: 32,
 //!         max_bytes: 1 << 20,
 //!         hold_ms: 15_000,
+//!         tags: None,
 //!     })
 //!     .await?;
 //! broker.commit_offset("workers", "orders", sent.queue_id, pulled.next_offset)?;

@@ -137,6 +137,7 @@ impl Broker {
                 max_messages: max.max(1),
                 max_bytes: 16 << 20,
                 hold_ms: 0,
+                tags: None,
             })
             .await
     }

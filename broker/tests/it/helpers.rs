@@ -35,6 +35,7 @@ pub(crate) async fn pull_all(
                 max_messages: 7,
                 max_bytes: 1 << 20,
                 hold_ms: 0,
+                tags: None,
             })
             .await
             .expect("pull");

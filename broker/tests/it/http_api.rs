@@ -111,6 +111,7 @@ fn pull_request(queue_id: u32, offset: u64, hold_ms: u64) -> PullRequest {
         max_messages: 32,
         max_bytes: 1 << 20,
         hold_ms,
+        tags: None,
     }
 }
 

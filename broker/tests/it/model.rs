@@ -100,6 +100,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         max_messages: max,
                         max_bytes: 1 << 20,
                         hold_ms: 0,
+                        tags: None,
                     })
                     .await
                     .unwrap();
