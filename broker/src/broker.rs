@@ -52,6 +52,7 @@ use crate::offsets::OffsetStore;
 use crate::record::{self, Message, Placement, StoredMessage, tag_hash};
 use crate::store_paths::StorePaths;
 use crate::system_topics::{DELAY_TOPIC, is_system_topic, property, retry_topic};
+use crate::tag_filter::TagFilter;
 use crate::topics::{TopicConfig, TopicRegistry};
 use crate::transactions::{self, Transactions};
 
@@ -625,40 +626,94 @@ impl Inner {
                 "max_messages must be at least 1".into(),
             ));
         }
+        let filter = TagFilter::parse(request.tags.as_deref())?;
         let queue = self.queue(&request.topic, request.queue_id)?;
-        let min_offset = queue.consume_queue.min_offset();
         let hold = Duration::from_millis(request.hold_ms).min(self.config.max_long_poll);
-        let visible = wait_for_arrival(&queue.visible, request.offset, hold).await;
-        let answer = |status, messages, next_offset| PullResult {
-            status,
-            messages,
-            next_offset,
-            min_offset,
-            max_offset: visible,
+        let deadline = tokio::time::Instant::now() + hold;
+        let mut offset = request.offset;
+        loop {
+            let min_offset = queue.consume_queue.min_offset();
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let visible = wait_for_arrival(&queue.visible, offset, remaining).await;
+            let answer = |status, messages, next_offset| PullResult {
+                status,
+                messages,
+                next_offset,
+                min_offset,
+                max_offset: visible,
+            };
+            if offset < min_offset {
+                return Ok(answer(PullStatus::OffsetTooSmall, Vec::new(), min_offset));
+            }
+            if offset > visible {
+                return Ok(answer(PullStatus::OffsetTooBig, Vec::new(), visible));
+            }
+            if offset == visible {
+                return Ok(answer(PullStatus::NoNewMessages, Vec::new(), visible));
+            }
+            let (messages, next) =
+                self.read_matching(&queue, offset, visible, request, filter.as_ref())?;
+            if !messages.is_empty() {
+                metrics::counter!(PULLED_MESSAGES).increment(messages.len() as u64);
+                return Ok(answer(PullStatus::Found, messages, next));
+            }
+            // Everything up to `next` was filtered out: skip it and keep
+            // holding for messages that match.
+            offset = next;
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(answer(PullStatus::NoNewMessages, Vec::new(), offset));
+            }
+        }
+    }
+
+    /// Reads messages of `queue` from `offset` (below `visible`) that pass
+    /// `filter`, within the request's count and byte budget. Returns them
+    /// and the offset after the last entry examined.
+    fn read_matching(
+        &self,
+        queue: &QueueState,
+        offset: u64,
+        visible: u64,
+        request: &PullRequest,
+        filter: Option<&TagFilter>,
+    ) -> Result<(Vec<StoredMessage>, u64)> {
+        // With a filter, examine more entries than are wanted, but bounded.
+        const FILTER_SCAN_LIMIT: u64 = 16 * 1024;
+        let wanted = u64::from(request.max_messages);
+        let scan = if filter.is_some() {
+            FILTER_SCAN_LIMIT.max(wanted)
+        } else {
+            wanted
         };
-        if request.offset < min_offset {
-            return Ok(answer(PullStatus::OffsetTooSmall, Vec::new(), min_offset));
-        }
-        if request.offset > visible {
-            return Ok(answer(PullStatus::OffsetTooBig, Vec::new(), visible));
-        }
-        if request.offset == visible {
-            return Ok(answer(PullStatus::NoNewMessages, Vec::new(), visible));
-        }
-        let count = u64::from(request.max_messages).min(visible - request.offset);
-        let entries = queue.consume_queue.read(request.offset, count)?;
-        let mut messages = Vec::with_capacity(entries.len());
+        let entries = queue
+            .consume_queue
+            .read(offset, scan.min(visible - offset))?;
+        let mut messages = Vec::new();
         let mut bytes = 0u64;
+        let mut next = offset;
         for entry in entries {
-            bytes += u64::from(entry.size);
-            if !messages.is_empty() && bytes > u64::from(request.max_bytes) {
+            if messages.len() as u64 == wanted {
                 break;
             }
-            messages.push(self.log.read(entry.commit_log_offset, entry.size)?);
+            if let Some(filter) = filter
+                && !filter.may_match(entry.tag_hash)
+            {
+                next += 1;
+                continue;
+            }
+            if !messages.is_empty() && bytes + u64::from(entry.size) > u64::from(request.max_bytes)
+            {
+                break;
+            }
+            let message = self.log.read(entry.commit_log_offset, entry.size)?;
+            next += 1;
+            if filter.is_some_and(|f| !f.matches(&message.message.tags)) {
+                continue;
+            }
+            bytes += u64::from(entry.size);
+            messages.push(message);
         }
-        metrics::counter!(PULLED_MESSAGES).increment(messages.len() as u64);
-        let next = request.offset + messages.len() as u64;
-        Ok(answer(PullStatus::Found, messages, next))
+        Ok((messages, next))
     }
 
     /// A producer's append: system topics are refused, delayed messages go

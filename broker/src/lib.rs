@@ -12,6 +12,7 @@
 //! | group commit / async flush | `group_commit` |
 //! | checkpoint (torn tail vs corruption) | `checkpoint` |
 //! | long polling | `long_poll` |
+//! | tag filtering on pull | `tag_filter` |
 //! | consumer groups, queue allocation | `consumer_groups` |
 //! | committed offsets | `offsets` |
 //! | topics | `topics` |
@@ -79,6 +80,7 @@ pub mod record;
 mod retry;
 mod store_paths;
 pub mod system_topics;
+mod tag_filter;
 mod topics;
 mod transactions;
 pub mod wire;

@@ -270,3 +270,58 @@ async fn broadcasting_delivers_every_message_to_every_member() {
     assert_eq!(broker.committed_offset("g%b", "t", 0), Some(5));
     assert_eq!(broker.committed_offset("g", "t", 0), None);
 }
+
+#[tokio::test]
+async fn tag_filters_skip_other_tags_and_keep_holding_for_a_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(small_config(dir.path())).unwrap();
+    broker.create_topic("t", 1).unwrap();
+    for (n, tag) in ["vip", "plain", "gift", "plain", "vip", ""]
+        .iter()
+        .enumerate()
+    {
+        broker
+            .put(0, vec![Message::new("t", body(n)).with_tags(*tag)])
+            .await
+            .unwrap();
+    }
+    let mut request = pull_request(0, 0, 0);
+    request.tags = Some("vip || gift".into());
+    let result = broker.pull(&request).await.unwrap();
+    let tags: Vec<&str> = result
+        .messages
+        .iter()
+        .map(|m| m.message.tags.as_str())
+        .collect();
+    assert_eq!(tags, ["vip", "gift", "vip"]);
+    // The untagged last message was examined and skipped too.
+    assert_eq!(result.next_offset, 6);
+
+    // Nothing matching is left: the pull holds, skipping what arrives
+    // without the tag, and returns the first match.
+    request.offset = result.next_offset;
+    request.hold_ms = 30_000;
+    let held = {
+        let broker = broker.clone();
+        tokio::spawn(async move { broker.pull(&request).await.unwrap() })
+    };
+    broker
+        .put(0, vec![Message::new("t", "no").with_tags("plain")])
+        .await
+        .unwrap();
+    broker
+        .put(0, vec![Message::new("t", "yes").with_tags("gift")])
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result.messages.len(), 1);
+    assert_eq!(&result.messages[0].message.body[..], b"yes");
+    assert_eq!(result.next_offset, 8);
+
+    let mut bad = pull_request(0, 0, 0);
+    bad.tags = Some("a |".into());
+    assert!(broker.pull(&bad).await.is_err());
+}
