@@ -46,10 +46,12 @@ use crate::delay_scheduler::{self, DelayScheduler};
 use crate::error::{BrokerError, Result};
 use crate::fs_util::{create_dir_durable, fsync_dir};
 use crate::group_commit::{GroupCommit, PendingVisibility};
+use crate::key_index::{KeyIndex, key_hash};
 use crate::long_poll::wait_for_arrival;
 use crate::metrics::{APPENDED_BYTES, APPENDED_MESSAGES, CONSUMER_LAG, PULLED_MESSAGES};
 use crate::offsets::OffsetStore;
 use crate::record::{self, Message, Placement, StoredMessage, tag_hash};
+use crate::retention;
 use crate::store_paths::StorePaths;
 use crate::system_topics::{DELAY_TOPIC, is_system_topic, property, retry_topic};
 use crate::tag_filter::TagFilter;
@@ -179,6 +181,10 @@ impl QueueState {
         *self.visible.borrow()
     }
 
+    pub(crate) fn delete_expired_files(&self, log_min: u64) -> Result<u64> {
+        self.consume_queue.delete_expired_files(log_min)
+    }
+
     pub(crate) fn consume_queue_min(&self) -> u64 {
         self.consume_queue.min_offset()
     }
@@ -206,6 +212,7 @@ pub(crate) struct Inner {
     pub(crate) clock: Clock,
     pub(crate) delays: DelayScheduler,
     pub(crate) transactions: Transactions,
+    pub(crate) key_index: KeyIndex,
     /// Tells the Tokio service tasks (delays, transaction checks) to stop.
     services_stop: watch::Sender<bool>,
     pub(crate) log: CommitLog,
@@ -310,10 +317,13 @@ impl Broker {
             )));
         }
         let topics = TopicRegistry::open(paths.topics_file())?;
+        let (key_index, key_index_existed) =
+            KeyIndex::open(&paths.key_index_file(), recovery.log_end)?;
         let inner = Inner {
             clock: Clock::new(),
             delays: DelayScheduler::open(paths.delay_progress_file())?,
             transactions: Transactions::new(paths.transaction_watermark_file()),
+            key_index,
             services_stop: watch::channel(false).0,
             group_commit: GroupCommit::new(config.flush),
             groups: GroupRegistry::new(config.member_expiry),
@@ -339,7 +349,8 @@ impl Broker {
         // Re-dispatch what the consume queues may be missing. After a
         // crash: everything past the last consume-queue flush. With the
         // consume queues deleted: the whole log.
-        let redispatch_from = if !queue_root_existed {
+        let log_has_data = log_end > inner.log.min_offset();
+        let redispatch_from = if !queue_root_existed || (!key_index_existed && log_has_data) {
             Some(inner.log.min_offset())
         } else if crashed {
             Some(
@@ -382,6 +393,10 @@ impl Broker {
             inner.services_stop.subscribe(),
         ));
         runtime.spawn(transactions::run_check_back(
+            Arc::clone(&inner),
+            inner.services_stop.subscribe(),
+        ));
+        runtime.spawn(retention::run_retention(
             Arc::clone(&inner),
             inner.services_stop.subscribe(),
         ));
@@ -556,7 +571,10 @@ impl Broker {
             .map(|q| QueueStats {
                 topic: q.topic.clone(),
                 queue_id: q.queue_id,
-                min_offset: q.consume_queue.min_offset(),
+                min_offset: self
+                    .inner
+                    .first_live_offset(q)
+                    .unwrap_or_else(|_| q.consume_queue.min_offset()),
                 max_offset: q.visible_len(),
             })
             .collect();
@@ -631,8 +649,10 @@ impl Inner {
         let hold = Duration::from_millis(request.hold_ms).min(self.config.max_long_poll);
         let deadline = tokio::time::Instant::now() + hold;
         let mut offset = request.offset;
+        // Bounds the entries one pull examines when a tag filter skips many.
+        let mut scans_left = 8;
         loop {
-            let min_offset = queue.consume_queue.min_offset();
+            let min_offset = self.first_live_offset(&queue)?;
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let visible = wait_for_arrival(&queue.visible, offset, remaining).await;
             let answer = |status, messages, next_offset| PullResult {
@@ -657,13 +677,33 @@ impl Inner {
                 metrics::counter!(PULLED_MESSAGES).increment(messages.len() as u64);
                 return Ok(answer(PullStatus::Found, messages, next));
             }
-            // Everything up to `next` was filtered out: skip it and keep
-            // holding for messages that match.
+            // Everything up to `next` was filtered out: skip it, scan on
+            // while there is more, then keep holding for a match.
             offset = next;
-            if tokio::time::Instant::now() >= deadline {
+            scans_left -= 1;
+            let more = offset < visible && scans_left > 0;
+            if !more && tokio::time::Instant::now() >= deadline {
                 return Ok(answer(PullStatus::NoNewMessages, Vec::new(), offset));
             }
         }
+    }
+
+    /// The first offset of `queue` whose record retention has not removed.
+    /// Consume-queue entries point to increasing log offsets, so this is a
+    /// binary search; almost always it is the queue's first entry.
+    fn first_live_offset(&self, queue: &QueueState) -> Result<u64> {
+        let log_min = self.log.min_offset();
+        let mut low = queue.consume_queue.min_offset();
+        let mut high = queue.consume_queue.len();
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if queue.consume_queue.get(middle)?.commit_log_offset < log_min {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        Ok(low)
     }
 
     /// Reads messages of `queue` from `offset` (below `visible`) that pass
@@ -695,9 +735,9 @@ impl Inner {
             if messages.len() as u64 == wanted {
                 break;
             }
-            if let Some(filter) = filter
-                && !filter.may_match(entry.tag_hash)
-            {
+            // Removed by retention, or filtered out by tag hash.
+            let expired = entry.commit_log_offset < self.log.min_offset();
+            if expired || filter.is_some_and(|f| !f.may_match(entry.tag_hash)) {
                 next += 1;
                 continue;
             }
@@ -995,6 +1035,13 @@ impl Inner {
                     .consume_queue
                     .put(first_queue_offset + i as u64, *entry)?;
             }
+            let keyed: Vec<(u64, u64)> = messages
+                .iter()
+                .zip(&entries)
+                .filter(|(m, _)| !m.key.is_empty())
+                .map(|(m, e)| (key_hash(&m.key), e.commit_log_offset))
+                .collect();
+            self.key_index.add(&keyed)?;
             Ok(())
         })();
         if let Err(e) = written {
@@ -1049,17 +1096,24 @@ impl Inner {
             },
         )?;
         queue.publish_visible(queue.consume_queue.len());
+        if !message.message.key.is_empty() {
+            self.key_index
+                .add(&[(key_hash(&message.message.key), message.commit_log_offset)])?;
+        }
         Ok(())
     }
 
-    fn flush_consume_queues(&self) -> Result<()> {
-        let queues: Vec<Arc<QueueState>> = self
-            .queues
+    pub(crate) fn all_queues(&self) -> Vec<Arc<QueueState>> {
+        self.queues
             .read()
             .values()
             .flat_map(|qs| qs.iter().cloned())
-            .collect();
-        for queue in queues {
+            .collect()
+    }
+
+    fn flush_consume_queues(&self) -> Result<()> {
+        self.key_index.flush()?;
+        for queue in self.all_queues() {
             queue.consume_queue.flush()?;
         }
         Ok(())

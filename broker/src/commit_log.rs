@@ -303,6 +303,72 @@ impl CommitLog {
         }
     }
 
+    /// Base offsets of the segments, oldest first.
+    pub(crate) fn segment_bases(&self) -> Vec<u64> {
+        self.segments.read().keys().copied().collect()
+    }
+
+    /// Deletes the oldest segment, which must start at `base` and not be
+    /// the one being written.
+    pub(crate) fn remove_segment(&self, base: u64) -> Result<()> {
+        let segment = {
+            let mut segments = self.segments.write();
+            if segments.keys().next() != Some(&base) || segments.len() < 2 {
+                return Err(BrokerError::InvalidArgument(format!(
+                    "segment {base} is not the oldest of several; it cannot be deleted"
+                )));
+            }
+            segments.remove(&base).expect("checked")
+        };
+        std::fs::remove_file(&segment.path)
+            .map_err(|e| BrokerError::io(format!("delete {}", segment.path.display()), e))?;
+        fsync_dir(&self.dir)
+    }
+
+    /// Reads the message record at `offset`, taking its size from its header.
+    pub(crate) fn read_at(&self, offset: u64) -> Result<StoredMessage> {
+        let segment = self.segment_for(offset)?;
+        let at = offset - segment.base;
+        let mut size = [0u8; 4];
+        segment
+            .file
+            .read_exact_at(&mut size, at)
+            .map_err(|e| BrokerError::io(format!("read {}", segment.path.display()), e))?;
+        let size = u32::from_le_bytes(size);
+        if u64::from(size) > self.segment_size - at {
+            return Err(corruption(&segment, at, DecodeError::BadSize(size)));
+        }
+        self.read(offset, size)
+    }
+
+    /// The store timestamp of the record at `offset`, from its header alone
+    /// (magic and self-offset checked; the body is not read).
+    pub(crate) fn store_timestamp_at(&self, offset: u64) -> Result<i64> {
+        const HEADER: usize = 48;
+        let segment = self.segment_for(offset)?;
+        let at = offset - segment.base;
+        let mut header = [0u8; HEADER];
+        segment
+            .file
+            .read_exact_at(&mut header, at)
+            .map_err(|e| BrokerError::io(format!("read {}", segment.path.display()), e))?;
+        let (_, magic) = record::peek_size_and_magic(&header).expect("48 bytes");
+        if magic != MESSAGE_MAGIC {
+            return Err(corruption(&segment, at, DecodeError::BadMagic(magic)));
+        }
+        let claimed = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
+        if claimed != offset {
+            let reason = DecodeError::WrongOffset {
+                claimed,
+                actual: offset,
+            };
+            return Err(corruption(&segment, at, reason));
+        }
+        Ok(i64::from_le_bytes(
+            header[40..48].try_into().expect("8 bytes"),
+        ))
+    }
+
     /// Calls `f` for every message record from `from` (a record boundary) to
     /// the end of the log, in order.
     pub(crate) fn for_each_record(

@@ -102,6 +102,11 @@ pub struct BrokerConfig {
     /// Unknown answers after which an open transaction is rolled back.
     /// Default 15.
     pub transaction_max_checks: u32,
+    /// Segments whose every record is older than this are deleted.
+    /// Default 72 h (RocketMQ's `fileReservedTime`).
+    pub retention: Duration,
+    /// How often retention runs. Default 60 s.
+    pub retention_check_interval: Duration,
 }
 
 impl BrokerConfig {
@@ -123,6 +128,8 @@ impl BrokerConfig {
             transaction_timeout: Duration::from_secs(6),
             transaction_check_interval: Duration::from_secs(30),
             transaction_max_checks: 15,
+            retention: Duration::from_secs(72 * 3600),
+            retention_check_interval: Duration::from_secs(60),
         }
     }
 

@@ -205,6 +205,31 @@ impl ConsumeQueue {
         Ok(out)
     }
 
+    /// Deletes whole files (never the last) whose entries all point below
+    /// `log_min`. Returns how many files went.
+    pub(crate) fn delete_expired_files(&self, log_min: u64) -> Result<u64> {
+        let mut deleted = 0;
+        loop {
+            let (first, file) = {
+                let files = self.files.read();
+                if files.len() < 2 {
+                    return Ok(deleted);
+                }
+                let (first, file) = files.iter().next().expect("non-empty");
+                (*first, Arc::clone(file))
+            };
+            let last = self.get(first + self.entries_per_file - 1)?;
+            if last.commit_log_offset + u64::from(last.size) > log_min {
+                return Ok(deleted);
+            }
+            self.files.write().remove(&first);
+            fs::remove_file(&file.path)
+                .map_err(|e| BrokerError::io(format!("delete {}", file.path.display()), e))?;
+            fsync_dir(&self.dir)?;
+            deleted += 1;
+        }
+    }
+
     /// Fsyncs the files written since the last flush.
     pub(crate) fn flush(&self) -> Result<()> {
         let files: Vec<Arc<QueueFile>> = self.files.read().values().cloned().collect();

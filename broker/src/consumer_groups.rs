@@ -216,6 +216,14 @@ impl GroupRegistry {
         }
     }
 
+    /// Tells a group's members that something changed (their offsets were
+    /// reset): the generation moves on.
+    pub(crate) fn bump_generation(&self, group_name: &str) {
+        if let Some(group) = self.groups.lock().get_mut(group_name) {
+            group.generation += 1;
+        }
+    }
+
     /// Groups with their mode and live members (for stats).
     pub(crate) fn snapshot(&self) -> Vec<(String, ConsumeMode, Vec<String>)> {
         let now = Instant::now();

@@ -188,6 +188,16 @@ impl DelayScheduler {
         }
     }
 
+    /// The lowest delay-queue offset still pending.
+    pub(crate) fn oldest_pending_offset(&self) -> Option<u64> {
+        self.state
+            .lock()
+            .pending
+            .iter()
+            .map(|&(_, offset)| offset)
+            .min()
+    }
+
     /// Messages waiting for their time.
     pub(crate) fn pending(&self) -> usize {
         self.state.lock().pending.len()

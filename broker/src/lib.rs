@@ -13,6 +13,9 @@
 //! | checkpoint (torn tail vs corruption) | `checkpoint` |
 //! | long polling | `long_poll` |
 //! | tag filtering on pull | `tag_filter` |
+//! | key index: messages by key | `key_index` |
+//! | retention by age | `retention` |
+//! | time lookup, offset reset (backtrack) | `time_lookup` |
 //! | consumer groups, queue allocation | `consumer_groups` |
 //! | committed offsets | `offsets` |
 //! | topics | `topics` |
@@ -72,15 +75,18 @@ mod fs_util;
 mod group_commit;
 pub mod http_api;
 mod http_client;
+mod key_index;
 mod long_poll;
 pub mod metrics;
 mod offsets;
 mod producer;
 pub mod record;
+mod retention;
 mod retry;
 mod store_paths;
 pub mod system_topics;
 mod tag_filter;
+mod time_lookup;
 mod topics;
 mod transactions;
 pub mod wire;
@@ -95,7 +101,9 @@ pub use delay_scheduler::{DELAY_LEVELS_MS, delay_level_ms};
 pub use error::{BrokerError, Result};
 pub use producer::{Producer, QueueSelector};
 pub use record::{Message, StoredMessage};
+pub use retention::RetentionReport;
 pub use retry::RetryOutcome;
+pub use time_lookup::OffsetReset;
 pub use topics::{MAX_QUEUES, TopicConfig, validate_topic_name};
 pub use transactions::{HalfMessage, HalfSendResult, TransactionChecker, TransactionState};
 

@@ -8,6 +8,7 @@
 //!   commitlog/00000000000000000000         segment files, named by base offset, 20 digits
 //!   commitlog/00000000001073741824
 //!   consumequeue/<topic>/<queue>/00000000000000000000   20-byte entries, named by byte offset
+//!   index/keys                   key index: (key hash, log offset) entries
 //!   config/topics.json           topic → queue count
 //!   config/consumer_offsets.json committed offsets per group/topic/queue
 //!   config/delay_delivered       delay-topic offsets delivered (watermark + list)
@@ -73,6 +74,10 @@ impl StorePaths {
 
     pub(crate) fn consumer_offsets_file(&self) -> PathBuf {
         self.config_dir().join("consumer_offsets.json")
+    }
+
+    pub(crate) fn key_index_file(&self) -> PathBuf {
+        self.root.join("index").join("keys")
     }
 
     pub(crate) fn transaction_watermark_file(&self) -> PathBuf {

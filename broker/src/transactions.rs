@@ -144,6 +144,11 @@ impl Transactions {
         taken
     }
 
+    /// The lowest half offset still open.
+    pub(crate) fn oldest_open(&self) -> Option<u64> {
+        self.pending.lock().keys().next().copied()
+    }
+
     pub(crate) fn pending_count(&self) -> usize {
         self.pending.lock().len()
     }

@@ -1,0 +1,254 @@
+//! The key index: find messages by key (an order id) without scanning the
+//! log.
+//!
+//! On disk it is an append-only file of 16-byte entries — key hash (u64,
+//! the same FNV-1a as tag hashes) and the record's commit-log offset —
+//! written in log order under the append lock, like consume-queue entries.
+//! In memory it is a map from key hash to offsets, loaded from the file at
+//! startup. RocketMQ keeps a hash table on disk (`IndexFile`); this keeps
+//! the table in memory (about 40 bytes per keyed message) and only the
+//! entries on disk, which is simpler and enough for a broker whose
+//! retention bounds its size.
+//!
+//! Like the consume queues it is derived data: fsynced with them, cut back
+//! to the log's end after a crash, re-dispatched from the log past the
+//! checkpoint, and rebuilt from the whole log if the file is missing. A
+//! hash can collide, so lookups compare the real key of each record read.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{BrokerError, Result};
+use crate::fs_util::{create_dir_durable, write_atomically};
+use crate::record::tag_hash;
+
+const ENTRY_LEN: usize = 16;
+
+#[derive(Debug)]
+struct Writer {
+    file: File,
+    /// Highest log offset indexed; re-dispatched records at or below it
+    /// are already in the file.
+    last_indexed: Option<u64>,
+    entries: u64,
+}
+
+/// The key index of one store.
+#[derive(Debug)]
+pub(crate) struct KeyIndex {
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    map: RwLock<HashMap<u64, Vec<u64>>>,
+    dirty: AtomicBool,
+}
+
+/// The hash a key is indexed under.
+pub(crate) fn key_hash(key: &str) -> u64 {
+    tag_hash(key)
+}
+
+impl KeyIndex {
+    /// Opens the index, dropping entries at or past `log_end`. Returns the
+    /// index and whether its file already existed (if not, the caller
+    /// rebuilds it from the log).
+    pub(crate) fn open(path: &Path, log_end: u64) -> Result<(KeyIndex, bool)> {
+        if let Some(dir) = path.parent() {
+            create_dir_durable(dir)?;
+        }
+        let io = |e| BrokerError::io(format!("open key index {}", path.display()), e);
+        let existed = path.exists();
+        let bytes = if existed {
+            std::fs::read(path).map_err(io)?
+        } else {
+            Vec::new()
+        };
+        let mut map: HashMap<u64, Vec<u64>> = HashMap::new();
+        let mut valid = 0usize;
+        let mut last_indexed = None;
+        for chunk in bytes.chunks_exact(ENTRY_LEN) {
+            let hash = u64::from_le_bytes(chunk[0..8].try_into().expect("8 bytes"));
+            let offset = u64::from_le_bytes(chunk[8..16].try_into().expect("8 bytes"));
+            // Entries are in log order: the first one past the end (or out
+            // of order, from a torn write) ends the valid prefix.
+            if offset >= log_end || last_indexed.is_some_and(|last| offset <= last) {
+                break;
+            }
+            map.entry(hash).or_default().push(offset);
+            last_indexed = Some(offset);
+            valid += ENTRY_LEN;
+        }
+        if valid != bytes.len() {
+            write_atomically(path, &bytes[..valid])?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        let index = KeyIndex {
+            path: path.to_path_buf(),
+            writer: Mutex::new(Writer {
+                file,
+                last_indexed,
+                entries: (valid / ENTRY_LEN) as u64,
+            }),
+            map: RwLock::new(map),
+            dirty: AtomicBool::new(false),
+        };
+        Ok((index, existed))
+    }
+
+    /// Indexes `(key hash, log offset)` pairs, in log order. Pairs at or
+    /// below the last indexed offset (a re-dispatch) are skipped.
+    pub(crate) fn add(&self, entries: &[(u64, u64)]) -> Result<()> {
+        let mut writer = self.writer.lock();
+        let mut bytes = Vec::with_capacity(entries.len() * ENTRY_LEN);
+        let mut added = Vec::with_capacity(entries.len());
+        for &(hash, offset) in entries {
+            if writer.last_indexed.is_some_and(|last| offset <= last) {
+                continue;
+            }
+            bytes.extend_from_slice(&hash.to_le_bytes());
+            bytes.extend_from_slice(&offset.to_le_bytes());
+            writer.last_indexed = Some(offset);
+            added.push((hash, offset));
+        }
+        if added.is_empty() {
+            return Ok(());
+        }
+        writer
+            .file
+            .write_all(&bytes)
+            .map_err(|e| BrokerError::io(format!("write key index {}", self.path.display()), e))?;
+        writer.entries += added.len() as u64;
+        drop(writer);
+        let mut map = self.map.write();
+        for (hash, offset) in added {
+            map.entry(hash).or_default().push(offset);
+        }
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Log offsets of records whose key hashes like `key`, oldest first.
+    pub(crate) fn lookup(&self, key: &str) -> Vec<u64> {
+        self.map
+            .read()
+            .get(&key_hash(key))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Fsyncs what was added since the last flush.
+    pub(crate) fn flush(&self) -> Result<()> {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            let writer = self.writer.lock();
+            writer
+                .file
+                .sync_data()
+                .map_err(|e| BrokerError::io(format!("fdatasync {}", self.path.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets entries below `log_min` (their records were deleted by
+    /// retention) and rewrites the file once most of it is dead.
+    pub(crate) fn retain_from(&self, log_min: u64) -> Result<()> {
+        let live: Vec<(u64, u64)> = {
+            let mut map = self.map.write();
+            map.retain(|_, offsets| {
+                offsets.retain(|&o| o >= log_min);
+                !offsets.is_empty()
+            });
+            let mut live: Vec<(u64, u64)> = map
+                .iter()
+                .flat_map(|(hash, offsets)| offsets.iter().map(move |&o| (*hash, o)))
+                .collect();
+            live.sort_by_key(|&(_, offset)| offset);
+            live
+        };
+        let mut writer = self.writer.lock();
+        if writer.entries < 2 * live.len() as u64 + 1024 {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(live.len() * ENTRY_LEN);
+        for (hash, offset) in &live {
+            bytes.extend_from_slice(&hash.to_le_bytes());
+            bytes.extend_from_slice(&offset.to_le_bytes());
+        }
+        write_atomically(&self.path, &bytes)?;
+        writer.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| BrokerError::io(format!("reopen key index {}", self.path.display()), e))?;
+        writer.entries = live.len() as u64;
+        Ok(())
+    }
+}
+
+impl crate::broker::Broker {
+    /// Messages whose key is `key` (optionally only in `topic`), oldest
+    /// first, at most `max`. Records already removed by retention are
+    /// skipped.
+    pub fn messages_by_key(
+        &self,
+        key: &str,
+        topic: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<crate::record::StoredMessage>> {
+        if key.is_empty() {
+            return Err(BrokerError::InvalidArgument("key must not be empty".into()));
+        }
+        let inner = self.inner();
+        let mut found = Vec::new();
+        for offset in inner.key_index.lookup(key) {
+            if found.len() >= max {
+                break;
+            }
+            if offset < inner.log.min_offset() {
+                continue;
+            }
+            let message = inner.log.read_at(offset)?;
+            if message.message.key == key && topic.is_none_or(|t| t == message.message.topic) {
+                found.push(message);
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_survive_reopen_and_past_the_log_end_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index/keys");
+        let (index, existed) = KeyIndex::open(&path, u64::MAX).unwrap();
+        assert!(!existed);
+        index
+            .add(&[
+                (key_hash("a"), 10),
+                (key_hash("b"), 20),
+                (key_hash("a"), 30),
+            ])
+            .unwrap();
+        index.add(&[(key_hash("a"), 30)]).unwrap(); // a re-dispatch: skipped
+        assert_eq!(index.lookup("a"), [10, 30]);
+        index.flush().unwrap();
+        drop(index);
+        let (index, existed) = KeyIndex::open(&path, 25).unwrap();
+        assert!(existed);
+        assert_eq!(index.lookup("a"), [10]);
+        assert_eq!(index.lookup("b"), [20]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 32);
+        index.add(&[(key_hash("c"), 26)]).unwrap();
+        assert_eq!(index.lookup("c"), [26]);
+    }
+}
