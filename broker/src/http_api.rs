@@ -22,6 +22,13 @@
 //! | `GET` | `/broker/stats/queues?topic=` | – | JSON list of [`QueueStats`] |
 //! | `GET` | `/broker/stats/lag?group=&topic=` | – | JSON list of [`LagStats`] |
 //! | `GET` | `/broker/recovery` | – | JSON [`RecoveryReport`] |
+//! | `POST` | `/broker/groups/{group}/retry` | JSON [`Reconsume`] | JSON [`RetryOutcome`] |
+//! | `GET` | `/broker/groups/{group}/dlq?offset=&max=` | – | batch ([`wire`]) of dead letters, as a pull answers |
+//! | `POST` | `/broker/groups/{group}/dlq/{offset}/redrive` | – | JSON [`SendResult`] |
+//! | `GET` | `/broker/transactions` | – | JSON [`OpenTransactions`] |
+//! | `POST` | `/broker/transactions/{producer_group}/half?queue=` | batch ([`wire`]) of one message | JSON [`HalfSendResult`] |
+//! | `POST` | `/broker/transactions/{half_offset}/end` | JSON [`EndTransaction`] | JSON [`EndTransactionResponse`] |
+//! | `PUT` | `/broker/transactions/checkers/{producer_group}` | JSON [`RegisterChecker`] | JSON [`CheckerRegistration`] |
 //!
 //! Message batches travel in the binary format of [`crate::wire`]
 //! (`application/x-flashsale-batch`) rather than JSON: bodies are bytes,
@@ -46,6 +53,28 @@
 //! [`MAX_PULL_BYTES`], so one answer's size is bounded; a capped pull
 //! simply returns fewer messages and the next offset to resume from.
 //!
+//! **Retry and dead letters.** A consumer that failed on a message gives
+//! back its position (`topic`, `queue`, `offset`), not its body: the broker
+//! reads the message itself ([`Broker::reconsume_later`]). Dead letters are
+//! listed in the pull answer's format from the group's one DLQ queue; a
+//! group that never dead-lettered anything has an empty list (listing does
+//! not create its DLQ topic). A redrive sends one dead letter back to its
+//! original topic and queue.
+//!
+//! **Transactions.** A half send carries exactly one message (the body is
+//! limited to [`half_body_limit`]), whose own topic is the real destination
+//! and `queue` its queue there; the answer's
+//! `half_offset` is what `end` takes. `end` accepts `commit` or `rollback`
+//! (`unknown` is refused: it is a checker's answer, not an ending). A
+//! remote producer registers a URL per producer group for the broker's
+//! check-backs; the broker then asks it through an
+//! [`crate::HttpTransactionChecker`] (request and answer documented there),
+//! replacing any checker the group had. The URL is called from the broker's
+//! network, so this route belongs on the same trusted network as the rest
+//! of the API. The static `checkers` segment wins over a producer group of
+//! that name, so a producer group called `checkers` cannot send halves
+//! (its sends answer 405).
+//!
 //! **Errors** are one type, [`ApiError`], answering
 //! `{"error": "<message>", "code": "<code>"}`:
 //!
@@ -54,6 +83,7 @@
 //! | 400 | `bad_request` | unparsable query, path, JSON syntax or message batch |
 //! | 400 | `invalid_argument`, `invalid_message`, `invalid_topic` | the broker refuses the values |
 //! | 404 | `topic_not_found`, `queue_not_found`, `unknown_member` | no such thing (an unknown member should join again) |
+//! | 405 | `method_not_allowed` | a route that exists, with another method |
 //! | 409 | `topic_conflict`, `group_mode_conflict` | exists with other settings |
 //! | 413 | `payload_too_large`, `message_too_large` | body over the route limit, record over `max_message_size` |
 //! | 415 | `unsupported_media_type` | a send that is not a message batch, JSON without its content type |
@@ -71,7 +101,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -79,13 +109,19 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{Broker, LagStats, PullRequest, QueueStats, SendResult};
+use crate::broker::{
+    Broker, LagStats, PullRequest, PullResult, PullStatus, QueueStats, SendResult,
+};
 use crate::commit_log::RecoveryReport;
 use crate::config::BrokerConfig;
 use crate::consumer_groups::{Assignment, ConsumeMode, JoinRequest};
 use crate::error::BrokerError;
+use crate::http_checker::HttpTransactionChecker;
 use crate::record::Message;
+use crate::retry::RetryOutcome;
+use crate::system_topics::dlq_topic;
 use crate::topics::TopicConfig;
+use crate::transactions::{HalfSendResult, TransactionState};
 use crate::wire;
 
 /// Most messages one pull answer carries, whatever the request asks.
@@ -105,6 +141,12 @@ const MAX_SEND_BODY: usize = 32 << 20;
 /// Limit of JSON bodies: they are a few names and numbers.
 const JSON_BODY_LIMIT: usize = 64 << 10;
 
+/// Largest half-send body: one message of `max_message_size` (a wire frame
+/// is no larger than its log record) and the batch header.
+pub fn half_body_limit(config: &BrokerConfig) -> usize {
+    wire::HEADER_LEN + config.max_message_size
+}
+
 /// Largest send body the API accepts for a broker with `config`: room for
 /// 64 messages of `max_message_size`, capped at 32 MiB but never below one
 /// max-size message (a wire frame is no larger than its log record).
@@ -121,11 +163,13 @@ pub fn send_body_limit(config: &BrokerConfig) -> usize {
 /// (`Router::merge`) or serve it alone.
 pub fn router(broker: Broker) -> Router {
     let send_limit = send_body_limit(broker.config());
+    let half_limit = half_body_limit(broker.config());
     let state = ApiState {
         broker,
         round_robin: Arc::new(AtomicU32::new(0)),
     };
     let member = "/broker/groups/{group}/members/{member}";
+    let group = "/broker/groups/{group}";
     Router::new()
         .route("/broker/topics", get(list_topics).post(create_topic))
         .route("/broker/topics/{topic}", get(get_topic))
@@ -143,6 +187,24 @@ pub fn router(broker: Broker) -> Router {
         .route("/broker/stats/queues", get(queue_stats))
         .route("/broker/stats/lag", get(lag))
         .route("/broker/recovery", get(recovery))
+        .route(&format!("{group}/retry"), post(reconsume_later))
+        .route(&format!("{group}/dlq"), get(dead_letters))
+        .route(&format!("{group}/dlq/{{offset}}/redrive"), post(redrive))
+        .route("/broker/transactions", get(open_transactions))
+        .route(
+            "/broker/transactions/{producer_group}/half",
+            post(send_half).layer(DefaultBodyLimit::max(half_limit)),
+        )
+        .route(
+            "/broker/transactions/{half_offset}/end",
+            post(end_transaction),
+        )
+        .route(
+            "/broker/transactions/checkers/{producer_group}",
+            put(register_checker),
+        )
+        // axum answers a wrong method with an empty 405; ours is JSON too.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .with_state(state)
 }
@@ -363,6 +425,92 @@ pub struct StatsQuery {
     pub topic: Option<String>,
 }
 
+/// Body of `POST /broker/groups/{group}/retry`: the position of the
+/// message the group failed to process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reconsume {
+    /// Topic the message was pulled from (a retry topic too).
+    pub topic: String,
+    /// Queue id.
+    #[serde(alias = "queue_id")]
+    pub queue: u32,
+    /// Queue offset of the message.
+    pub offset: u64,
+    /// Why it failed, kept in the message's history (cut at 1 KiB).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Query of `GET /broker/groups/{group}/dlq`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterQuery {
+    /// First DLQ offset wanted (default 0).
+    #[serde(default)]
+    pub offset: u64,
+    /// Most dead letters to return; default [`DEFAULT_PULL_MESSAGES`],
+    /// capped at [`MAX_PULL_MESSAGES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+}
+
+/// Query of a half send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HalfParams {
+    /// Queue of the message's topic it goes to on commit.
+    #[serde(alias = "queue_id")]
+    pub queue: u32,
+}
+
+/// Body of `POST /broker/transactions/{half_offset}/end`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndTransaction {
+    /// `commit` or `rollback` (`unknown` is refused with 400).
+    pub state: TransactionState,
+}
+
+/// Answer of `POST /broker/transactions/{half_offset}/end`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndTransactionResponse {
+    /// Where the real message landed; `null` after a rollback.
+    pub committed: Option<SendResult>,
+}
+
+/// Body of `PUT /broker/transactions/checkers/{producer_group}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterChecker {
+    /// `http://` or `https://` URL the broker POSTs check-backs to.
+    pub url: String,
+}
+
+/// Answer of a checker registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckerRegistration {
+    /// The producer group.
+    pub producer_group: String,
+    /// The URL it is now asked at, as parsed.
+    pub url: String,
+}
+
+/// Answer of `GET /broker/transactions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenTransactions {
+    /// Half messages neither committed nor rolled back yet.
+    pub open: usize,
+}
+
+/// What a producer's check-back endpoint answers
+/// ([`crate::HttpTransactionChecker`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckAnswer {
+    /// The transaction's state as the producer knows it.
+    pub state: TransactionState,
+}
+
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -386,6 +534,9 @@ pub enum ApiError {
     /// cannot be parsed.
     #[error("{0}")]
     BadRequest(String),
+    /// 405 Method Not Allowed: the path exists, the method does not.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// 413 Payload Too Large: the body is over the route's limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -417,6 +568,7 @@ impl ApiError {
         use BrokerError as B;
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -469,6 +621,7 @@ impl ApiError {
     /// An extractor's rejection, keeping the status axum chose for it.
     fn rejected(status: StatusCode, text: String) -> ApiError {
         match status {
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(text),
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(text),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(text),
             StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(text),
@@ -517,6 +670,10 @@ impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> Self {
         ApiError::rejected(rejection.status(), rejection.body_text())
     }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
 // ---------------------------------------------------------------------------
@@ -793,7 +950,12 @@ async fn pull(broker: &Broker, params: &PullParams) -> ApiResult<Response> {
     // If the client goes away during the hold, axum drops this future and
     // the wait ends with it: nothing is left parked.
     let result = broker.pull(&params.to_request()).await?;
-    let body = wire::encode_pull_result(&result)
+    batch_response(&result)
+}
+
+/// A pull answer as a [`wire`] batch.
+fn batch_response(result: &PullResult) -> ApiResult<Response> {
+    let body = wire::encode_pull_result(result)
         .map_err(|e| ApiError::Internal(format!("encoding a pull answer: {e}")))?;
     let content_type = HeaderValue::from_static(wire::CONTENT_TYPE);
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
@@ -906,6 +1068,166 @@ async fn lag(
 
 async fn recovery(State(state): State<ApiState>) -> Json<RecoveryReport> {
     Json(state.broker.recovery().clone())
+}
+
+// ---------------------------------------------------------------------------
+// Retry and dead letters.
+
+async fn reconsume_later(
+    State(state): State<ApiState>,
+    ApiPath(group): ApiPath<String>,
+    ApiJson(body): ApiJson<Reconsume>,
+) -> ApiResult<Json<RetryOutcome>> {
+    require_stored(&state.broker, &body.topic, body.queue, body.offset)?;
+    let outcome = state
+        .broker
+        .reconsume_later(&group, &body.topic, body.queue, body.offset, &body.reason)
+        .await?;
+    Ok(Json(outcome))
+}
+
+async fn dead_letters(
+    State(state): State<ApiState>,
+    ApiPath(group): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DeadLetterQuery>,
+) -> ApiResult<Response> {
+    let max = query
+        .max
+        .unwrap_or(DEFAULT_PULL_MESSAGES)
+        .min(MAX_PULL_MESSAGES);
+    let result = if state.broker.topic(&dlq_topic(&group)).is_none() {
+        // Nothing was ever dead-lettered: answer as an empty queue would,
+        // without creating the topic (a GET must not make state).
+        crate::validate_topic_name(&dlq_topic(&group))?;
+        PullResult {
+            status: if query.offset == 0 {
+                PullStatus::NoNewMessages
+            } else {
+                PullStatus::OffsetTooBig
+            },
+            messages: Vec::new(),
+            next_offset: 0,
+            min_offset: 0,
+            max_offset: 0,
+        }
+    } else {
+        state.broker.dead_letters(&group, query.offset, max).await?
+    };
+    batch_response(&result)
+}
+
+async fn redrive(
+    State(state): State<ApiState>,
+    ApiPath((group, offset)): ApiPath<(String, u64)>,
+) -> ApiResult<Json<SendResult>> {
+    require_stored(&state.broker, &dlq_topic(&group), 0, offset)?;
+    Ok(Json(
+        state.broker.redrive_dead_letter(&group, offset).await?,
+    ))
+}
+
+/// Refuses an offset outside what `topic`/`queue` holds with a clear 400
+/// before the broker reads it (the store's own error names its files). An
+/// unknown topic or queue is left to the broker, which names it.
+fn require_stored(broker: &Broker, topic: &str, queue: u32, offset: u64) -> ApiResult<()> {
+    let stats = broker
+        .queue_stats()
+        .into_iter()
+        .find(|q| q.topic == topic && q.queue_id == queue);
+    match stats {
+        Some(q) if offset < q.min_offset || offset >= q.max_offset => {
+            Err(BrokerError::InvalidArgument(format!(
+                "no message at offset {offset} of {topic}/{queue} (it holds offsets {}..{})",
+                q.min_offset, q.max_offset
+            ))
+            .into())
+        }
+        _ => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Transactions.
+
+async fn send_half(
+    State(state): State<ApiState>,
+    ApiPath(producer_group): ApiPath<String>,
+    ApiQuery(params): ApiQuery<HalfParams>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<HalfSendResult>> {
+    require_content_type(&headers, wire::CONTENT_TYPE)?;
+    let mut messages = wire::decode_send_batch(body?)
+        .map_err(|e| ApiError::BadRequest(format!("malformed message batch: {e}")))?;
+    if messages.len() != 1 {
+        return Err(ApiError::BadRequest(format!(
+            "a half send carries exactly one message, this batch has {}",
+            messages.len()
+        )));
+    }
+    let message = messages.pop().expect("one message");
+    let result = state
+        .broker
+        .send_half(&producer_group, params.queue, message)
+        .await?;
+    Ok(Json(result))
+}
+
+async fn end_transaction(
+    State(state): State<ApiState>,
+    ApiPath(half_offset): ApiPath<u64>,
+    ApiJson(body): ApiJson<EndTransaction>,
+) -> ApiResult<Json<EndTransactionResponse>> {
+    if body.state == TransactionState::Unknown {
+        // Refused before the broker sees it, so the transaction stays
+        // exactly as it was.
+        return Err(BrokerError::InvalidArgument(
+            "a transaction ends with \"commit\" or \"rollback\", not \"unknown\"".into(),
+        )
+        .into());
+    }
+    let committed = state
+        .broker
+        .end_transaction(half_offset, body.state)
+        .await?;
+    Ok(Json(EndTransactionResponse { committed }))
+}
+
+async fn register_checker(
+    State(state): State<ApiState>,
+    ApiPath(producer_group): ApiPath<String>,
+    ApiJson(body): ApiJson<RegisterChecker>,
+) -> ApiResult<Json<CheckerRegistration>> {
+    // The group travels back to the checker in a header, so it must be
+    // one: printable ASCII.
+    if producer_group.is_empty()
+        || !producer_group
+            .bytes()
+            .all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(BrokerError::InvalidArgument(format!(
+            "producer group {producer_group:?} must be non-empty printable ASCII \
+             (it is sent in the {} header)",
+            HttpTransactionChecker::PRODUCER_GROUP_HEADER
+        ))
+        .into());
+    }
+    let checker = HttpTransactionChecker::new(&body.url)?;
+    let url = checker.url().to_string();
+    state
+        .broker
+        .register_checker(&producer_group, Arc::new(checker));
+    tracing::info!(producer_group, "transaction checker registered over HTTP");
+    Ok(Json(CheckerRegistration {
+        producer_group,
+        url,
+    }))
+}
+
+async fn open_transactions(State(state): State<ApiState>) -> Json<OpenTransactions> {
+    Json(OpenTransactions {
+        open: state.broker.open_transactions(),
+    })
 }
 
 #[cfg(test)]

@@ -20,6 +20,13 @@
 //! local [`crate::Producer`] (round robin and key hash are applied by the
 //! server, which knows the topic's queue count), plus topic and stats
 //! helpers.
+//!
+//! Retry, dead letters and transactions mirror the broker's methods of the
+//! same names ([`crate::Broker::reconsume_later`],
+//! [`crate::Broker::send_half`] …). The one difference: a remote producer
+//! cannot hand the broker a checker object, so it registers a URL with
+//! [`BrokerHttpClient::register_checker_url`] and answers check-backs
+//! there ([`crate::HttpTransactionChecker`] documents the request).
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -33,12 +40,16 @@ use crate::consumer::ConsumerApi;
 use crate::consumer_groups::{Assignment, JoinRequest};
 use crate::error::{BrokerError, Result};
 use crate::http_api::{
-    CommitOffset, CommittedOffset, CreateTopic, ErrorBody, JoinGroup, PullParams, SendResponse,
-    TopicInfo,
+    CommitOffset, CommittedOffset, CreateTopic, EndTransaction, EndTransactionResponse, ErrorBody,
+    JoinGroup, OpenTransactions, PullParams, Reconsume, RegisterChecker, SendResponse, TopicInfo,
 };
+use crate::http_checker::HttpTransactionChecker;
 use crate::producer::QueueSelector;
 use crate::record::Message;
+use crate::retry::RetryOutcome;
+use crate::system_topics::dlq_topic;
 use crate::topics::TopicConfig;
+use crate::transactions::{HalfSendResult, TransactionState};
 use crate::wire;
 
 /// Timeout of every call but a pull's (which gets its hold plus
@@ -199,6 +210,129 @@ impl BrokerHttpClient {
         self.json(request, Context::default()).await
     }
 
+    /// Gives back the message at `topic`/`queue_id`/`queue_offset` that
+    /// `group` failed to process: it goes to the group's retry topic, or to
+    /// its dead-letter topic once its retries are spent.
+    pub async fn reconsume_later(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+        queue_offset: u64,
+        reason: &str,
+    ) -> Result<RetryOutcome> {
+        let body = Reconsume {
+            topic: topic.to_owned(),
+            queue: queue_id,
+            offset: queue_offset,
+            reason: reason.to_owned(),
+        };
+        let url = self.url(&["broker", "groups", group, "retry"])?;
+        let context = Context {
+            topic: Some(topic),
+            ..Context::default()
+        };
+        self.json(self.http.post(url).json(&body), context).await
+    }
+
+    /// Lists dead letters of `group` from `offset` (at most `max`; the
+    /// server caps it), in the shape of a pull answer.
+    pub async fn dead_letters(&self, group: &str, offset: u64, max: u32) -> Result<PullResult> {
+        let mut url = self.url(&["broker", "groups", group, "dlq"])?;
+        url.query_pairs_mut()
+            .append_pair("offset", &offset.to_string())
+            .append_pair("max", &max.to_string());
+        self.batch(self.http.get(url), Context::default()).await
+    }
+
+    /// Sends the dead letter at `offset` of `group`'s DLQ back to its
+    /// original topic and queue.
+    pub async fn redrive_dead_letter(&self, group: &str, offset: u64) -> Result<SendResult> {
+        let url = self.url(&[
+            "broker",
+            "groups",
+            group,
+            "dlq",
+            &offset.to_string(),
+            "redrive",
+        ])?;
+        let dlq = dlq_topic(group);
+        let context = Context {
+            topic: Some(&dlq),
+            ..Context::default()
+        };
+        self.json(self.http.post(url), context).await
+    }
+
+    /// Stores `message` as a half message of `producer_group`, bound for
+    /// queue `queue_id` of its topic, invisible to consumers until
+    /// [`Self::end_transaction`] commits it (or a check-back does).
+    pub async fn send_half(
+        &self,
+        producer_group: &str,
+        queue_id: u32,
+        message: &Message,
+    ) -> Result<HalfSendResult> {
+        let body = wire::encode_send_batch(std::slice::from_ref(message))
+            .map_err(|e| BrokerError::InvalidMessage(e.to_string()))?;
+        let mut url = self.url(&["broker", "transactions", producer_group, "half"])?;
+        url.query_pairs_mut()
+            .append_pair("queue", &queue_id.to_string());
+        let request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, wire::CONTENT_TYPE)
+            .body(body);
+        let context = Context {
+            topic: Some(&message.topic),
+            ..Context::default()
+        };
+        self.json(request, context).await
+    }
+
+    /// Commits or rolls back the transaction of the half message at
+    /// `half_offset`. A commit returns where the real message landed.
+    pub async fn end_transaction(
+        &self,
+        half_offset: u64,
+        state: TransactionState,
+    ) -> Result<Option<SendResult>> {
+        if state == TransactionState::Unknown {
+            // What the local broker says; no need to ask the remote one.
+            return Err(BrokerError::InvalidArgument(
+                "a transaction ends with commit or rollback, not unknown".into(),
+            ));
+        }
+        let url = self.url(&["broker", "transactions", &half_offset.to_string(), "end"])?;
+        let body = EndTransaction { state };
+        let answer: EndTransactionResponse = self
+            .json(self.http.post(url).json(&body), Context::default())
+            .await?;
+        Ok(answer.committed)
+    }
+
+    /// Registers `url` as the check-back endpoint of `producer_group`
+    /// (replacing any checker it had): the broker POSTs each of the
+    /// group's overdue transactions there. A URL the server would refuse is refused here, as
+    /// [`BrokerError::InvalidArgument`].
+    pub async fn register_checker_url(&self, producer_group: &str, url: &str) -> Result<()> {
+        HttpTransactionChecker::validate_url(url)?;
+        let endpoint = self.url(&["broker", "transactions", "checkers", producer_group])?;
+        let body = RegisterChecker {
+            url: url.to_owned(),
+        };
+        self.execute(self.http.put(endpoint).json(&body), Context::default())
+            .await
+            .map(drop)
+    }
+
+    /// Half messages neither committed nor rolled back yet.
+    pub async fn open_transactions(&self) -> Result<usize> {
+        let request = self.http.get(self.url(&["broker", "transactions"])?);
+        let answer: OpenTransactions = self.json(request, Context::default()).await?;
+        Ok(answer.open)
+    }
+
     /// The base URL with `segments` appended, each percent-encoded (group
     /// and member names may hold any character).
     fn url(&self, segments: &[&str]) -> Result<Url> {
@@ -232,6 +366,25 @@ impl BrokerHttpClient {
             .await
             .map_err(|e| BrokerError::Remote(format!("unexpected answer: {}", with_sources(&e))))
     }
+
+    /// [`Self::execute`], then the answer's message batch (a pull answer).
+    async fn batch(&self, request: RequestBuilder, context: Context<'_>) -> Result<PullResult> {
+        let response = self.execute(request, context).await?;
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !content_type.starts_with(wire::CONTENT_TYPE) {
+            return Err(BrokerError::Remote(format!(
+                "a pull answered with content type {content_type:?}, not {}",
+                wire::CONTENT_TYPE
+            )));
+        }
+        let body = response.bytes().await.map_err(transport_error)?;
+        wire::decode_pull_result(body)
+            .map_err(|e| BrokerError::Remote(format!("malformed pull answer: {e}")))
+    }
 }
 
 #[async_trait]
@@ -247,21 +400,7 @@ impl ConsumerApi for BrokerHttpClient {
             topic: Some(&request.topic),
             ..Context::default()
         };
-        let response = self.execute(http_request, context).await?;
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !content_type.starts_with(wire::CONTENT_TYPE) {
-            return Err(BrokerError::Remote(format!(
-                "a pull answered with content type {content_type:?}, not {}",
-                wire::CONTENT_TYPE
-            )));
-        }
-        let body = response.bytes().await.map_err(transport_error)?;
-        wire::decode_pull_result(body)
-            .map_err(|e| BrokerError::Remote(format!("malformed pull answer: {e}")))
+        self.batch(http_request, context).await
     }
 
     async fn commit_offset(

@@ -74,6 +74,7 @@ mod error;
 mod fs_util;
 mod group_commit;
 pub mod http_api;
+mod http_checker;
 mod http_client;
 mod key_index;
 mod long_poll;
@@ -108,4 +109,5 @@ pub use topics::{MAX_QUEUES, TopicConfig, validate_topic_name};
 pub use transactions::{HalfMessage, HalfSendResult, TransactionChecker, TransactionState};
 
 pub use http_api::{ApiError, router};
+pub use http_checker::HttpTransactionChecker;
 pub use http_client::BrokerHttpClient;

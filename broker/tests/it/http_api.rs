@@ -14,78 +14,13 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use broker::http_api::{ErrorBody, TopicInfo, send_body_limit};
 use broker::{
-    Broker, BrokerConfig, BrokerError, BrokerHttpClient, ConsumeMode, ConsumerApi, JoinRequest,
-    Message, PullRequest, PullStatus, QueueSelector, router, wire,
+    Broker, BrokerError, BrokerHttpClient, ConsumeMode, ConsumerApi, JoinRequest, Message,
+    PullRequest, PullStatus, QueueSelector, router, wire,
 };
 use bytes::Bytes;
 use tower::ServiceExt;
 
-/// Small segments and messages, so limits are reachable in a test; no
-/// auto-creation, so unknown topics are errors.
-fn test_config(dir: &std::path::Path) -> BrokerConfig {
-    let mut config = BrokerConfig::new(dir);
-    config.segment_size = 64 * 1024;
-    config.max_message_size = 16 * 1024;
-    config.auto_create_topics = false;
-    config
-}
-
-/// A broker served over HTTP on a free port.
-struct TestApp {
-    broker: Broker,
-    client: BrokerHttpClient,
-    base_url: String,
-    http: reqwest::Client,
-    server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let broker = Broker::open(test_config(dir.path())).expect("open broker");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind port 0");
-    let addr = listener.local_addr().expect("local addr");
-    let app = router(broker.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("serve");
-    });
-    let base_url = format!("http://{addr}");
-    TestApp {
-        client: BrokerHttpClient::new(&base_url).expect("client"),
-        http: reqwest::Client::new(),
-        broker,
-        base_url,
-        server,
-        _dir: dir,
-    }
-}
-
-impl TestApp {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).send().await.expect("request")
-    }
-
-    async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("request")
-    }
-}
+use crate::http_helpers::{expect_error, spawn_app, test_config};
 
 /// A message with every field set, the body including every byte value.
 fn order(i: u32) -> Message {
@@ -113,25 +48,6 @@ fn pull_request(queue_id: u32, offset: u64, hold_ms: u64) -> PullRequest {
         hold_ms,
         tags: None,
     }
-}
-
-/// Checks an error answer: its status, a JSON content type and its code.
-async fn expect_error(response: reqwest::Response, status: StatusCode, code: &str) -> ErrorBody {
-    assert_eq!(response.status(), status);
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        content_type.starts_with("application/json"),
-        "content type {content_type:?}"
-    );
-    let body: ErrorBody = response.json().await.expect("a JSON error body");
-    assert_eq!(body.code, code, "error body {body:?}");
-    assert!(!body.error.is_empty());
-    body
 }
 
 #[tokio::test]
@@ -709,4 +625,50 @@ async fn router_merges_into_a_host_router() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
+}
+
+#[tokio::test]
+async fn router_serves_transaction_and_dead_letter_routes() {
+    let (broker, _dir) = open_broker();
+    let app = router(broker);
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/broker/transactions")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let open: serde_json::Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    assert_eq!(open, serde_json::json!({ "open": 0 }));
+
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/broker/groups/g/dlq")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let listed = wire::decode_pull_result(body_bytes(response).await).unwrap();
+    assert_eq!(listed.status, PullStatus::NoNewMessages);
+    assert!(listed.messages.is_empty());
+
+    let response = app
+        .oneshot(
+            Request::post("/broker/transactions/checkers/half")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    // The static `checkers` segment wins; the wrong method is a JSON 405.
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()[header::ALLOW], "PUT");
+    let error: ErrorBody = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    assert_eq!(error.code, "method_not_allowed");
 }

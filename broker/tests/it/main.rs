@@ -4,6 +4,8 @@ mod consumption;
 mod delays;
 mod helpers;
 mod http_api;
+mod http_helpers;
+mod http_transactions;
 mod lookup;
 mod model;
 mod recovery;
