@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -48,7 +48,10 @@ use crate::fs_util::{create_dir_durable, fsync_dir};
 use crate::group_commit::{GroupCommit, PendingVisibility};
 use crate::key_index::{KeyIndex, key_hash};
 use crate::long_poll::wait_for_arrival;
-use crate::metrics::{APPENDED_BYTES, APPENDED_MESSAGES, CONSUMER_LAG, PULLED_MESSAGES};
+use crate::metrics::{
+    APPENDED_BYTES, APPENDED_MESSAGES, CONSUMER_LAG, DISK_USAGE_RATIO, DLQ_MESSAGES,
+    PULLED_MESSAGES,
+};
 use crate::offsets::OffsetStore;
 use crate::record::{self, Message, Placement, StoredMessage, tag_hash};
 use crate::retention;
@@ -226,6 +229,9 @@ pub(crate) struct Inner {
     group_commit: GroupCommit,
     checkpoint: Mutex<(CheckpointFile, Checkpoint)>,
     failure: Mutex<Option<String>>,
+    /// Set while the disk is fuller than `max_disk_usage_ratio` (the
+    /// measured usage in percent, as f64 bits; 0 = not full).
+    disk_full_percent: AtomicU64,
     closing: AtomicBool,
     recovery: RecoveryReport,
     lock: File,
@@ -332,6 +338,7 @@ impl Broker {
             append: Mutex::new(writer),
             queues: RwLock::new(HashMap::new()),
             failure: Mutex::new(None),
+            disk_full_percent: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             recovery: RecoveryReport::default(),
             lock,
@@ -375,6 +382,7 @@ impl Broker {
         std::fs::write(inner.paths.abort_marker(), b"")
             .map_err(|e| BrokerError::io("create the abort marker", e))?;
         fsync_dir(inner.paths.root())?;
+        inner.check_disk_usage()?;
         inner.restore_delays()?;
         inner.restore_transactions()?;
         inner
@@ -943,6 +951,39 @@ impl Inner {
             })
     }
 
+    /// Measures the store's file system and refuses or re-allows writes.
+    pub(crate) fn check_disk_usage(&self) -> Result<()> {
+        let stats = fs4::statvfs(self.paths.root())
+            .map_err(|e| BrokerError::io("measure disk usage", e))?;
+        let total = stats.total_space();
+        if total == 0 {
+            return Ok(());
+        }
+        let used = 1.0 - stats.available_space() as f64 / total as f64;
+        let full = used > self.config.max_disk_usage_ratio;
+        let percent = if full {
+            (used * 100.0).max(f64::MIN_POSITIVE)
+        } else {
+            0.0
+        };
+        let before = self
+            .disk_full_percent
+            .swap(percent.to_bits(), Ordering::AcqRel);
+        if full && before == 0 {
+            tracing::error!(
+                used_percent = used * 100.0,
+                "disk too full: refusing writes"
+            );
+        } else if !full && before != 0 {
+            tracing::info!(
+                used_percent = used * 100.0,
+                "disk usage back under the limit: accepting writes"
+            );
+        }
+        metrics::gauge!(DISK_USAGE_RATIO).set(used);
+        Ok(())
+    }
+
     fn check_failure(&self) -> Result<()> {
         match &*self.failure.lock() {
             Some(failure) => Err(BrokerError::StorageFailed(failure.clone())),
@@ -967,6 +1008,13 @@ impl Inner {
             return Err(BrokerError::ShuttingDown);
         }
         self.check_failure()?;
+        let full = f64::from_bits(self.disk_full_percent.load(Ordering::Acquire));
+        if full > 0.0 {
+            return Err(BrokerError::DiskFull {
+                used_percent: full,
+                limit_percent: self.config.max_disk_usage_ratio * 100.0,
+            });
+        }
         let Some(first) = messages.first() else {
             return Err(BrokerError::InvalidArgument(
                 "a send needs at least one message".into(),
@@ -1156,12 +1204,21 @@ impl Inner {
             // Read the log end first: every entry for records below it was
             // written under the append lock before this point.
             let covered = self.log.written();
+            if let Err(e) = self.check_disk_usage() {
+                tracing::warn!(error = %e, "could not measure disk usage");
+            }
             let result = self
                 .flush_consume_queues()
                 .and_then(|()| self.note_consume_queues_flushed(covered))
                 .and_then(|()| self.offsets.persist());
             if let Err(e) = result {
                 tracing::error!(error = %e, "broker maintenance failed");
+            }
+            for queue in self.all_queues() {
+                if let Some(group) = queue.topic.strip_prefix("%DLQ%") {
+                    metrics::gauge!(DLQ_MESSAGES, "group" => group.to_owned())
+                        .set(queue.visible_len() as f64);
+                }
             }
             for lag in self.lag() {
                 metrics::gauge!(CONSUMER_LAG, "group" => lag.group, "topic" => lag.topic, "queue" => lag.queue_id.to_string())

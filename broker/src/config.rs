@@ -107,6 +107,11 @@ pub struct BrokerConfig {
     pub retention: Duration,
     /// How often retention runs. Default 60 s.
     pub retention_check_interval: Duration,
+    /// Above this share of the store's file system in use, writes are
+    /// refused rather than let the disk fill (RocketMQ's
+    /// `diskSpaceWarningLevelRatio`, 0.90). Checked at open and on every
+    /// maintenance tick.
+    pub max_disk_usage_ratio: f64,
 }
 
 impl BrokerConfig {
@@ -130,6 +135,7 @@ impl BrokerConfig {
             transaction_max_checks: 15,
             retention: Duration::from_secs(72 * 3600),
             retention_check_interval: Duration::from_secs(60),
+            max_disk_usage_ratio: 0.90,
         }
     }
 
@@ -161,6 +167,12 @@ impl BrokerConfig {
         }
         if self.consume_queue_entries_per_file == 0 {
             return invalid("consume_queue_entries_per_file must be positive".into());
+        }
+        if !(self.max_disk_usage_ratio > 0.0 && self.max_disk_usage_ratio <= 1.0) {
+            return invalid(format!(
+                "max_disk_usage_ratio must be in (0, 1], not {}",
+                self.max_disk_usage_ratio
+            ));
         }
         if self.default_queues == 0 {
             return invalid("default_queues must be positive".into());

@@ -36,6 +36,9 @@ use crate::metrics::DELAYED_PENDING;
 use crate::record::Message;
 use crate::system_topics::{DELAY_TOPIC, property};
 
+/// How long delivery waits before retrying while the disk is too full.
+const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// RocketMQ's delay levels, 1-based: `1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m
 /// 8m 9m 10m 20m 30m 1h 2h`.
 pub const DELAY_LEVELS_MS: [i64; 18] = [
@@ -215,6 +218,13 @@ impl DelayScheduler {
         due.into_iter().collect()
     }
 
+    /// Returns taken entries that could not be delivered.
+    fn put_back(&self, entries: &[(i64, u64)]) {
+        let mut state = self.state.lock();
+        state.pending.extend(entries.iter().copied());
+        metrics::gauge!(DELAYED_PENDING).set(state.pending.len() as f64);
+    }
+
     /// Records deliveries (after the delivered messages are durable).
     fn mark_delivered(&self, offsets: &[u64]) -> Result<()> {
         let mut state = self.state.lock();
@@ -267,10 +277,18 @@ impl DelayScheduler {
             if *stop.borrow() {
                 return;
             }
-            if let Err(e) = deliver_due(&inner).await {
-                tracing::error!(error = %e, "delivering delayed messages failed");
-                if matches!(e, BrokerError::ShuttingDown | BrokerError::StorageFailed(_)) {
-                    return;
+            match deliver_due(&inner).await {
+                Ok(()) => {}
+                Err(e @ BrokerError::DiskFull { .. }) => {
+                    // Due messages went back to the index; try again soon.
+                    tracing::warn!(error = %e, "delayed messages wait for disk space");
+                    tokio::time::sleep(DISK_FULL_RETRY).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "delivering delayed messages failed");
+                    if matches!(e, BrokerError::ShuttingDown | BrokerError::StorageFailed(_)) {
+                        return;
+                    }
                 }
             }
         }
@@ -287,7 +305,8 @@ async fn deliver_due(inner: &Inner) -> Result<()> {
     let queue = inner.queue(DELAY_TOPIC, 0)?;
     let mut delivered = Vec::with_capacity(due.len());
     let mut end = 0;
-    for (due_ms, offset) in due {
+    let mut deferred = None;
+    for (i, &(due_ms, offset)) in due.iter().enumerate() {
         let stored = queue.read_message(inner, offset)?;
         match restore_real(stored.message) {
             Ok((message, queue_id)) => match inner.append_system(queue_id, vec![message]) {
@@ -296,6 +315,12 @@ async fn deliver_due(inner: &Inner) -> Result<()> {
                     // Not delivered: it stays in the log and is found again
                     // at the next start.
                     return Err(e);
+                }
+                Err(e @ BrokerError::DiskFull { .. }) => {
+                    // Not delivered: back into the index, this one and the rest.
+                    inner.delays.put_back(&due[i..]);
+                    deferred = Some(e);
+                    break;
                 }
                 Err(e) => {
                     tracing::error!(offset, due_ms, error = %e, "a delayed message cannot be delivered; it stays in the delay topic");
@@ -308,5 +333,6 @@ async fn deliver_due(inner: &Inner) -> Result<()> {
         delivered.push(offset);
     }
     inner.wait_durable(end).await?;
-    inner.delays.mark_delivered(&delivered)
+    inner.delays.mark_delivered(&delivered)?;
+    deferred.map_or(Ok(()), Err)
 }

@@ -118,6 +118,17 @@ pub enum BrokerError {
     /// and recovers from what is actually on disk.
     #[error("storage failed ({0}); restart the broker to recover from disk")]
     StorageFailed(String),
+    /// The store's disk is fuller than `max_disk_usage_ratio`: writes are
+    /// refused until retention (or an operator) frees space. Reads work.
+    #[error(
+        "disk usage {used_percent:.1}% is above the limit of {limit_percent:.1}%; writes are refused until space is freed"
+    )]
+    DiskFull {
+        /// Measured usage of the store's file system, in percent.
+        used_percent: f64,
+        /// The configured limit, in percent.
+        limit_percent: f64,
+    },
     /// The broker is shutting down and takes no more work.
     #[error("broker is shutting down")]
     ShuttingDown,

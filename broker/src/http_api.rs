@@ -21,6 +21,10 @@
 //! | `DELETE` | `/broker/groups/{group}/members/{member}` | – | 204 (leave) |
 //! | `GET` | `/broker/stats/queues?topic=` | – | JSON list of [`QueueStats`] |
 //! | `GET` | `/broker/stats/lag?group=&topic=` | – | JSON list of [`LagStats`] |
+//! | `GET` | `/broker/messages?key=&topic=&max=` | – | batch ([`wire`]) of the messages with that key, oldest first |
+//! | `GET` | `/broker/topics/{topic}/queues/{queue}/offset-at?timestamp_ms=` | – | JSON `{"offset": n}`: first message stored at or after the time |
+//! | `POST` | `/broker/groups/{group}/offsets/reset` | JSON `{"topic", "to": "earliest"\|"latest"\|"timestamp", "timestamp_ms"}` | JSON list of `{"queue", "offset"}` |
+//! | `POST` | `/broker/retention` | – | JSON [`crate::RetentionReport`] of a retention pass run now |
 //! | `GET` | `/broker/recovery` | – | JSON [`RecoveryReport`] |
 //! | `POST` | `/broker/groups/{group}/retry` | JSON [`Reconsume`] | JSON [`RetryOutcome`] |
 //! | `GET` | `/broker/groups/{group}/dlq?offset=&max=` | – | batch ([`wire`]) of dead letters, as a pull answers |
@@ -187,6 +191,13 @@ pub fn router(broker: Broker) -> Router {
         .route("/broker/stats/queues", get(queue_stats))
         .route("/broker/stats/lag", get(lag))
         .route("/broker/recovery", get(recovery))
+        .route("/broker/messages", get(messages_by_key))
+        .route(
+            "/broker/topics/{topic}/queues/{queue}/offset-at",
+            get(offset_for_timestamp),
+        )
+        .route(&format!("{group}/offsets/reset"), post(reset_offsets))
+        .route("/broker/retention", post(apply_retention))
         .route(&format!("{group}/retry"), post(reconsume_later))
         .route(&format!("{group}/dlq"), get(dead_letters))
         .route(&format!("{group}/dlq/{{offset}}/redrive"), post(redrive))
@@ -588,6 +599,7 @@ impl ApiError {
                 B::MessageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_large"),
                 B::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                 B::StorageFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
+                B::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
                 B::FlushTimeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "flush_timeout"),
                 B::Corruption { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "corruption"),
                 B::Io { .. } | B::Layout(_) | B::StoreLocked(_) => {
@@ -1228,6 +1240,94 @@ async fn open_transactions(State(state): State<ApiState>) -> Json<OpenTransactio
     Json(OpenTransactions {
         open: state.broker.open_transactions(),
     })
+}
+
+// ---------------------------------------------------------------------------
+// Lookups: by key, by time; offset reset; retention.
+
+#[derive(Debug, Deserialize)]
+struct KeyQuery {
+    key: String,
+    topic: Option<String>,
+    max: Option<u32>,
+}
+
+async fn messages_by_key(
+    State(state): State<ApiState>,
+    ApiQuery(query): ApiQuery<KeyQuery>,
+) -> ApiResult<Response> {
+    let max = query
+        .max
+        .unwrap_or(DEFAULT_PULL_MESSAGES)
+        .min(MAX_PULL_MESSAGES) as usize;
+    let messages = state
+        .broker
+        .messages_by_key(&query.key, query.topic.as_deref(), max)?;
+    let status = if messages.is_empty() {
+        PullStatus::NoNewMessages
+    } else {
+        PullStatus::Found
+    };
+    batch_response(&PullResult {
+        status,
+        messages,
+        next_offset: 0,
+        min_offset: 0,
+        max_offset: 0,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct TimeQuery {
+    timestamp_ms: i64,
+}
+
+async fn offset_for_timestamp(
+    State(state): State<ApiState>,
+    ApiPath((topic, queue)): ApiPath<(String, u32)>,
+    ApiQuery(query): ApiQuery<TimeQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let offset = state
+        .broker
+        .offset_for_timestamp(&topic, queue, query.timestamp_ms)?;
+    Ok(Json(serde_json::json!({ "offset": offset })))
+}
+
+/// Body of `POST /broker/groups/{group}/offsets/reset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetOffsets {
+    /// Topic whose queues move.
+    pub topic: String,
+    /// Where to.
+    #[serde(flatten)]
+    pub to: crate::OffsetReset,
+}
+
+/// One queue's new offset after a reset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueOffset {
+    /// Queue id.
+    pub queue: u32,
+    /// New committed offset.
+    pub offset: u64,
+}
+
+async fn reset_offsets(
+    State(state): State<ApiState>,
+    ApiPath(group): ApiPath<String>,
+    ApiJson(body): ApiJson<ResetOffsets>,
+) -> ApiResult<Json<Vec<QueueOffset>>> {
+    let moved = state.broker.reset_offsets(&group, &body.topic, body.to)?;
+    Ok(Json(
+        moved
+            .into_iter()
+            .map(|(queue, offset)| QueueOffset { queue, offset })
+            .collect(),
+    ))
+}
+
+async fn apply_retention(State(state): State<ApiState>) -> ApiResult<Json<crate::RetentionReport>> {
+    Ok(Json(state.broker.apply_retention()?))
 }
 
 #[cfg(test)]

@@ -33,6 +33,11 @@ pub const HALF_PENDING: &str = "broker_transactions_open";
 /// Transaction check-backs, by answer.
 pub const TRANSACTION_CHECKS: &str = "broker_transaction_checks_total";
 
+/// Messages in a group's dead-letter topic.
+pub const DLQ_MESSAGES: &str = "broker_dlq_messages";
+/// Share of the store's file system in use (0..1).
+pub const DISK_USAGE_RATIO: &str = "broker_disk_usage_ratio";
+
 /// Suggested buckets for the broker's histograms: flush latency in seconds
 /// (50 µs .. 1 s) and batch sizes share one exporter setting per metric.
 pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[

@@ -672,3 +672,65 @@ async fn router_serves_transaction_and_dead_letter_routes() {
     let error: ErrorBody = serde_json::from_slice(&body_bytes(response).await).unwrap();
     assert_eq!(error.code, "method_not_allowed");
 }
+
+#[tokio::test]
+async fn key_lookup_time_lookup_reset_and_retention_over_http() {
+    let app = crate::http_helpers::spawn_app().await;
+    app.broker.create_topic("orders", 1).unwrap();
+    for n in 0..5u32 {
+        let message = Message::new("orders", format!("order {n}")).with_key(format!("k{}", n % 2));
+        app.broker.put(0, vec![message]).await.unwrap();
+    }
+    let response = app.get("/broker/messages?key=k1&topic=orders").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let found = wire::decode_pull_result(response.bytes().await.unwrap()).unwrap();
+    let bodies: Vec<&[u8]> = found.messages.iter().map(|m| &m.message.body[..]).collect();
+    assert_eq!(bodies, [&b"order 1"[..], &b"order 3"[..]]);
+    let response = app.get("/broker/messages?key=").await;
+    crate::http_helpers::expect_error(response, StatusCode::BAD_REQUEST, "invalid_argument").await;
+
+    let third = app
+        .broker
+        .pull(&pull_request(0, 2, 0))
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    let path = format!(
+        "/broker/topics/orders/queues/0/offset-at?timestamp_ms={}",
+        third.store_timestamp_ms
+    );
+    let offset: serde_json::Value = app.get(&path).await.json().await.unwrap();
+    let expected = app
+        .broker
+        .offset_for_timestamp("orders", 0, third.store_timestamp_ms)
+        .unwrap();
+    assert_eq!(offset["offset"], expected);
+    let response = app
+        .get("/broker/topics/orders/queues/0/offset-at?timestamp_ms=soon")
+        .await;
+    crate::http_helpers::expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
+
+    let body = serde_json::json!({ "topic": "orders", "to": "latest" });
+    let moved: serde_json::Value = app
+        .post_json("/broker/groups/g/offsets/reset", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(moved, serde_json::json!([{ "queue": 0, "offset": 5 }]));
+    assert_eq!(app.broker.committed_offset("g", "orders", 0), Some(5));
+    let body =
+        serde_json::json!({ "topic": "orders", "to": "timestamp", "timestamp_ms": i64::MIN });
+    let response = app.post_json("/broker/groups/g/offsets/reset", &body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(app.broker.committed_offset("g", "orders", 0), Some(0));
+
+    let report: broker::RetentionReport = app
+        .post_json("/broker/retention", &serde_json::json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report.segments_deleted, 0);
+}

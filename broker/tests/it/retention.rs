@@ -119,3 +119,35 @@ async fn a_pending_delay_keeps_its_segment_until_delivered() {
     let all = pull_all(&broker, "t", 0, min_offset(&broker)).await;
     assert!(all.iter().any(|m| &m.message.body[..] == b"in four days"));
 }
+
+#[tokio::test]
+async fn writes_are_refused_above_the_disk_usage_limit_and_reads_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = Broker::open(config(dir.path())).unwrap();
+        broker.create_topic("t", 1).unwrap();
+        put_many(&broker, 0, 3).await;
+        broker.shutdown().await.unwrap();
+    }
+    let mut full = config(dir.path());
+    // Any disk in use is over this limit.
+    full.max_disk_usage_ratio = 1e-9;
+    let broker = Broker::open(full).unwrap();
+    match broker.put(0, vec![Message::new("t", "no room")]).await {
+        Err(broker::BrokerError::DiskFull {
+            used_percent,
+            limit_percent,
+        }) => {
+            assert!(used_percent > limit_percent);
+        }
+        other => panic!("expected DiskFull, got {other:?}"),
+    }
+    assert_eq!(
+        pull_all(&broker, "t", 0, 0).await.len(),
+        3,
+        "reads still work"
+    );
+    let mut bad = config(dir.path());
+    bad.max_disk_usage_ratio = 1.5;
+    assert!(bad.validate().is_err());
+}

@@ -7,8 +7,10 @@
 //!
 //! Rows: append throughput and latency (p50/p99/p999 per send, from the
 //! call to its acknowledgement) for 128 B and 1 KiB messages, async flush
-//! and sync group commit, at 1, 8 and 64 concurrent producers; consume
-//! throughput; and the references — raw disk (fdatasync per write,
+//! and sync group commit, at 1, 8 and 64 concurrent producers;
+//! transactional sends (half message + commit, as the seckill service
+//! sends orders) beside plain sync sends; consume throughput; and the
+//! references — raw disk (fdatasync per write,
 //! sequential write), Redis Streams `XADD` and NATS JetStream publish — on
 //! the same disk and loopback. The machine is shared and noisy, so the
 //! conclusions are the ratios printed under the table, not the absolute
@@ -22,7 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use broker::{Broker, BrokerConfig, FlushMode, Message, Producer, PullRequest, QueueSelector};
+use broker::{
+    Broker, BrokerConfig, FlushMode, Message, Producer, PullRequest, QueueSelector,
+    TransactionState,
+};
 use bytes::Bytes;
 use clap::Parser;
 use serde::Serialize;
@@ -112,6 +117,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 broker_rows.push(row);
             }
         }
+    }
+    for size in SIZES {
+        let row = transactional(work.path(), size, 64, &budget).await?;
+        eprintln!("  {}", row.name);
+        broker_rows.push(row);
     }
     broker_rows.push(consume(work.path(), 1024, &budget).await?);
 
@@ -239,6 +249,67 @@ async fn append(
     ))
 }
 
+fn transactional_row_name(size: usize, producers: usize) -> String {
+    format!(
+        "broker transactional send {} (half + commit), sync, {producers} producers",
+        human_size(size)
+    )
+}
+
+/// Closed-loop transactional producers: half message, then commit, each
+/// durable before the next step — what the seckill service does per order.
+async fn transactional(
+    dir: &Path,
+    size: usize,
+    producers: usize,
+    budget: &Budget,
+) -> anyhow::Result<Measurement> {
+    let store = tempfile::tempdir_in(dir)?;
+    let config = store_config(store.path(), FlushMode::sync());
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+    broker.create_topic("bench", QUEUES)?;
+    let body = Bytes::from(vec![b'x'; size]);
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + budget.duration;
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let broker = broker.clone();
+        let sent = Arc::clone(&sent);
+        let body = body.clone();
+        let max_ops = budget.max_ops;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = latency_histogram();
+            let queue = p as u32 % QUEUES;
+            while Instant::now() < deadline && sent.fetch_add(1, Ordering::Relaxed) < max_ops {
+                let t = Instant::now();
+                let half = broker
+                    .send_half("bench", queue, Message::new("bench", body.clone()))
+                    .await?;
+                broker
+                    .end_transaction(half.half_offset, TransactionState::Commit)
+                    .await?;
+                latencies.saturating_record(nanos(t.elapsed()));
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = latency_histogram();
+    for task in tasks {
+        latencies.add(task.await??)?;
+    }
+    let elapsed = started.elapsed();
+    broker.shutdown().await?;
+    let count = latencies.len();
+    Ok(measurement(
+        transactional_row_name(size, producers),
+        count,
+        count * size as u64,
+        elapsed,
+        Some(&latencies),
+    ))
+}
+
 /// Fills a store, then pulls everything back as one consumer would: queue
 /// by queue, in batches, each record read from the log and CRC-checked.
 async fn consume(dir: &Path, size: usize, budget: &Budget) -> anyhow::Result<Measurement> {
@@ -338,6 +409,17 @@ fn ratios(broker: &[Measurement], references: &[Measurement]) -> Vec<Ratio> {
         find(broker, &row_name(FlushMode::sync(), 128, 1)),
         false,
     );
+    for size in SIZES {
+        push(
+            &format!(
+                "transactional send (half + commit) vs plain send ({}, sync, 64 producers, msgs/s)",
+                human_size(size)
+            ),
+            find(broker, &transactional_row_name(size, 64)),
+            find(broker, &row_name(FlushMode::sync(), size, 64)),
+            false,
+        );
+    }
     push(
         "async append bandwidth vs sequential disk write (1 KiB, 64 producers, MiB/s)",
         find(broker, &row_name(FlushMode::async_default(), 1024, 64)),
