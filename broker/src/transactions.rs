@@ -131,10 +131,18 @@ impl Transactions {
 
     fn insert(&self, half_offset: u64, pending: Pending) {
         let mut map = self.pending.lock();
+        // Wake the check-back task only if this check comes before every
+        // one it is already sleeping towards (rarely: new halves are due
+        // last), not once per transaction.
+        let earliest = map
+            .values()
+            .all(|p| p.next_check_ms > pending.next_check_ms);
         map.insert(half_offset, pending);
         metrics::gauge!(HALF_PENDING).set(map.len() as f64);
         drop(map);
-        self.wake.notify_one();
+        if earliest {
+            self.wake.notify_one();
+        }
     }
 
     fn take(&self, half_offset: u64) -> Option<Pending> {

@@ -205,39 +205,18 @@ async fn append(
     producers: usize,
     budget: &Budget,
 ) -> anyhow::Result<Measurement> {
-    let store = tempfile::tempdir_in(dir)?;
-    let config = store_config(store.path(), flush);
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
-    broker.create_topic("bench", QUEUES)?;
+    let (broker, _store) = open_store(dir, flush).await?;
     let producer = Arc::new(Producer::new(broker.clone()));
     let body = Bytes::from(vec![b'x'; size]);
-    let sent = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + budget.duration;
-    let mut tasks = Vec::new();
-    for p in 0..producers {
+    let (latencies, elapsed) = closed_loop(producers, budget, move |queue| {
         let producer = Arc::clone(&producer);
-        let sent = Arc::clone(&sent);
-        let body = body.clone();
-        let max_ops = budget.max_ops;
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = latency_histogram();
-            let queue = QueueSelector::Queue(p as u32 % QUEUES);
-            while Instant::now() < deadline && sent.fetch_add(1, Ordering::Relaxed) < max_ops {
-                let t = Instant::now();
-                producer
-                    .send(Message::new("bench", body.clone()), queue)
-                    .await?;
-                latencies.saturating_record(nanos(t.elapsed()));
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies = latency_histogram();
-    for task in tasks {
-        latencies.add(task.await??)?;
-    }
-    let elapsed = started.elapsed();
+        let message = Message::new("bench", body.clone());
+        async move {
+            producer.send(message, QueueSelector::Queue(queue)).await?;
+            Ok(())
+        }
+    })
+    .await?;
     broker.shutdown().await?;
     let count = latencies.len();
     Ok(measurement(
@@ -264,41 +243,21 @@ async fn transactional(
     producers: usize,
     budget: &Budget,
 ) -> anyhow::Result<Measurement> {
-    let store = tempfile::tempdir_in(dir)?;
-    let config = store_config(store.path(), FlushMode::sync());
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
-    broker.create_topic("bench", QUEUES)?;
+    let (broker, _store) = open_store(dir, FlushMode::sync()).await?;
     let body = Bytes::from(vec![b'x'; size]);
-    let sent = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + budget.duration;
-    let mut tasks = Vec::new();
-    for p in 0..producers {
-        let broker = broker.clone();
-        let sent = Arc::clone(&sent);
-        let body = body.clone();
-        let max_ops = budget.max_ops;
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = latency_histogram();
-            let queue = p as u32 % QUEUES;
-            while Instant::now() < deadline && sent.fetch_add(1, Ordering::Relaxed) < max_ops {
-                let t = Instant::now();
-                let half = broker
-                    .send_half("bench", queue, Message::new("bench", body.clone()))
-                    .await?;
-                broker
-                    .end_transaction(half.half_offset, TransactionState::Commit)
-                    .await?;
-                latencies.saturating_record(nanos(t.elapsed()));
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies = latency_histogram();
-    for task in tasks {
-        latencies.add(task.await??)?;
-    }
-    let elapsed = started.elapsed();
+    let sender = broker.clone();
+    let (latencies, elapsed) = closed_loop(producers, budget, move |queue| {
+        let broker = sender.clone();
+        let message = Message::new("bench", body.clone());
+        async move {
+            let half = broker.send_half("bench", queue, message).await?;
+            broker
+                .end_transaction(half.half_offset, TransactionState::Commit)
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
     broker.shutdown().await?;
     let count = latencies.len();
     Ok(measurement(
@@ -310,13 +269,58 @@ async fn transactional(
     ))
 }
 
+/// A fresh store in `dir` with the bench topic (the directory lives as
+/// long as the returned guard).
+async fn open_store(dir: &Path, flush: FlushMode) -> anyhow::Result<(Broker, tempfile::TempDir)> {
+    let store = tempfile::tempdir_in(dir)?;
+    let config = store_config(store.path(), flush);
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+    broker.create_topic("bench", QUEUES)?;
+    Ok((broker, store))
+}
+
+/// Runs `producers` tasks, each calling `send(queue)` in a loop until the
+/// budget's time or operation count runs out. Returns the merged per-send
+/// latencies and the wall time.
+async fn closed_loop<F, Fut>(
+    producers: usize,
+    budget: &Budget,
+    send: F,
+) -> anyhow::Result<(hdrhistogram::Histogram<u64>, Duration)>
+where
+    F: Fn(u32) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + budget.duration;
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let send = send.clone();
+        let sent = Arc::clone(&sent);
+        let max_ops = budget.max_ops;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = latency_histogram();
+            let queue = p as u32 % QUEUES;
+            while Instant::now() < deadline && sent.fetch_add(1, Ordering::Relaxed) < max_ops {
+                let t = Instant::now();
+                send(queue).await?;
+                latencies.saturating_record(nanos(t.elapsed()));
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = latency_histogram();
+    for task in tasks {
+        latencies.add(task.await??)?;
+    }
+    Ok((latencies, started.elapsed()))
+}
+
 /// Fills a store, then pulls everything back as one consumer would: queue
 /// by queue, in batches, each record read from the log and CRC-checked.
 async fn consume(dir: &Path, size: usize, budget: &Budget) -> anyhow::Result<Measurement> {
-    let store = tempfile::tempdir_in(dir)?;
-    let config = store_config(store.path(), FlushMode::async_default());
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
-    broker.create_topic("bench", QUEUES)?;
+    let (broker, _store) = open_store(dir, FlushMode::async_default()).await?;
     let body = Bytes::from(vec![b'x'; size]);
     let fill_deadline = Instant::now() + budget.duration;
     let mut filled = 0u64;
