@@ -734,3 +734,37 @@ async fn key_lookup_time_lookup_reset_and_retention_over_http() {
         .unwrap();
     assert_eq!(report.segments_deleted, 0);
 }
+
+#[tokio::test]
+async fn delays_and_tag_filters_work_over_http() {
+    let app = crate::http_helpers::spawn_app().await;
+    app.broker.create_topic("orders", 1).unwrap();
+    let due = app.broker.now_ms() + 300;
+    let delayed = Message::new("orders", "later")
+        .with_tags("vip")
+        .with_property(
+            broker::system_topics::property::DELIVER_AT_MS,
+            due.to_string(),
+        );
+    let plain = Message::new("orders", "now").with_tags("plain");
+    app.client
+        .send(&[delayed], QueueSelector::Queue(0))
+        .await
+        .unwrap();
+    app.client
+        .send(&[plain], QueueSelector::Queue(0))
+        .await
+        .unwrap();
+    assert_eq!(app.broker.delayed_pending(), 1);
+
+    // Only "vip" wanted: the plain message is skipped and the pull holds
+    // until the delayed one is delivered.
+    let mut request = pull_request(0, 0, 10_000);
+    request.tags = Some("vip".into());
+    let result = app.client.pull(&request).await.unwrap();
+    assert_eq!(result.messages.len(), 1);
+    let message = &result.messages[0];
+    assert_eq!(&message.message.body[..], b"later");
+    assert!(message.store_timestamp_ms >= due, "delivered early");
+    assert_eq!(result.next_offset, 2);
+}
