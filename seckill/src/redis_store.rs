@@ -1,0 +1,91 @@
+//! The real stock store: Redis through a deadpool-redis connection pool.
+//!
+//! Scripts go out as EVALSHA; redis-rs loads a script and retries when the
+//! server answers NOSCRIPT (after a restart or `SCRIPT FLUSH`), so the
+//! script cache never has to be managed by hand.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use deadpool_redis::{Config, Pool, Runtime};
+
+use crate::error::SeckillError;
+use crate::reply::Reply;
+use crate::scripts::{ALL, LuaScript};
+use crate::stock_store::ScriptRunner;
+
+/// Runs the scripts on a Redis server.
+pub struct RedisScripts {
+    pool: Pool,
+    scripts: HashMap<&'static str, redis::Script>,
+}
+
+impl std::fmt::Debug for RedisScripts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: never print it.
+        f.debug_struct("RedisScripts")
+            .field("pool_status", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisScripts {
+    /// A pool of up to `max_connections` to the Redis at `url`.
+    pub fn connect(url: &str, max_connections: usize) -> Result<Self, SeckillError> {
+        let mut config = Config::from_url(url);
+        config.pool = Some(deadpool_redis::PoolConfig::new(max_connections.max(1)));
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| SeckillError::Store(format!("cannot create the Redis pool: {e}")))?;
+        let scripts = ALL
+            .iter()
+            .map(|s| (s.name, redis::Script::new(s.source)))
+            .collect();
+        Ok(RedisScripts { pool, scripts })
+    }
+
+    /// Checks the server answers (PING), so a wrong URL fails at startup.
+    pub async fn ping(&self) -> Result<(), SeckillError> {
+        let mut conn = self.connection().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| SeckillError::Store(format!("Redis did not answer PING: {e}")))
+    }
+
+    async fn connection(&self) -> Result<deadpool_redis::Connection, SeckillError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| SeckillError::Store(format!("no Redis connection: {e}")))
+    }
+}
+
+#[async_trait]
+impl ScriptRunner for RedisScripts {
+    async fn run(
+        &self,
+        script: &LuaScript,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<Reply, SeckillError> {
+        let compiled = self
+            .scripts
+            .get(script.name)
+            .ok_or_else(|| SeckillError::Invalid(format!("unknown script {}", script.name)))?;
+        let mut invocation = compiled.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut conn = self.connection().await?;
+        let value: redis::Value = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| SeckillError::Store(format!("{} failed: {e}", script.name)))?;
+        Ok(Reply::from_redis(value))
+    }
+}

@@ -1,0 +1,41 @@
+//! The Lua scripts, compiled into the binary from `lua/`. One source of
+//! truth: Redis runs these files through EVALSHA, the embedded store runs
+//! the very same text.
+
+/// A named Lua script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LuaScript {
+    /// Short name, for errors and metrics.
+    pub name: &'static str,
+    /// The Lua source.
+    pub source: &'static str,
+}
+
+/// One purchase decision (see `lua/reserve.lua`).
+pub const RESERVE: LuaScript = LuaScript {
+    name: "reserve",
+    source: include_str!("../../lua/reserve.lua"),
+};
+/// Give a reservation back (see `lua/release.lua`).
+pub const RELEASE: LuaScript = LuaScript {
+    name: "release",
+    source: include_str!("../../lua/release.lua"),
+};
+/// Load an item's stock (see `lua/prewarm.lua`).
+pub const PREWARM: LuaScript = LuaScript {
+    name: "prewarm",
+    source: include_str!("../../lua/prewarm.lua"),
+};
+/// Add stock (see `lua/restock.lua`).
+pub const RESTOCK: LuaScript = LuaScript {
+    name: "restock",
+    source: include_str!("../../lua/restock.lua"),
+};
+/// Read an item's state (see `lua/status.lua`).
+pub const STATUS: LuaScript = LuaScript {
+    name: "status",
+    source: include_str!("../../lua/status.lua"),
+};
+
+/// Every script, for loading up front.
+pub(crate) const ALL: [LuaScript; 5] = [RESERVE, RELEASE, PREWARM, RESTOCK, STATUS];

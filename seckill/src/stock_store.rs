@@ -1,0 +1,290 @@
+//! The stock store: typed calls over the Lua scripts, whichever store runs
+//! them.
+//!
+//! [`ScriptRunner`] is the only thing a store implements — "run this script
+//! with these keys and arguments" — so the decision logic lives once, in
+//! `lua/`, and this module only names the outcomes.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::SeckillError;
+use crate::reply::Reply;
+use crate::scripts::{LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};
+use crate::store_keys::{FLAG_CHANNEL, ItemKeys, validate_item_id};
+
+/// Runs a Lua script atomically: real Redis, or the embedded store.
+#[async_trait]
+pub trait ScriptRunner: Send + Sync + Debug {
+    /// Runs `script` with `keys` and `args`; the whole script is one
+    /// atomic step.
+    async fn run(
+        &self,
+        script: &LuaScript,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<Reply, SeckillError>;
+}
+
+/// The outcome of one purchase attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// Reserved now; `stock_left` after this one.
+    Queued {
+        /// The new order's id.
+        order_id: String,
+        /// Units left.
+        stock_left: i64,
+        /// Sold-out flag version (raised if this was the last unit).
+        flag_version: i64,
+    },
+    /// The user already holds an order for this item: this is its id.
+    Duplicate {
+        /// The existing order's id.
+        order_id: String,
+    },
+    /// Nothing left.
+    SoldOut {
+        /// Current flag version.
+        flag_version: i64,
+    },
+    /// The item was never pre-warmed into this store.
+    NotWarmed,
+}
+
+/// The outcome of giving a reservation back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// The unit is back on sale.
+    Released {
+        /// Units left now.
+        stock_left: i64,
+        /// Flag version (raised if the item reopened).
+        flag_version: i64,
+    },
+    /// The user does not hold that order (already released, or never).
+    NotHeld,
+}
+
+/// The outcome of pre-warming an item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prewarm {
+    /// Stock loaded.
+    Warmed {
+        /// Units loaded.
+        stock: i64,
+    },
+    /// Already warmed; unchanged.
+    Exists {
+        /// Units it has.
+        stock: i64,
+    },
+}
+
+/// The outcome of a restock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restock {
+    /// Units added.
+    Restocked {
+        /// Units now.
+        stock: i64,
+        /// Flag version (raised if the item reopened).
+        flag_version: i64,
+    },
+    /// The item was never warmed.
+    NotWarmed,
+}
+
+/// An item's state in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemStatus {
+    /// Warmed into this store.
+    pub warmed: bool,
+    /// Units left (-1 if not warmed).
+    pub stock: i64,
+    /// Users holding a reservation.
+    pub buyers: i64,
+    /// The sold-out flag is up.
+    pub sold_out: bool,
+    /// Flag version.
+    pub flag_version: i64,
+}
+
+/// Typed access to one store's items.
+#[derive(Debug, Clone)]
+pub struct StockStore {
+    runner: Arc<dyn ScriptRunner>,
+    prefix: String,
+}
+
+impl StockStore {
+    /// A store over `runner`, its keys under `prefix` (usually empty).
+    pub fn new(runner: Arc<dyn ScriptRunner>, prefix: impl Into<String>) -> Self {
+        StockStore {
+            runner,
+            prefix: prefix.into(),
+        }
+    }
+
+    fn keys(&self, item: &str) -> Result<Vec<String>, SeckillError> {
+        validate_item_id(item)?;
+        Ok(ItemKeys::new(&self.prefix, item).to_vec())
+    }
+
+    /// One purchase attempt by `user`, recording `order_id` if it succeeds.
+    pub async fn reserve(
+        &self,
+        item: &str,
+        user: &str,
+        order_id: &str,
+    ) -> Result<Reservation, SeckillError> {
+        if user.is_empty() || order_id.is_empty() {
+            return Err(SeckillError::Invalid(
+                "user and order id must not be empty".into(),
+            ));
+        }
+        let args = [user, order_id, item, FLAG_CHANNEL].map(str::to_owned);
+        let reply = self.runner.run(&RESERVE, &self.keys(item)?, &args).await?;
+        let fields = Fields::of(&RESERVE, &reply, 4)?;
+        Ok(match fields.text(0)? {
+            "queued" => Reservation::Queued {
+                order_id: fields.text(1)?.to_owned(),
+                stock_left: fields.int(2)?,
+                flag_version: fields.int(3)?,
+            },
+            "duplicate" => Reservation::Duplicate {
+                order_id: fields.text(1)?.to_owned(),
+            },
+            "sold_out" => Reservation::SoldOut {
+                flag_version: fields.int(3)?,
+            },
+            "not_warmed" => Reservation::NotWarmed,
+            _ => return Err(fields.unexpected()),
+        })
+    }
+
+    /// Gives back `user`'s reservation `order_id` (idempotent).
+    pub async fn release(
+        &self,
+        item: &str,
+        user: &str,
+        order_id: &str,
+    ) -> Result<Release, SeckillError> {
+        let args = [user, order_id, item, FLAG_CHANNEL].map(str::to_owned);
+        let reply = self.runner.run(&RELEASE, &self.keys(item)?, &args).await?;
+        let fields = Fields::of(&RELEASE, &reply, 3)?;
+        Ok(match fields.text(0)? {
+            "released" => Release::Released {
+                stock_left: fields.int(1)?,
+                flag_version: fields.int(2)?,
+            },
+            "not_held" => Release::NotHeld,
+            _ => return Err(fields.unexpected()),
+        })
+    }
+
+    /// Loads `stock` units for `item` unless it is already warmed.
+    pub async fn prewarm(&self, item: &str, stock: u64) -> Result<Prewarm, SeckillError> {
+        let args = [stock.to_string(), item.to_owned(), FLAG_CHANNEL.to_owned()];
+        let reply = self.runner.run(&PREWARM, &self.keys(item)?, &args).await?;
+        let fields = Fields::of(&PREWARM, &reply, 3)?;
+        Ok(match fields.text(0)? {
+            "warmed" => Prewarm::Warmed {
+                stock: fields.int(1)?,
+            },
+            "exists" => Prewarm::Exists {
+                stock: fields.int(1)?,
+            },
+            "invalid" => return Err(SeckillError::Invalid(format!("stock {stock} is not valid"))),
+            _ => return Err(fields.unexpected()),
+        })
+    }
+
+    /// Adds `units` (at least 1) to a warmed item.
+    pub async fn restock(&self, item: &str, units: u64) -> Result<Restock, SeckillError> {
+        if units == 0 {
+            return Err(SeckillError::Invalid(
+                "a restock adds at least one unit".into(),
+            ));
+        }
+        let args = [units.to_string(), item.to_owned(), FLAG_CHANNEL.to_owned()];
+        let reply = self.runner.run(&RESTOCK, &self.keys(item)?, &args).await?;
+        let fields = Fields::of(&RESTOCK, &reply, 3)?;
+        Ok(match fields.text(0)? {
+            "restocked" => Restock::Restocked {
+                stock: fields.int(1)?,
+                flag_version: fields.int(2)?,
+            },
+            "not_warmed" => Restock::NotWarmed,
+            _ => return Err(fields.unexpected()),
+        })
+    }
+
+    /// Reads an item's state.
+    pub async fn status(&self, item: &str) -> Result<ItemStatus, SeckillError> {
+        let reply = self.runner.run(&STATUS, &self.keys(item)?, &[]).await?;
+        let fields = Fields::of(&STATUS, &reply, 5)?;
+        Ok(ItemStatus {
+            warmed: match fields.text(0)? {
+                "warmed" => true,
+                "not_warmed" => false,
+                _ => return Err(fields.unexpected()),
+            },
+            stock: fields.int(1)?,
+            buyers: fields.int(2)?,
+            sold_out: fields.int(3)? == 1,
+            flag_version: fields.int(4)?,
+        })
+    }
+
+    /// The runner underneath (for tests comparing raw replies).
+    pub fn runner(&self) -> &Arc<dyn ScriptRunner> {
+        &self.runner
+    }
+}
+
+/// Positional reading of a script's array reply.
+struct Fields<'a> {
+    script: &'static str,
+    reply: &'a Reply,
+    items: &'a [Reply],
+}
+
+impl<'a> Fields<'a> {
+    fn of(script: &LuaScript, reply: &'a Reply, len: usize) -> Result<Self, SeckillError> {
+        match reply {
+            Reply::Array(items) if items.len() == len => Ok(Fields {
+                script: script.name,
+                reply,
+                items,
+            }),
+            _ => Err(SeckillError::UnexpectedReply {
+                script: script.name,
+                reply: format!("{reply:?}"),
+            }),
+        }
+    }
+
+    fn unexpected(&self) -> SeckillError {
+        SeckillError::UnexpectedReply {
+            script: self.script,
+            reply: format!("{:?}", self.reply),
+        }
+    }
+
+    fn text(&self, i: usize) -> Result<&'a str, SeckillError> {
+        match &self.items[i] {
+            Reply::Bulk(s) => Ok(s),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    fn int(&self, i: usize) -> Result<i64, SeckillError> {
+        match &self.items[i] {
+            Reply::Int(n) => Ok(*n),
+            _ => Err(self.unexpected()),
+        }
+    }
+}

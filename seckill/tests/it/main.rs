@@ -1,0 +1,5 @@
+//! Integration tests of the seckill crate, one module per feature.
+
+mod helpers;
+mod parity;
+mod race;
