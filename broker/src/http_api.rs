@@ -913,7 +913,7 @@ async fn send(
 fn split_by_key_hash(messages: Vec<Message>, queues: u32) -> Vec<QueueBatch> {
     let mut by_queue: BTreeMap<u32, (Vec<usize>, Vec<Message>)> = BTreeMap::new();
     for (position, message) in messages.into_iter().enumerate() {
-        let queue = crc32c::crc32c(message.key.as_bytes()) % queues;
+        let queue = crate::queue_for_key(&message.key, queues);
         let entry = by_queue.entry(queue).or_default();
         entry.0.push(position);
         entry.1.push(message);

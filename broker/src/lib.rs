@@ -100,7 +100,7 @@ pub use consumer::ConsumerApi;
 pub use consumer_groups::{Assignment, ConsumeMode, JoinRequest, QueueRef, allocate_averagely};
 pub use delay_scheduler::{DELAY_LEVELS_MS, delay_level_ms};
 pub use error::{BrokerError, Result};
-pub use producer::{Producer, QueueSelector};
+pub use producer::{Producer, QueueSelector, queue_for_key};
 pub use record::{Message, StoredMessage};
 pub use retention::RetentionReport;
 pub use retry::RetryOutcome;

@@ -30,6 +30,12 @@ pub enum QueueSelector {
     Queue(u32),
 }
 
+/// The queue a key hashes to among `queues` (stable across versions and
+/// processes: CRC32C), so one key's messages stay on one queue, in order.
+pub fn queue_for_key(key: &str, queues: u32) -> u32 {
+    crc32c::crc32c(key.as_bytes()) % queues.max(1)
+}
+
 /// Sends messages to a broker in this process.
 #[derive(Debug)]
 pub struct Producer {
@@ -98,7 +104,7 @@ impl Producer {
         };
         Ok(match selector {
             QueueSelector::RoundRobin => self.next_queue.fetch_add(1, Ordering::Relaxed) % queues,
-            QueueSelector::KeyHash => crc32c::crc32c(message.key.as_bytes()) % queues,
+            QueueSelector::KeyHash => queue_for_key(&message.key, queues),
             QueueSelector::Queue(id) => id,
         })
     }

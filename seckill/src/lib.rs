@@ -6,24 +6,37 @@
 //! stores run the same scripts through [`ScriptRunner`], so they cannot
 //! drift apart; a parity test runs one sequence against both.
 //!
-//! Built so far: the scripts, both stores and the typed [`StockStore`]
-//! over them. The purchase endpoint, the transactional enqueue into the
-//! broker, sold-out flags and activities come next (see
-//! `docs/ARCHITECTURE.md`).
+//! A purchase ([`Seckill::purchase`]) sends the order to the broker as a
+//! transactional half message, runs the script, then commits or rolls
+//! back; a crash in between is settled by the broker's check-back from the
+//! buyer record ([`BuyerRecordChecker`]). Requests after a sell-out are
+//! answered from this process's own [`SoldOutFlags`].
 
+mod activities;
+mod checker;
 mod embedded_store;
 mod error;
+mod order_ids;
+mod order_message;
+mod purchase;
 mod redis_store;
 mod reply;
 mod scripts;
+mod sold_out_flags;
 mod stock_store;
 mod store_keys;
 
+pub use activities::{Activities, Activity, MAX_STOCK, Window};
+pub use checker::BuyerRecordChecker;
 pub use embedded_store::EmbeddedScripts;
 pub use error::SeckillError;
+pub use order_ids::OrderIdGenerator;
+pub use order_message::{ORDERS_TOPIC, OrderMessage, PRODUCER_GROUP};
+pub use purchase::{ORDER_QUEUES, PurchaseError, PurchaseOutcome, Seckill, validate_user_id};
 pub use redis_store::RedisScripts;
 pub use reply::Reply;
-pub use scripts::{LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};
+pub use scripts::{HOLDER, LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};
+pub use sold_out_flags::SoldOutFlags;
 pub use stock_store::{
     ItemStatus, Prewarm, Release, Reservation, Restock, ScriptRunner, StockStore,
 };

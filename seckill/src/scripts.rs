@@ -37,5 +37,11 @@ pub const STATUS: LuaScript = LuaScript {
     source: include_str!("../../lua/status.lua"),
 };
 
+/// Which order a user holds (see `lua/holder.lua`).
+pub const HOLDER: LuaScript = LuaScript {
+    name: "holder",
+    source: include_str!("../../lua/holder.lua"),
+};
+
 /// Every script, for loading up front.
-pub(crate) const ALL: [LuaScript; 5] = [RESERVE, RELEASE, PREWARM, RESTOCK, STATUS];
+pub(crate) const ALL: [LuaScript; 6] = [RESERVE, RELEASE, PREWARM, RESTOCK, STATUS, HOLDER];

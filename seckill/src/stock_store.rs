@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use crate::error::SeckillError;
 use crate::reply::Reply;
-use crate::scripts::{LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};
+use crate::scripts::{HOLDER, LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};
 use crate::store_keys::{FLAG_CHANNEL, ItemKeys, validate_item_id};
 
 /// Runs a Lua script atomically: real Redis, or the embedded store.
@@ -237,6 +237,22 @@ impl StockStore {
             sold_out: fields.int(3)? == 1,
             flag_version: fields.int(4)?,
         })
+    }
+
+    /// The order `user` holds for `item`, if any.
+    pub async fn holder(&self, item: &str, user: &str) -> Result<Option<String>, SeckillError> {
+        let reply = self
+            .runner
+            .run(&HOLDER, &self.keys(item)?, &[user.to_owned()])
+            .await?;
+        match reply {
+            Reply::Nil => Ok(None),
+            Reply::Bulk(order_id) => Ok(Some(order_id)),
+            other => Err(SeckillError::UnexpectedReply {
+                script: HOLDER.name,
+                reply: format!("{other:?}"),
+            }),
+        }
     }
 
     /// The runner underneath (for tests comparing raw replies).

@@ -3,3 +3,4 @@
 mod helpers;
 mod parity;
 mod race;
+mod service;

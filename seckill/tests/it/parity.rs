@@ -67,6 +67,14 @@ async fn run_sequence(store: &StockStore, prefix: &str) -> Vec<String> {
     );
     record("restock", format!("{:?}", store.restock("sku-1", 2).await));
     record(
+        "holder u4",
+        format!("{:?}", store.holder("sku-1", "u4").await),
+    );
+    record(
+        "holder u1",
+        format!("{:?}", store.holder("sku-1", "u1").await),
+    );
+    record(
         "restock unwarmed",
         format!("{:?}", store.restock("nope", 2).await),
     );
@@ -107,6 +115,8 @@ async fn redis_and_the_embedded_store_answer_identically() {
         "u4 re-buys: Ok(Queued { order_id: \"o4\", stock_left: 0, flag_version: 3 })",
         "u1 buys again: Ok(SoldOut { flag_version: 3 })",
         "restock: Ok(Restocked { stock: 2, flag_version: 4 })",
+        "holder u4: Ok(Some(\"o4\"))",
+        "holder u1: Ok(None)",
         "reserve zero: Ok(SoldOut { flag_version: 1 })",
     ];
     for line in expected_lines {

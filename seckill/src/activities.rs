@@ -1,0 +1,106 @@
+//! Activities: what is on sale, how much, and when.
+//!
+//! An activity names an item, its stock, the per-user limit and the sale
+//! window. It lives in this process; pre-warming copies its stock into the
+//! stock store, which then decides every sale.
+
+use std::collections::HashMap;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use crate::error::SeckillError;
+use crate::store_keys::validate_item_id;
+
+/// Largest stock an activity may have.
+pub const MAX_STOCK: u64 = 1_000_000_000;
+
+/// One item on sale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Item id (`[A-Za-z0-9_-]`, 1–64 characters).
+    pub item: String,
+    /// Units for sale.
+    pub stock: u64,
+    /// Orders one user may hold for this item. The buyer record keeps one
+    /// order per user, so only 1 is supported.
+    pub per_user_limit: u32,
+    /// Sale opens (ms since the epoch).
+    pub starts_at_ms: i64,
+    /// Sale closes (ms since the epoch).
+    pub ends_at_ms: i64,
+}
+
+impl Activity {
+    /// Checks the fields fit together.
+    pub fn validate(&self) -> Result<(), SeckillError> {
+        validate_item_id(&self.item)?;
+        if self.stock > MAX_STOCK {
+            return Err(SeckillError::Invalid(format!(
+                "stock must be at most {MAX_STOCK}"
+            )));
+        }
+        if self.per_user_limit != 1 {
+            return Err(SeckillError::Invalid(
+                "per_user_limit must be 1: a user holds at most one order per item".into(),
+            ));
+        }
+        if self.starts_at_ms >= self.ends_at_ms {
+            return Err(SeckillError::Invalid(
+                "starts_at_ms must be before ends_at_ms".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where `now` falls relative to an activity's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Not open yet.
+    NotStarted,
+    /// Open.
+    Open,
+    /// Closed.
+    Ended,
+}
+
+impl Activity {
+    /// The window state at `now_ms`.
+    pub fn window(&self, now_ms: i64) -> Window {
+        if now_ms < self.starts_at_ms {
+            Window::NotStarted
+        } else if now_ms >= self.ends_at_ms {
+            Window::Ended
+        } else {
+            Window::Open
+        }
+    }
+}
+
+/// The activities this process knows.
+#[derive(Debug, Default)]
+pub struct Activities {
+    by_item: RwLock<HashMap<String, Activity>>,
+}
+
+impl Activities {
+    /// Adds or replaces an activity.
+    pub fn upsert(&self, activity: Activity) -> Result<(), SeckillError> {
+        activity.validate()?;
+        self.by_item.write().insert(activity.item.clone(), activity);
+        Ok(())
+    }
+
+    /// The activity of `item`.
+    pub fn get(&self, item: &str) -> Option<Activity> {
+        self.by_item.read().get(item).cloned()
+    }
+
+    /// Every activity.
+    pub fn list(&self) -> Vec<Activity> {
+        let mut all: Vec<Activity> = self.by_item.read().values().cloned().collect();
+        all.sort_by(|a, b| a.item.cmp(&b.item));
+        all
+    }
+}

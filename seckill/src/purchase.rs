@@ -1,0 +1,309 @@
+//! The purchase: one request, one atomic decision, one transactional
+//! enqueue.
+//!
+//! ```text
+//! activity known? ── no ──▶ UnknownItem (404)
+//! sale window?    ── no ──▶ NotStarted / Ended (403)
+//! local flag?     ── yes ─▶ SoldOut            (no store, no broker)
+//! send_half(order)                             (invisible to consumers)
+//! reserve.lua ─▶ Queued    ─▶ commit   ─▶ Queued { order_id }
+//!             ─▶ Duplicate ─▶ rollback ─▶ Duplicate { existing order }
+//!             ─▶ SoldOut   ─▶ rollback ─▶ SoldOut (and raise the local flag)
+//! ```
+//!
+//! The half message goes first so that a crash after the script can never
+//! lose an order: the broker finds the unresolved half and asks
+//! [`crate::checker::BuyerRecordChecker`], which answers from the buyer
+//! record. A crash before the script leaves a half with no buyer record,
+//! which is rolled back. Either way, no order exists without a reservation
+//! and no reservation without an order.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use broker::{Broker, BrokerError, TransactionState, queue_for_key};
+
+use crate::activities::{Activities, Window};
+use crate::checker::BuyerRecordChecker;
+use crate::embedded_store::EmbeddedScripts;
+use crate::error::SeckillError;
+use crate::order_ids::OrderIdGenerator;
+use crate::order_message::{ORDERS_TOPIC, OrderMessage, PRODUCER_GROUP};
+use crate::sold_out_flags::SoldOutFlags;
+use crate::stock_store::{Release, Reservation, StockStore};
+use crate::store_keys::FLAG_CHANNEL;
+
+/// Queues of the orders topic when seckill creates it.
+pub const ORDER_QUEUES: u32 = 8;
+
+/// What a purchase request came to. Sold out and duplicate are outcomes,
+/// not errors: they are the common path of a flash sale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurchaseOutcome {
+    /// Reserved and enqueued.
+    Queued {
+        /// The new order.
+        order_id: String,
+    },
+    /// The user already holds this order.
+    Duplicate {
+        /// The existing order.
+        order_id: String,
+    },
+    /// Nothing left.
+    SoldOut,
+    /// The sale has not opened.
+    NotStarted {
+        /// When it opens (ms since the epoch).
+        starts_at_ms: i64,
+    },
+    /// The sale is over.
+    Ended {
+        /// When it closed (ms since the epoch).
+        ended_at_ms: i64,
+    },
+}
+
+/// Why a purchase could not be decided.
+#[derive(Debug, thiserror::Error)]
+pub enum PurchaseError {
+    /// No activity for this item.
+    #[error("unknown item {0:?}")]
+    UnknownItem(String),
+    /// The activity exists but its stock was never pre-warmed.
+    #[error("item {0:?} is not pre-warmed into the stock store")]
+    NotWarmed(String),
+    /// Bad input (user id).
+    #[error("{0}")]
+    Invalid(String),
+    /// The stock store failed.
+    #[error(transparent)]
+    Store(#[from] SeckillError),
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// The reservation service's core, shared by its HTTP handlers.
+#[derive(Debug)]
+pub struct Seckill {
+    broker: Broker,
+    store: StockStore,
+    flags: Arc<SoldOutFlags>,
+    activities: Arc<Activities>,
+    ids: OrderIdGenerator,
+}
+
+/// User ids: 1–64 characters of `[A-Za-z0-9_-]`.
+pub fn validate_user_id(user: &str) -> Result<(), PurchaseError> {
+    let ok = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(PurchaseError::Invalid(
+            "user id must be 1..=64 characters of letters, digits, '_' or '-'".into(),
+        ))
+    }
+}
+
+impl Seckill {
+    /// The service over `broker` and `store`, as node `node_id`. Creates
+    /// the orders topic if needed and registers the transaction checker.
+    pub fn new(
+        broker: Broker,
+        store: StockStore,
+        node_id: u16,
+    ) -> Result<Arc<Self>, PurchaseError> {
+        if broker.topic(ORDERS_TOPIC).is_none() {
+            broker.create_topic(ORDERS_TOPIC, ORDER_QUEUES)?;
+        }
+        broker.register_checker(
+            PRODUCER_GROUP,
+            Arc::new(BuyerRecordChecker::new(store.clone())),
+        );
+        Ok(Arc::new(Seckill {
+            broker,
+            store,
+            flags: Arc::new(SoldOutFlags::default()),
+            activities: Arc::new(Activities::default()),
+            ids: OrderIdGenerator::new(node_id)?,
+        }))
+    }
+
+    /// The broker this service enqueues into.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The stock store.
+    pub fn store(&self) -> &StockStore {
+        &self.store
+    }
+
+    /// This process's sold-out flags.
+    pub fn flags(&self) -> &Arc<SoldOutFlags> {
+        &self.flags
+    }
+
+    /// The activities on sale.
+    pub fn activities(&self) -> &Arc<Activities> {
+        &self.activities
+    }
+
+    /// One purchase attempt of `item` by `user`.
+    pub async fn purchase(&self, item: &str, user: &str) -> Result<PurchaseOutcome, PurchaseError> {
+        validate_user_id(user)?;
+        let activity = self
+            .activities
+            .get(item)
+            .ok_or_else(|| PurchaseError::UnknownItem(item.to_owned()))?;
+        match activity.window(now_ms()) {
+            Window::NotStarted => {
+                return Ok(PurchaseOutcome::NotStarted {
+                    starts_at_ms: activity.starts_at_ms,
+                });
+            }
+            Window::Ended => {
+                return Ok(PurchaseOutcome::Ended {
+                    ended_at_ms: activity.ends_at_ms,
+                });
+            }
+            Window::Open => {}
+        }
+        if self.flags.is_sold_out(item) {
+            return Ok(PurchaseOutcome::SoldOut);
+        }
+
+        let order = OrderMessage {
+            order_id: self.ids.next_id(),
+            item: item.to_owned(),
+            user: user.to_owned(),
+            created_at_ms: now_ms(),
+        };
+        let queues = self
+            .broker
+            .topic(ORDERS_TOPIC)
+            .map_or(ORDER_QUEUES, |t| t.queues);
+        let queue = queue_for_key(&order.order_id, queues);
+        let half = self
+            .broker
+            .send_half(PRODUCER_GROUP, queue, order.to_message())
+            .await?;
+        let reservation = match self.store.reserve(item, user, &order.order_id).await {
+            Ok(reservation) => reservation,
+            Err(e) => {
+                // The script may or may not have run: leave the half open
+                // and let the check-back read the buyer record.
+                tracing::warn!(error = %e, order_id = %order.order_id, "reserve failed; check-back will decide");
+                return Err(e.into());
+            }
+        };
+        let (state, outcome) = match reservation {
+            Reservation::Queued {
+                order_id,
+                stock_left,
+                flag_version,
+            } => {
+                if stock_left == 0 {
+                    self.flags.apply(item, true, flag_version);
+                }
+                (
+                    TransactionState::Commit,
+                    Ok(PurchaseOutcome::Queued { order_id }),
+                )
+            }
+            Reservation::Duplicate { order_id } => (
+                TransactionState::Rollback,
+                Ok(PurchaseOutcome::Duplicate { order_id }),
+            ),
+            Reservation::SoldOut { flag_version } => {
+                self.flags.apply(item, true, flag_version);
+                (TransactionState::Rollback, Ok(PurchaseOutcome::SoldOut))
+            }
+            Reservation::NotWarmed => (
+                TransactionState::Rollback,
+                Err(PurchaseError::NotWarmed(item.to_owned())),
+            ),
+        };
+        if let Err(e) = self.broker.end_transaction(half.half_offset, state).await {
+            // The reservation stands; the check-back will settle the half
+            // from the buyer record, so the answer is still right.
+            tracing::warn!(error = %e, order_id = %order.order_id, "ending the transaction failed; check-back will decide");
+        }
+        outcome
+    }
+}
+
+impl Seckill {
+    /// Gives back `user`'s reservation `order_id` of `item` (a cancelled
+    /// order). Idempotent; reopens the item here at once, and everywhere
+    /// else through the store's publication.
+    pub async fn release(
+        &self,
+        item: &str,
+        user: &str,
+        order_id: &str,
+    ) -> Result<Release, PurchaseError> {
+        let release = self.store.release(item, user, order_id).await?;
+        if let Release::Released { flag_version, .. } = release {
+            self.flags.apply(item, false, flag_version);
+        }
+        Ok(release)
+    }
+
+    /// Reads every activity's flag from the store and applies it: heals a
+    /// missed publication (a process must never stay flagged sold out
+    /// after stock came back, since a flagged item runs no script that
+    /// could correct it).
+    pub async fn resync_flags(&self) -> Result<(), PurchaseError> {
+        for activity in self.activities.list() {
+            let status = self.store.status(&activity.item).await?;
+            if status.warmed {
+                self.flags
+                    .apply(&activity.item, status.sold_out, status.flag_version);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the flag messages an embedded store publishes, until the
+    /// store goes away. (With Redis, flags arrive by pub/sub.)
+    pub fn follow_embedded_flags(
+        self: &Arc<Self>,
+        scripts: &EmbeddedScripts,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut messages = scripts.subscribe();
+        let flags = Arc::clone(&self.flags);
+        let seckill = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                match messages.recv().await {
+                    Ok((channel, payload)) if channel == FLAG_CHANNEL => {
+                        flags.apply_message(&payload);
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            missed,
+                            "flag messages were missed; resyncing from the store"
+                        );
+                        if let Err(e) = seckill.resync_flags().await {
+                            tracing::warn!(error = %e, "flag resync failed");
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
