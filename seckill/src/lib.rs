@@ -16,6 +16,7 @@ mod activities;
 mod checker;
 mod embedded_store;
 mod error;
+pub mod http;
 mod order_ids;
 mod order_message;
 mod purchase;

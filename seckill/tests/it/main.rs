@@ -1,6 +1,7 @@
 //! Integration tests of the seckill crate, one module per feature.
 
 mod helpers;
+mod http;
 mod parity;
 mod race;
 mod service;
