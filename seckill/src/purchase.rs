@@ -25,13 +25,12 @@ use broker::{Broker, BrokerError, TransactionState, queue_for_key};
 
 use crate::activities::{Activities, Window};
 use crate::checker::BuyerRecordChecker;
-use crate::embedded_store::EmbeddedScripts;
 use crate::error::SeckillError;
+use crate::metrics::{RESERVATIONS, SCRIPT_SECONDS};
 use crate::order_ids::OrderIdGenerator;
 use crate::order_message::{ORDERS_TOPIC, OrderMessage, PRODUCER_GROUP};
 use crate::sold_out_flags::SoldOutFlags;
 use crate::stock_store::{Release, Reservation, StockStore};
-use crate::store_keys::FLAG_CHANNEL;
 
 /// Queues of the orders topic when seckill creates it.
 pub const ORDER_QUEUES: u32 = 8;
@@ -156,6 +155,20 @@ impl Seckill {
 
     /// One purchase attempt of `item` by `user`.
     pub async fn purchase(&self, item: &str, user: &str) -> Result<PurchaseOutcome, PurchaseError> {
+        let result = self.decide(item, user).await;
+        let outcome = match &result {
+            Ok(PurchaseOutcome::Queued { .. }) => "queued",
+            Ok(PurchaseOutcome::Duplicate { .. }) => "duplicate",
+            Ok(PurchaseOutcome::SoldOut) => "sold_out",
+            Ok(PurchaseOutcome::NotStarted { .. }) => "not_started",
+            Ok(PurchaseOutcome::Ended { .. }) => "ended",
+            Err(_) => "error",
+        };
+        metrics::counter!(RESERVATIONS, "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn decide(&self, item: &str, user: &str) -> Result<PurchaseOutcome, PurchaseError> {
         validate_user_id(user)?;
         let activity = self
             .activities
@@ -175,6 +188,7 @@ impl Seckill {
             Window::Open => {}
         }
         if self.flags.is_sold_out(item) {
+            metrics::counter!(RESERVATIONS, "outcome" => "sold_out_local").increment(1);
             return Ok(PurchaseOutcome::SoldOut);
         }
 
@@ -193,7 +207,10 @@ impl Seckill {
             .broker
             .send_half(PRODUCER_GROUP, queue, order.to_message())
             .await?;
-        let reservation = match self.store.reserve(item, user, &order.order_id).await {
+        let started = std::time::Instant::now();
+        let reserved = self.store.reserve(item, user, &order.order_id).await;
+        metrics::histogram!(SCRIPT_SECONDS).record(started.elapsed().as_secs_f64());
+        let reservation = match reserved {
             Ok(reservation) => reservation,
             Err(e) => {
                 // The script may or may not have run: leave the half open
@@ -268,37 +285,6 @@ impl Seckill {
             }
         }
         Ok(())
-    }
-
-    /// Applies the flag messages an embedded store publishes, until the
-    /// store goes away. (With Redis, flags arrive by pub/sub.)
-    pub fn follow_embedded_flags(
-        self: &Arc<Self>,
-        scripts: &EmbeddedScripts,
-    ) -> tokio::task::JoinHandle<()> {
-        let mut messages = scripts.subscribe();
-        let flags = Arc::clone(&self.flags);
-        let seckill = Arc::clone(self);
-        tokio::spawn(async move {
-            loop {
-                match messages.recv().await {
-                    Ok((channel, payload)) if channel == FLAG_CHANNEL => {
-                        flags.apply_message(&payload);
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(
-                            missed,
-                            "flag messages were missed; resyncing from the store"
-                        );
-                        if let Err(e) = seckill.resync_flags().await {
-                            tracing::warn!(error = %e, "flag resync failed");
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        })
     }
 }
 

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use deadpool_redis::{Config, Pool, Runtime};
 
 use crate::error::SeckillError;
+use crate::metrics::POOL_WAIT_SECONDS;
 use crate::reply::Reply;
 use crate::scripts::{ALL, LuaScript};
 use crate::stock_store::ScriptRunner;
@@ -55,10 +56,14 @@ impl RedisScripts {
     }
 
     async fn connection(&self) -> Result<deadpool_redis::Connection, SeckillError> {
-        self.pool
+        let started = std::time::Instant::now();
+        let connection = self
+            .pool
             .get()
             .await
-            .map_err(|e| SeckillError::Store(format!("no Redis connection: {e}")))
+            .map_err(|e| SeckillError::Store(format!("no Redis connection: {e}")));
+        metrics::histogram!(POOL_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
+        connection
     }
 }
 
