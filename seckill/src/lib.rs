@@ -23,6 +23,7 @@ mod order_ids;
 mod order_message;
 mod purchase;
 mod redis_store;
+mod registry;
 mod reply;
 mod scripts;
 mod sold_out_flags;
@@ -37,6 +38,9 @@ pub use order_ids::OrderIdGenerator;
 pub use order_message::{ORDERS_TOPIC, OrderMessage, PRODUCER_GROUP};
 pub use purchase::{ORDER_QUEUES, PurchaseError, PurchaseOutcome, Seckill, validate_user_id};
 pub use redis_store::RedisScripts;
+pub use registry::{
+    BrokerRegistry, ENTRY_TTL, HEARTBEAT_INTERVAL, LocalRegistry, RedisRegistry, spawn_heartbeat,
+};
 pub use reply::Reply;
 pub use scripts::{HOLDER, LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};
 pub use sold_out_flags::SoldOutFlags;

@@ -5,4 +5,5 @@ mod helpers;
 mod http;
 mod parity;
 mod race;
+mod registry;
 mod service;
