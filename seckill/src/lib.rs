@@ -13,7 +13,9 @@
 //! answered from this process's own [`SoldOutFlags`].
 
 mod activities;
+pub mod app;
 mod checker;
+mod config;
 mod embedded_store;
 mod error;
 mod flag_follower;
@@ -29,9 +31,12 @@ mod scripts;
 mod sold_out_flags;
 mod stock_store;
 mod store_keys;
+pub mod telemetry;
 
 pub use activities::{Activities, Activity, MAX_STOCK, Window};
+pub use app::App;
 pub use checker::BuyerRecordChecker;
+pub use config::SeckillConfig;
 pub use embedded_store::EmbeddedScripts;
 pub use error::SeckillError;
 pub use order_ids::OrderIdGenerator;
@@ -39,7 +44,7 @@ pub use order_message::{ORDERS_TOPIC, OrderMessage, PRODUCER_GROUP};
 pub use purchase::{ORDER_QUEUES, PurchaseError, PurchaseOutcome, Seckill, validate_user_id};
 pub use redis_store::RedisScripts;
 pub use registry::{
-    BrokerRegistry, ENTRY_TTL, HEARTBEAT_INTERVAL, LocalRegistry, RedisRegistry, spawn_heartbeat,
+    BrokerRegistry, ENTRY_TTL, HEARTBEAT_INTERVAL, LocalRegistry, RedisRegistry, start_heartbeat,
 };
 pub use reply::Reply;
 pub use scripts::{HOLDER, LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};

@@ -157,18 +157,27 @@ impl BrokerRegistry for RedisRegistry {
     }
 }
 
-/// Announces `address` now and every [`HEARTBEAT_INTERVAL`], each time
-/// for [`ENTRY_TTL`]. A failed heartbeat is logged and retried at the next
-/// beat; the entry outlives several missed beats.
-pub fn spawn_heartbeat(registry: Arc<dyn BrokerRegistry>, address: String) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
+/// Announces `address` for [`ENTRY_TTL`] now — so it is registered when
+/// this returns — and then every [`HEARTBEAT_INTERVAL`] from a task. A
+/// failed renewal is logged and retried at the next beat; the entry
+/// outlives several missed beats.
+pub async fn start_heartbeat(
+    registry: Arc<dyn BrokerRegistry>,
+    address: String,
+) -> Result<JoinHandle<()>, SeckillError> {
+    let announce = |registry: Arc<dyn BrokerRegistry>, address: String| async move {
+        let expires = now_ms() + ENTRY_TTL.as_millis() as i64;
+        registry.announce(&address, expires).await
+    };
+    announce(Arc::clone(&registry), address.clone()).await?;
+    Ok(tokio::spawn(async move {
+        let start = tokio::time::Instant::now() + HEARTBEAT_INTERVAL;
+        let mut beat = tokio::time::interval_at(start, HEARTBEAT_INTERVAL);
         loop {
             beat.tick().await;
-            let expires = now_ms() + ENTRY_TTL.as_millis() as i64;
-            if let Err(e) = registry.announce(&address, expires).await {
+            if let Err(e) = announce(Arc::clone(&registry), address.clone()).await {
                 tracing::warn!(error = %e, address, "broker heartbeat failed");
             }
         }
-    })
+    }))
 }

@@ -1,5 +1,6 @@
 //! Integration tests of the seckill crate, one module per feature.
 
+mod app;
 mod flags;
 mod helpers;
 mod http;

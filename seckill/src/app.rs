@@ -1,0 +1,174 @@
+//! The seckill service assembled: stock store, embedded broker, flag
+//! follower, registry heartbeat and the HTTP server — built from a config,
+//! served until a shutdown future resolves.
+//!
+//! Shutdown, in order: stop accepting connections and let in-flight
+//! requests finish (each purchase ends its transaction before answering,
+//! so none is left half done by the server itself); stop the follower and
+//! the heartbeat; withdraw from the registry; shut the broker down, which
+//! flushes the log and consume queues and persists offsets. Half messages
+//! left open by failures stay in the log and are settled by check-back
+//! after the next start.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::SeckillConfig;
+use crate::embedded_store::EmbeddedScripts;
+use crate::error::SeckillError;
+use crate::purchase::Seckill;
+use crate::redis_store::RedisScripts;
+use crate::registry::{BrokerRegistry, LocalRegistry, RedisRegistry, start_heartbeat};
+use crate::stock_store::StockStore;
+
+/// A built, bound, not yet serving seckill instance.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    seckill: Arc<Seckill>,
+    registry: Arc<dyn BrokerRegistry>,
+    address: String,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Connects the stock store, opens the broker, binds the listener.
+    /// `metrics` adds a `/metrics` route rendering that recorder.
+    pub async fn build(
+        config: SeckillConfig,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<App, SeckillError> {
+        let broker_config = config.broker.clone();
+        let broker = tokio::task::spawn_blocking(move || broker::Broker::open(broker_config))
+            .await
+            .map_err(|e| SeckillError::Store(format!("opening the broker panicked: {e}")))?
+            .map_err(|e| SeckillError::Store(format!("cannot open the broker: {e}")))?;
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            SeckillError::Invalid(format!("cannot listen on {}: {e}", config.listen))
+        })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| SeckillError::Invalid(format!("no local address: {e}")))?;
+        let address = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
+
+        let mut tasks = Vec::new();
+        let (seckill, registry): (Arc<Seckill>, Arc<dyn BrokerRegistry>) = match &config.redis_url {
+            Some(url) => {
+                let scripts = RedisScripts::connect(url, config.redis_pool_size)?;
+                scripts.ping().await?;
+                let store = StockStore::new(Arc::new(scripts), config.key_prefix.clone());
+                let seckill = Seckill::new(broker, store, config.node_id)
+                    .map_err(|e| SeckillError::Store(e.to_string()))?;
+                tasks.push(seckill.follow_redis_flags(url));
+                (
+                    seckill,
+                    Arc::new(RedisRegistry::new(url, &config.key_prefix)?),
+                )
+            }
+            None => {
+                let scripts = Arc::new(EmbeddedScripts::new()?);
+                let store = StockStore::new(scripts.clone(), config.key_prefix.clone());
+                let seckill = Seckill::new(broker, store, config.node_id)
+                    .map_err(|e| SeckillError::Store(e.to_string()))?;
+                tasks.push(seckill.follow_embedded_flags(&scripts));
+                (seckill, Arc::new(LocalRegistry::default()))
+            }
+        };
+        tasks.push(start_heartbeat(Arc::clone(&registry), address.clone()).await?);
+
+        let mut router =
+            crate::http::router(Arc::clone(&seckill)).route("/healthz", get(|| async { "ok" }));
+        if let Some(handle) = metrics {
+            router = router.route("/metrics", get(move || std::future::ready(handle.render())));
+        }
+        tracing::info!(%local, %address, store = if config.redis_url.is_some() { "redis" } else { "embedded" }, "seckill ready");
+        Ok(App {
+            listener,
+            router,
+            seckill,
+            registry,
+            address,
+            tasks,
+        })
+    }
+
+    /// The address the server is bound to (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The service core (for in-process callers and tests).
+    pub fn seckill(&self) -> &Arc<Seckill> {
+        &self.seckill
+    }
+
+    /// The registry this instance announces itself in.
+    pub fn registry(&self) -> &Arc<dyn BrokerRegistry> {
+        &self.registry
+    }
+
+    /// Serves until `shutdown` resolves, then stops cleanly (module doc).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), SeckillError> {
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Err(e) = self.registry.withdraw(&self.address).await {
+            tracing::warn!(error = %e, "could not withdraw from the registry; the entry will expire");
+        }
+        self.seckill
+            .broker()
+            .shutdown()
+            .await
+            .map_err(|e| SeckillError::Store(format!("broker shutdown: {e}")))?;
+        tracing::info!("seckill stopped");
+        served.map_err(|e| SeckillError::Store(format!("server: {e}")))
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!(
+        "stopping: draining requests and flushing the broker (signal again to exit at once)"
+    );
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}

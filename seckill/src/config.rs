@@ -1,0 +1,149 @@
+//! The seckill service's settings: defaults that run with nothing
+//! installed, overridden from the environment.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `SECKILL_LISTEN` | `127.0.0.1:8081` | address to serve on |
+//! | `SECKILL_ADVERTISE` | `http://<bound address>` | broker address announced in the registry |
+//! | `SECKILL_NODE_ID` | `1` | node id in order ids (0..1024, unique per instance) |
+//! | `REDIS_URL` | unset: embedded store | the stock store's Redis |
+//! | `SECKILL_REDIS_POOL` | `64` | Redis connections |
+//! | `SECKILL_KEY_PREFIX` | empty | prefix of every stock key |
+//! | `BROKER_DATA_DIR` | `./data/broker` | the embedded broker's store |
+//! | `BROKER_FLUSH` | `sync` | `sync` (group commit) or `async` |
+//!
+//! `REDIS_URL` may carry a password: `Debug` never prints it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use broker::{BrokerConfig, FlushMode};
+
+use crate::error::SeckillError;
+
+/// Settings of one seckill instance.
+#[derive(Clone)]
+pub struct SeckillConfig {
+    /// Address to serve on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Broker address to announce; `None` = `http://<bound address>`.
+    pub advertise: Option<String>,
+    /// Node id for order ids.
+    pub node_id: u16,
+    /// Redis for the stock store and registry; `None` = embedded.
+    pub redis_url: Option<String>,
+    /// Redis pool size.
+    pub redis_pool_size: usize,
+    /// Prefix of every stock-store key.
+    pub key_prefix: String,
+    /// The embedded broker.
+    pub broker: BrokerConfig,
+}
+
+impl std::fmt::Debug for SeckillConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeckillConfig")
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("node_id", &self.node_id)
+            .field("redis", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("redis_pool_size", &self.redis_pool_size)
+            .field("key_prefix", &self.key_prefix)
+            .field("broker_dir", &self.broker.data_dir)
+            .field("broker_flush", &self.broker.flush.name())
+            .finish()
+    }
+}
+
+impl SeckillConfig {
+    /// Defaults: embedded store, broker under `data_dir`, loopback port 8081.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        SeckillConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            advertise: None,
+            node_id: 1,
+            redis_url: None,
+            redis_pool_size: 64,
+            key_prefix: String::new(),
+            broker: BrokerConfig::new(data_dir),
+        }
+    }
+
+    /// Defaults overridden by the environment (see the module doc).
+    pub fn from_env() -> Result<Self, SeckillError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`SeckillConfig::from_env`], reading variables from `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SeckillError> {
+        let mut config =
+            Self::embedded(lookup("BROKER_DATA_DIR").unwrap_or_else(|| "./data/broker".into()));
+        let invalid = |name: &str, value: &str, why: &str| {
+            SeckillError::Invalid(format!("{name}={value:?} is not valid: {why}"))
+        };
+        if let Some(v) = lookup("SECKILL_LISTEN") {
+            config.listen = v
+                .parse()
+                .map_err(|_| invalid("SECKILL_LISTEN", &v, "expected host:port"))?;
+        }
+        config.advertise = lookup("SECKILL_ADVERTISE");
+        if let Some(v) = lookup("SECKILL_NODE_ID") {
+            config.node_id = v
+                .parse()
+                .ok()
+                .filter(|n| *n < 1024)
+                .ok_or_else(|| invalid("SECKILL_NODE_ID", &v, "expected 0..1024"))?;
+        }
+        config.redis_url = lookup("REDIS_URL").filter(|v| !v.is_empty());
+        if let Some(v) = lookup("SECKILL_REDIS_POOL") {
+            config.redis_pool_size =
+                v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    invalid("SECKILL_REDIS_POOL", &v, "expected a positive number")
+                })?;
+        }
+        if let Some(v) = lookup("SECKILL_KEY_PREFIX") {
+            config.key_prefix = v;
+        }
+        if let Some(v) = lookup("BROKER_FLUSH") {
+            config.broker.flush = match v.as_str() {
+                "sync" => FlushMode::sync(),
+                "async" => FlushMode::async_default(),
+                _ => return Err(invalid("BROKER_FLUSH", &v, "expected sync or async")),
+            };
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_overrides_defaults_and_bad_values_are_named() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let config = SeckillConfig::from_lookup(env(&[
+            ("SECKILL_LISTEN", "0.0.0.0:9000"),
+            ("SECKILL_NODE_ID", "7"),
+            ("REDIS_URL", "redis://:secret@r:6379"),
+            ("BROKER_FLUSH", "async"),
+        ]))
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.node_id, 7);
+        assert!(
+            !format!("{config:?}").contains("secret"),
+            "the password leaked"
+        );
+        let error = SeckillConfig::from_lookup(env(&[("SECKILL_NODE_ID", "5000")])).unwrap_err();
+        assert!(error.to_string().contains("SECKILL_NODE_ID"));
+        assert!(SeckillConfig::from_lookup(env(&[("BROKER_FLUSH", "sometimes")])).is_err());
+    }
+}
