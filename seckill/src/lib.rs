@@ -32,6 +32,7 @@ mod sold_out_flags;
 mod stock_store;
 mod store_keys;
 pub mod telemetry;
+mod throwaway_redis;
 
 pub use activities::{Activities, Activity, MAX_STOCK, Window};
 pub use app::App;
@@ -53,3 +54,4 @@ pub use stock_store::{
     ItemStatus, Prewarm, Release, Reservation, Restock, ScriptRunner, StockStore,
 };
 pub use store_keys::{FLAG_CHANNEL, ItemKeys, validate_item_id};
+pub use throwaway_redis::ThrowawayRedis;

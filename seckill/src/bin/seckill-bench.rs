@@ -20,7 +20,7 @@
 //! ratios, not the absolute numbers.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use broker::{Broker, BrokerConfig, FlushMode};
 use seckill::{
     Activity, EmbeddedScripts, ItemKeys, PurchaseOutcome, RESERVE, RedisScripts, Reservation,
-    Seckill, StockStore,
+    Seckill, StockStore, ThrowawayRedis,
 };
 use serde::Serialize;
 
@@ -69,60 +69,26 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-/// A redis-server on a free port, killed on drop (or `REDIS_URL`).
+/// The Redis the bench uses: a throwaway server, or `REDIS_URL`.
 struct BenchRedis {
-    child: Option<Child>,
+    _server: Option<ThrowawayRedis>,
     url: String,
     port: Option<u16>,
-}
-
-impl Drop for BenchRedis {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 fn start_redis() -> Result<BenchRedis, String> {
     if let Ok(url) = std::env::var("REDIS_URL") {
         return Ok(BenchRedis {
-            child: None,
+            _server: None,
             url,
             port: None,
         });
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port: {e}"))?
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start redis-server: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("redis-server did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = ThrowawayRedis::start()?;
     Ok(BenchRedis {
-        child: Some(child),
-        url: format!("redis://127.0.0.1:{port}"),
-        port: Some(port),
+        url: server.url(),
+        port: Some(server.port()),
+        _server: Some(server),
     })
 }
 

@@ -4,27 +4,17 @@
 //! When Redis cannot be had, the test says so loudly and is skipped —
 //! unless `FLASHSALE_REQUIRE_SERVICES=1` (CI sets it), where it fails.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use seckill::{EmbeddedScripts, RedisScripts, StockStore};
+use seckill::{EmbeddedScripts, RedisScripts, StockStore, ThrowawayRedis};
 
 /// A Redis for one test; a spawned server is killed when this drops.
 pub(crate) struct TestRedis {
-    child: Option<Child>,
+    _server: Option<ThrowawayRedis>,
     pub(crate) url: String,
     pub(crate) prefix: String,
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 fn unique_prefix() -> String {
@@ -54,46 +44,19 @@ fn missing(reason: &str) -> Option<TestRedis> {
 pub(crate) fn test_redis() -> Option<TestRedis> {
     if let Ok(url) = std::env::var("REDIS_URL") {
         return Some(TestRedis {
-            child: None,
+            _server: None,
             url,
             prefix: unique_prefix(),
         });
     }
-    let port = match std::net::TcpListener::bind("127.0.0.1:0") {
-        Ok(listener) => listener.local_addr().unwrap().port(),
-        Err(e) => return missing(&format!("no free port: {e}")),
-    };
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let child = match child {
-        Ok(child) => child,
-        Err(e) => return missing(&format!("cannot start redis-server: {e}")),
-    };
-    let redis = TestRedis {
-        child: Some(child),
-        url: format!("redis://127.0.0.1:{port}"),
-        prefix: unique_prefix(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return missing("redis-server did not start listening within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    match ThrowawayRedis::start() {
+        Ok(server) => Some(TestRedis {
+            url: server.url(),
+            _server: Some(server),
+            prefix: unique_prefix(),
+        }),
+        Err(reason) => missing(&reason),
     }
-    Some(redis)
 }
 
 /// A fresh embedded store.
