@@ -1,5 +1,15 @@
 //! The order worker.
 //!
-//! Planned (see `docs/ARCHITECTURE.md`): pulls orders from the broker at a
-//! steady configured rate, writes them idempotently, serves the order API and
-//! cancels unpaid orders, returning their stock. This crate holds no code yet.
+//! Built so far: the order store ([`OrderStore`]) — the database half of
+//! the worker. Orders are written in batches, idempotently, with the
+//! database itself refusing to sell more than an item's stock. Still to
+//! come: the steady-rate consumer over the broker, the order API, payment
+//! timeouts and reconciliation (see `docs/ARCHITECTURE.md`).
+
+mod order_store;
+mod schema;
+
+pub use order_store::{
+    BatchOutcome, CancelOutcome, ItemCounts, NewOrder, OrderRow, OrderStore, OrderStoreError,
+    PayOutcome,
+};

@@ -1,0 +1,403 @@
+//! The order store: orders in PostgreSQL (when `DATABASE_URL` says so) or
+//! SQLite (the embedded default), through one sqlx `Any` pool and SQL that
+//! both accept.
+//!
+//! A batch of orders is written in one transaction. Each order is
+//! `INSERT … ON CONFLICT DO NOTHING RETURNING`: a redelivered message
+//! inserts nothing, so at-least-once delivery gives exactly-once rows.
+//! Each new row also takes one unit in `item_stock` with a conditional
+//! update (`sold < initial_stock`); if none is left, the row is removed
+//! again and reported as over stock — the database's own no-oversell
+//! guard, independent of Redis.
+
+use std::sync::Once;
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Row};
+
+use crate::schema::MIGRATIONS;
+
+/// Why the order store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderStoreError {
+    /// The database failed or could not be reached.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A URL that names neither PostgreSQL nor SQLite.
+    #[error("unsupported database URL (use postgres:// or sqlite://)")]
+    UnsupportedUrl,
+    /// An order names an item the store has no stock record for.
+    #[error("no stock record for item {0:?}")]
+    UnknownItem(String),
+}
+
+type Result<T> = std::result::Result<T, OrderStoreError>;
+
+/// An order to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    /// Order id (primary key).
+    pub order_id: String,
+    /// Item.
+    pub item: String,
+    /// Buyer.
+    pub user: String,
+    /// When seckill created it.
+    pub created_at_ms: i64,
+}
+
+/// What a batch write did, order by order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Written now.
+    pub inserted: Vec<String>,
+    /// Already written (a redelivery): nothing changed.
+    pub already_written: Vec<String>,
+    /// Refused: the user already holds another live order for the item.
+    pub conflicting: Vec<String>,
+    /// Refused: the item's stock in the database is exhausted.
+    pub over_stock: Vec<String>,
+}
+
+/// A stored order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderRow {
+    /// Order id.
+    pub order_id: String,
+    /// Item.
+    pub item: String,
+    /// Buyer.
+    pub user: String,
+    /// `created`, `paid` or `cancelled`.
+    pub status: String,
+    /// When seckill created it.
+    pub created_at_ms: i64,
+    /// When the worker wrote it.
+    pub written_at_ms: i64,
+    /// When it was paid.
+    pub paid_at_ms: Option<i64>,
+    /// When it was cancelled.
+    pub cancelled_at_ms: Option<i64>,
+}
+
+/// The outcome of paying an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayOutcome {
+    /// Paid now.
+    Paid,
+    /// Was paid already (paying is idempotent).
+    AlreadyPaid,
+    /// Too late: the order was cancelled.
+    Cancelled,
+    /// No such order.
+    NotFound,
+}
+
+/// The outcome of cancelling an unpaid order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Cancelled now; its unit went back to the item's stock.
+    Cancelled {
+        /// Item.
+        item: String,
+        /// Buyer.
+        user: String,
+    },
+    /// Was cancelled already: nothing changed (a redelivered timeout).
+    AlreadyCancelled,
+    /// Paid: not cancelled.
+    Paid,
+    /// No such order.
+    NotFound,
+}
+
+/// Counts of one item, for audits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ItemCounts {
+    /// Stock the item started with (plus restocks).
+    pub initial_stock: i64,
+    /// Units sold and not given back.
+    pub sold: i64,
+    /// Orders created or paid.
+    pub live_orders: i64,
+    /// Orders cancelled.
+    pub cancelled_orders: i64,
+}
+
+/// Orders in a database.
+#[derive(Debug, Clone)]
+pub struct OrderStore {
+    pool: AnyPool,
+}
+
+const ORDER_COLUMNS: &str =
+    "order_id, item, user_id, status, created_at_ms, written_at_ms, paid_at_ms, cancelled_at_ms";
+
+fn order_row(row: &sqlx::any::AnyRow) -> Result<OrderRow> {
+    Ok(OrderRow {
+        order_id: row.try_get("order_id")?,
+        item: row.try_get("item")?,
+        user: row.try_get("user_id")?,
+        status: row.try_get("status")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        written_at_ms: row.try_get("written_at_ms")?,
+        paid_at_ms: row.try_get("paid_at_ms")?,
+        cancelled_at_ms: row.try_get("cancelled_at_ms")?,
+    })
+}
+
+impl OrderStore {
+    /// Connects to `url` (`postgres://…` or `sqlite://…?mode=rwc`) and
+    /// applies the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(install_default_drivers);
+        let sqlite = url.starts_with("sqlite:");
+        if !sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return Err(OrderStoreError::UnsupportedUrl);
+        }
+        // SQLite allows one writer at a time; more connections only queue.
+        let connections = if sqlite { 1 } else { max_connections.max(1) };
+        let pool = AnyPoolOptions::new()
+            .max_connections(connections)
+            .connect(url)
+            .await?;
+        if sqlite {
+            sqlx::query("PRAGMA foreign_keys = ON")
+                .execute(&pool)
+                .await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        let store = OrderStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for (version, statements) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let applied = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if applied.is_some() {
+                continue;
+            }
+            for statement in *statements {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Records an item's stock unless it is recorded already.
+    pub async fn ensure_item(&self, item: &str, initial_stock: i64) -> Result<()> {
+        sqlx::query("INSERT INTO item_stock (item, initial_stock, sold) VALUES ($1, $2, 0) ON CONFLICT (item) DO NOTHING")
+            .bind(item)
+            .bind(initial_stock)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Adds `units` to an item's stock (a restock).
+    pub async fn add_stock(&self, item: &str, units: i64) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE item_stock SET initial_stock = initial_stock + $1 WHERE item = $2")
+                .bind(units)
+                .bind(item)
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(OrderStoreError::UnknownItem(item.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Writes a batch of orders in one transaction (see the module doc).
+    /// An order for an unknown item fails the whole batch, which is then
+    /// retried or dead-lettered by the caller.
+    pub async fn write_batch(&self, orders: &[NewOrder]) -> Result<BatchOutcome> {
+        let written_at = now_ms();
+        let mut outcome = BatchOutcome::default();
+        let mut tx = self.pool.begin().await?;
+        for order in orders {
+            let inserted = sqlx::query(
+                "INSERT INTO orders (order_id, item, user_id, status, created_at_ms, written_at_ms)
+                 SELECT $1, $2, $3, 'created', $4, $5 WHERE EXISTS (SELECT 1 FROM item_stock WHERE item = $2)
+                 ON CONFLICT DO NOTHING RETURNING order_id",
+            )
+            .bind(&order.order_id)
+            .bind(&order.item)
+            .bind(&order.user)
+            .bind(order.created_at_ms)
+            .bind(written_at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if inserted.is_none() {
+                let known = sqlx::query("SELECT 1 AS known FROM item_stock WHERE item = $1")
+                    .bind(&order.item)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if known.is_none() {
+                    return Err(OrderStoreError::UnknownItem(order.item.clone()));
+                }
+                let same = sqlx::query("SELECT 1 AS same FROM orders WHERE order_id = $1")
+                    .bind(&order.order_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if same.is_some() {
+                    outcome.already_written.push(order.order_id.clone());
+                } else {
+                    outcome.conflicting.push(order.order_id.clone());
+                }
+                continue;
+            }
+            let took = sqlx::query(
+                "UPDATE item_stock SET sold = sold + 1 WHERE item = $1 AND sold < initial_stock",
+            )
+            .bind(&order.item)
+            .execute(&mut *tx)
+            .await?;
+            if took.rows_affected() == 0 {
+                sqlx::query("DELETE FROM orders WHERE order_id = $1")
+                    .bind(&order.order_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tracing::error!(order_id = %order.order_id, item = %order.item, "the database refused an order over the item's stock");
+                outcome.over_stock.push(order.order_id.clone());
+            } else {
+                outcome.inserted.push(order.order_id.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Marks an order paid (idempotent).
+    pub async fn pay(&self, order_id: &str) -> Result<PayOutcome> {
+        let done = sqlx::query("UPDATE orders SET status = 'paid', paid_at_ms = $1 WHERE order_id = $2 AND status = 'created'")
+            .bind(now_ms())
+            .bind(order_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 1 {
+            return Ok(PayOutcome::Paid);
+        }
+        Ok(match self.order(order_id).await?.map(|o| o.status) {
+            Some(status) if status == "paid" => PayOutcome::AlreadyPaid,
+            Some(_) => PayOutcome::Cancelled,
+            None => PayOutcome::NotFound,
+        })
+    }
+
+    /// Cancels an order if it is still unpaid, returning its unit to the
+    /// item's stock in the same transaction (idempotent).
+    pub async fn cancel_unpaid(&self, order_id: &str) -> Result<CancelOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let cancelled = sqlx::query(
+            "UPDATE orders SET status = 'cancelled', cancelled_at_ms = $1
+             WHERE order_id = $2 AND status = 'created' RETURNING item, user_id",
+        )
+        .bind(now_ms())
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match cancelled {
+            Some(row) => {
+                let item: String = row.try_get("item")?;
+                let user: String = row.try_get("user_id")?;
+                sqlx::query("UPDATE item_stock SET sold = sold - 1 WHERE item = $1 AND sold > 0")
+                    .bind(&item)
+                    .execute(&mut *tx)
+                    .await?;
+                CancelOutcome::Cancelled { item, user }
+            }
+            None => {
+                let status: Option<String> =
+                    sqlx::query("SELECT status FROM orders WHERE order_id = $1")
+                        .bind(order_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|row| row.try_get("status"))
+                        .transpose()?;
+                match status.as_deref() {
+                    Some("paid") => CancelOutcome::Paid,
+                    Some(_) => CancelOutcome::AlreadyCancelled,
+                    None => CancelOutcome::NotFound,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// One order.
+    pub async fn order(&self, order_id: &str) -> Result<Option<OrderRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
+        ))
+        .bind(order_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(order_row).transpose()
+    }
+
+    /// A user's orders, oldest first.
+    pub async fn orders_of_user(&self, user: &str) -> Result<Vec<OrderRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at_ms, order_id"
+        ))
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(order_row).collect()
+    }
+
+    /// Stock and order counts of an item (zeros for an unknown item).
+    pub async fn item_counts(&self, item: &str) -> Result<ItemCounts> {
+        let stock = sqlx::query("SELECT initial_stock, sold FROM item_stock WHERE item = $1")
+            .bind(item)
+            .fetch_optional(&self.pool)
+            .await?;
+        let (initial_stock, sold) = match stock {
+            Some(row) => (row.try_get("initial_stock")?, row.try_get("sold")?),
+            None => (0, 0),
+        };
+        let counts = sqlx::query(
+            "SELECT
+                COALESCE(SUM(CASE WHEN status <> 'cancelled' THEN 1 ELSE 0 END), 0) AS live,
+                COALESCE(SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END), 0) AS cancelled
+             FROM orders WHERE item = $1",
+        )
+        .bind(item)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ItemCounts {
+            initial_stock,
+            sold,
+            live_orders: counts.try_get("live")?,
+            cancelled_orders: counts.try_get("cancelled")?,
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,4 @@
+//! Integration tests of the order worker, one module per feature.
+
+mod helpers;
+mod order_store;

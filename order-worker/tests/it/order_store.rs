@@ -1,0 +1,132 @@
+//! The order store on SQLite and PostgreSQL alike: idempotent batches, the
+//! database's own stock guard, one live order per user, payment and
+//! cancellation transitions.
+
+use order_worker::{CancelOutcome, NewOrder, OrderStore, PayOutcome};
+
+use crate::helpers::{test_postgres, test_sqlite};
+
+fn order(n: u32, item: &str, user: &str) -> NewOrder {
+    NewOrder {
+        order_id: format!("order-{n:04}"),
+        item: item.into(),
+        user: user.into(),
+        created_at_ms: 1_000 + i64::from(n),
+    }
+}
+
+async fn behaves(store: OrderStore) {
+    store.ensure_item("sku", 3).await.unwrap();
+    store.ensure_item("sku", 999).await.unwrap(); // recorded once
+    let batch: Vec<NewOrder> = (0..2).map(|n| order(n, "sku", &format!("u{n}"))).collect();
+
+    // The same batch delivered three times writes each order once.
+    let first = store.write_batch(&batch).await.unwrap();
+    assert_eq!(first.inserted, ["order-0000", "order-0001"]);
+    for _ in 0..2 {
+        let again = store.write_batch(&batch).await.unwrap();
+        assert!(again.inserted.is_empty());
+        assert_eq!(again.already_written, ["order-0000", "order-0001"]);
+    }
+    // A second live order for the same user and item is refused.
+    let conflict = store.write_batch(&[order(9, "sku", "u0")]).await.unwrap();
+    assert_eq!(conflict.conflicting, ["order-0009"]);
+    // The database refuses to sell past the stock, whatever Redis said.
+    let over = store
+        .write_batch(&[order(2, "sku", "u2"), order(3, "sku", "u3")])
+        .await
+        .unwrap();
+    assert_eq!(
+        (over.inserted.len(), over.over_stock.as_slice()),
+        (1, &["order-0003".to_string()][..])
+    );
+    let counts = store.item_counts("sku").await.unwrap();
+    assert_eq!(
+        (counts.initial_stock, counts.sold, counts.live_orders),
+        (3, 3, 3)
+    );
+    assert!(store.order("order-0003").await.unwrap().is_none());
+
+    // An unknown item fails the whole batch: nothing is written.
+    assert!(
+        store
+            .write_batch(&[order(5, "sku", "u5"), order(6, "nope", "u6")])
+            .await
+            .is_err()
+    );
+    assert!(store.order("order-0005").await.unwrap().is_none());
+
+    // Pay one; cancel another (its unit comes back once); the paid one stays.
+    assert_eq!(store.pay("order-0000").await.unwrap(), PayOutcome::Paid);
+    assert_eq!(
+        store.pay("order-0000").await.unwrap(),
+        PayOutcome::AlreadyPaid
+    );
+    assert_eq!(
+        store.cancel_unpaid("order-0000").await.unwrap(),
+        CancelOutcome::Paid
+    );
+    assert_eq!(
+        store.cancel_unpaid("order-0001").await.unwrap(),
+        CancelOutcome::Cancelled {
+            item: "sku".into(),
+            user: "u1".into()
+        }
+    );
+    assert_eq!(
+        store.cancel_unpaid("order-0001").await.unwrap(),
+        CancelOutcome::AlreadyCancelled
+    );
+    assert_eq!(
+        store.pay("order-0001").await.unwrap(),
+        PayOutcome::Cancelled
+    );
+    assert_eq!(
+        store.cancel_unpaid("missing").await.unwrap(),
+        CancelOutcome::NotFound
+    );
+    let counts = store.item_counts("sku").await.unwrap();
+    assert_eq!(
+        (counts.sold, counts.live_orders, counts.cancelled_orders),
+        (2, 2, 1)
+    );
+
+    // The cancelled buyer may buy again.
+    let rebuy = store.write_batch(&[order(7, "sku", "u1")]).await.unwrap();
+    assert_eq!(rebuy.inserted, ["order-0007"]);
+    let mine: Vec<String> = store
+        .orders_of_user("u1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| format!("{}:{}", o.order_id, o.status))
+        .collect();
+    assert_eq!(mine, ["order-0001:cancelled", "order-0007:created"]);
+    store.add_stock("sku", 2).await.unwrap();
+    assert_eq!(store.item_counts("sku").await.unwrap().initial_stock, 5);
+    assert!(store.add_stock("nope", 1).await.is_err());
+}
+
+#[tokio::test]
+async fn the_order_store_on_sqlite() {
+    let db = test_sqlite();
+    behaves(OrderStore::connect(&db.url, 4).await.unwrap()).await;
+    // Reconnecting runs no migration twice and keeps the data.
+    let again = OrderStore::connect(&db.url, 4).await.unwrap();
+    assert_eq!(again.item_counts("sku").await.unwrap().live_orders, 3);
+}
+
+#[tokio::test]
+async fn the_order_store_on_postgres() {
+    let Some(db) = test_postgres().await else {
+        return;
+    };
+    behaves(OrderStore::connect(&db.url, 8).await.unwrap()).await;
+    let again = OrderStore::connect(&db.url, 8).await.unwrap();
+    assert_eq!(again.item_counts("sku").await.unwrap().live_orders, 3);
+}
+
+#[tokio::test]
+async fn a_url_of_another_database_is_refused() {
+    assert!(OrderStore::connect("mysql://x/y", 1).await.is_err());
+}
