@@ -2,14 +2,15 @@
 //! SQLite (the embedded default), through one sqlx `Any` pool and SQL that
 //! both accept.
 //!
-//! A batch of orders is written in one transaction. Each order is
+//! A batch of orders is written in one transaction with one multi-row
 //! `INSERT … ON CONFLICT DO NOTHING RETURNING`: a redelivered message
 //! inserts nothing, so at-least-once delivery gives exactly-once rows.
-//! Each new row also takes one unit in `item_stock` with a conditional
-//! update (`sold < initial_stock`); if none is left, the row is removed
+//! The new rows then take their units in `item_stock` with a conditional
+//! update (`sold + n <= initial_stock`); past the stock, rows are removed
 //! again and reported as over stock — the database's own no-oversell
 //! guard, independent of Redis.
 
+use std::collections::HashSet;
 use std::sync::Once;
 
 use serde::Serialize;
@@ -231,60 +232,163 @@ impl OrderStore {
     /// Writes a batch of orders in one transaction (see the module doc).
     /// An order for an unknown item fails the whole batch, which is then
     /// retried or dead-lettered by the caller.
+    ///
+    /// A batch costs a fixed number of statements, not a few per order:
+    /// one lookup of the items, one multi-row insert, one lookup to
+    /// classify what was not inserted, and one stock update per item — so
+    /// a hot item's stock row is locked once per batch, not once per order.
     pub async fn write_batch(&self, orders: &[NewOrder]) -> Result<BatchOutcome> {
-        let written_at = now_ms();
         let mut outcome = BatchOutcome::default();
+        if orders.is_empty() {
+            return Ok(outcome);
+        }
+        let written_at = now_ms();
+        let mut items: Vec<&str> = orders.iter().map(|o| o.item.as_str()).collect();
+        items.sort_unstable();
+        items.dedup();
         let mut tx = self.pool.begin().await?;
+
+        // 1. Every item must have a stock record.
+        let sql = format!(
+            "SELECT item FROM item_stock WHERE item IN ({})",
+            placeholders(1, items.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for item in &items {
+            query = query.bind(*item);
+        }
+        let mut known = HashSet::new();
+        for row in query.fetch_all(&mut *tx).await? {
+            known.insert(row.try_get::<String, _>("item")?);
+        }
+        if let Some(unknown) = items.iter().find(|i| !known.contains(**i)) {
+            return Err(OrderStoreError::UnknownItem((*unknown).to_owned()));
+        }
+
+        // 2. One insert for the batch; redeliveries and second live orders
+        //    of a user insert nothing.
+        let values: Vec<String> = (0..orders.len())
+            .map(|i| {
+                let p = i * 5 + 1;
+                format!(
+                    "(${p}, ${}, ${}, 'created', ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO orders (order_id, item, user_id, status, created_at_ms, written_at_ms)
+             VALUES {} ON CONFLICT DO NOTHING RETURNING order_id",
+            values.join(", ")
+        );
+        let mut insert = sqlx::query(&sql);
         for order in orders {
-            let inserted = sqlx::query(
-                "INSERT INTO orders (order_id, item, user_id, status, created_at_ms, written_at_ms)
-                 SELECT $1, $2, $3, 'created', $4, $5 WHERE EXISTS (SELECT 1 FROM item_stock WHERE item = $2)
-                 ON CONFLICT DO NOTHING RETURNING order_id",
-            )
-            .bind(&order.order_id)
-            .bind(&order.item)
-            .bind(&order.user)
-            .bind(order.created_at_ms)
-            .bind(written_at)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if inserted.is_none() {
-                let known = sqlx::query("SELECT 1 AS known FROM item_stock WHERE item = $1")
-                    .bind(&order.item)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if known.is_none() {
-                    return Err(OrderStoreError::UnknownItem(order.item.clone()));
-                }
-                let same = sqlx::query("SELECT 1 AS same FROM orders WHERE order_id = $1")
-                    .bind(&order.order_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if same.is_some() {
-                    outcome.already_written.push(order.order_id.clone());
-                } else {
-                    outcome.conflicting.push(order.order_id.clone());
-                }
+            insert = insert
+                .bind(order.order_id.as_str())
+                .bind(order.item.as_str())
+                .bind(order.user.as_str())
+                .bind(order.created_at_ms)
+                .bind(written_at);
+        }
+        let mut inserted = HashSet::new();
+        for row in insert.fetch_all(&mut *tx).await? {
+            inserted.insert(row.try_get::<String, _>("order_id")?);
+        }
+
+        // 3. What was not inserted: a redelivery (the id exists) or a
+        //    user's second live order (it does not).
+        let skipped: Vec<&str> = orders
+            .iter()
+            .map(|o| o.order_id.as_str())
+            .filter(|id| !inserted.contains(*id))
+            .collect();
+        let mut existing = HashSet::new();
+        if !skipped.is_empty() {
+            let sql = format!(
+                "SELECT order_id FROM orders WHERE order_id IN ({})",
+                placeholders(1, skipped.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in &skipped {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                existing.insert(row.try_get::<String, _>("order_id")?);
+            }
+        }
+
+        // 4. Stock, once per item: the new orders take their units if they
+        //    are there; otherwise they take what is left, in batch order,
+        //    and the rest are removed again.
+        let mut over_stock = HashSet::new();
+        for item in &items {
+            let new: Vec<&NewOrder> = orders
+                .iter()
+                .filter(|o| o.item == *item && inserted.contains(&o.order_id))
+                .collect();
+            if new.is_empty() {
                 continue;
             }
+            let wanted = new.len() as i64;
             let took = sqlx::query(
-                "UPDATE item_stock SET sold = sold + 1 WHERE item = $1 AND sold < initial_stock",
+                "UPDATE item_stock SET sold = sold + $1 WHERE item = $2 AND sold + $1 <= initial_stock",
             )
-            .bind(&order.item)
+            .bind(wanted)
+            .bind(*item)
             .execute(&mut *tx)
             .await?;
-            if took.rows_affected() == 0 {
+            if took.rows_affected() == 1 {
+                continue;
+            }
+            // Not enough for all: take what is left. Another writer may take
+            // units between the read and the update, so the update is
+            // conditional too and the read is repeated until they agree
+            // (the CHECK constraint would refuse an oversell regardless).
+            let fits = loop {
+                let row = sqlx::query(
+                    "SELECT initial_stock - sold AS left_over FROM item_stock WHERE item = $1",
+                )
+                .bind(*item)
+                .fetch_one(&mut *tx)
+                .await?;
+                let fits = row.try_get::<i64, _>("left_over")?.clamp(0, wanted);
+                let took = sqlx::query(
+                    "UPDATE item_stock SET sold = sold + $1 WHERE item = $2 AND sold + $1 <= initial_stock",
+                )
+                .bind(fits)
+                .bind(*item)
+                .execute(&mut *tx)
+                .await?;
+                if took.rows_affected() == 1 {
+                    break fits as usize;
+                }
+            };
+            for order in &new[fits..] {
                 sqlx::query("DELETE FROM orders WHERE order_id = $1")
-                    .bind(&order.order_id)
+                    .bind(order.order_id.as_str())
                     .execute(&mut *tx)
                     .await?;
-                tracing::error!(order_id = %order.order_id, item = %order.item, "the database refused an order over the item's stock");
-                outcome.over_stock.push(order.order_id.clone());
-            } else {
-                outcome.inserted.push(order.order_id.clone());
+                tracing::error!(order_id = %order.order_id, item, "the database refused an order over the item's stock");
+                over_stock.insert(order.order_id.as_str());
             }
         }
         tx.commit().await?;
+
+        for order in orders {
+            let id = order.order_id.clone();
+            if over_stock.contains(order.order_id.as_str()) {
+                outcome.over_stock.push(id);
+            } else if inserted.contains(&order.order_id) {
+                outcome.inserted.push(id);
+            } else if existing.contains(&order.order_id) {
+                outcome.already_written.push(id);
+            } else {
+                outcome.conflicting.push(id);
+            }
+        }
         Ok(outcome)
     }
 
@@ -394,6 +498,14 @@ impl OrderStore {
             cancelled_orders: counts.try_get("cancelled")?,
         })
     }
+}
+
+/// `$first, $first+1, …` — `count` numbered placeholders.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn now_ms() -> i64 {

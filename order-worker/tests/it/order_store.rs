@@ -130,3 +130,42 @@ async fn the_order_store_on_postgres() {
 async fn a_url_of_another_database_is_refused() {
     assert!(OrderStore::connect("mysql://x/y", 1).await.is_err());
 }
+
+/// 8 writers race batches of 50 orders (400 buyers) for 100 units: the
+/// database alone decides, and sells exactly 100.
+async fn concurrent_batches_never_oversell(store: OrderStore) {
+    store.ensure_item("hot", 100).await.unwrap();
+    let mut handles = Vec::new();
+    for writer in 0..8u32 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let batch: Vec<NewOrder> = (0..50)
+                .map(|n| order(writer * 50 + n, "hot", &format!("w{writer}-u{n}")))
+                .collect();
+            store.write_batch(&batch).await.unwrap()
+        }));
+    }
+    let (mut inserted, mut over) = (0, 0);
+    for handle in handles {
+        let outcome = handle.await.unwrap();
+        inserted += outcome.inserted.len();
+        over += outcome.over_stock.len();
+    }
+    assert_eq!((inserted, over), (100, 300));
+    let counts = store.item_counts("hot").await.unwrap();
+    assert_eq!((counts.sold, counts.live_orders), (100, 100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_never_oversell_on_sqlite() {
+    let db = test_sqlite();
+    concurrent_batches_never_oversell(OrderStore::connect(&db.url, 4).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_never_oversell_on_postgres() {
+    let Some(db) = test_postgres().await else {
+        return;
+    };
+    concurrent_batches_never_oversell(OrderStore::connect(&db.url, 8).await.unwrap()).await;
+}
