@@ -354,7 +354,7 @@ async fn an_unreachable_broker_is_a_remote_error() {
 async fn bad_input_gets_a_json_4xx() {
     let app = spawn_app().await;
     app.client.create_topic("orders", 2).await.unwrap();
-    let send_url = app.url("/broker/topics/orders/messages");
+    let send_path = "/broker/topics/orders/messages";
 
     // Unknown topic and queue.
     let response = app.get("/broker/pull?topic=nope&queue=0&offset=0").await;
@@ -363,13 +363,8 @@ async fn bad_input_gets_a_json_4xx() {
     expect_error(response, StatusCode::NOT_FOUND, "queue_not_found").await;
     let batch = wire::encode_send_batch(&[Message::new("nope", "x")]).unwrap();
     let response = app
-        .http
-        .post(app.url("/broker/topics/nope/messages"))
-        .header(header::CONTENT_TYPE, wire::CONTENT_TYPE)
-        .body(batch)
-        .send()
-        .await
-        .unwrap();
+        .post_raw("/broker/topics/nope/messages", wire::CONTENT_TYPE, batch)
+        .await;
     expect_error(response, StatusCode::NOT_FOUND, "topic_not_found").await;
 
     // Bad query values and bad JSON.
@@ -378,13 +373,8 @@ async fn bad_input_gets_a_json_4xx() {
         .await;
     expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
     let response = app
-        .http
-        .post(app.url("/broker/pull"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+        .post_raw("/broker/pull", "application/json", "{not json")
+        .await;
     expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
     let response = app
         .post_json("/broker/pull", &serde_json::json!({ "topic": "orders" }))
@@ -425,23 +415,15 @@ async fn bad_input_gets_a_json_4xx() {
 
     // Sends: garbage, wrong content type, wrong topic, both selectors.
     let response = app
-        .http
-        .post(&send_url)
-        .header(header::CONTENT_TYPE, wire::CONTENT_TYPE)
-        .body(&b"\x00\x01 this is not a batch \xff"[..])
-        .send()
-        .await
-        .unwrap();
+        .post_raw(
+            send_path,
+            wire::CONTENT_TYPE,
+            &b"\x00\x01 this is not a batch \xff"[..],
+        )
+        .await;
     let body = expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
     assert!(body.error.contains("malformed message batch"), "{body:?}");
-    let response = app
-        .http
-        .post(&send_url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body("[]")
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_raw(send_path, "application/json", "[]").await;
     expect_error(
         response,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -450,56 +432,37 @@ async fn bad_input_gets_a_json_4xx() {
     .await;
     let other_topic = wire::encode_send_batch(&[Message::new("other", "x")]).unwrap();
     let response = app
-        .http
-        .post(&send_url)
-        .header(header::CONTENT_TYPE, wire::CONTENT_TYPE)
-        .body(other_topic)
-        .send()
-        .await
-        .unwrap();
+        .post_raw(send_path, wire::CONTENT_TYPE, other_topic)
+        .await;
     expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
     let response = app
-        .http
-        .post(format!("{send_url}?queue=0&key_hash=true"))
-        .header(header::CONTENT_TYPE, wire::CONTENT_TYPE)
-        .body(wire::encode_send_batch(&[order(1)]).unwrap())
-        .send()
-        .await
-        .unwrap();
+        .post_raw(
+            &format!("{send_path}?queue=0&key_hash=true"),
+            wire::CONTENT_TYPE,
+            wire::encode_send_batch(&[order(1)]).unwrap(),
+        )
+        .await;
     expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
     let empty = wire::encode_send_batch(&[]).unwrap();
-    let response = app
-        .http
-        .post(&send_url)
-        .header(header::CONTENT_TYPE, wire::CONTENT_TYPE)
-        .body(empty)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_raw(send_path, wire::CONTENT_TYPE, empty).await;
     expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
 
     // A message over max_message_size, in a body under the limit.
     let big = Message::new("orders", vec![7u8; 20 * 1024]);
     let response = app
-        .http
-        .post(&send_url)
-        .header(header::CONTENT_TYPE, wire::CONTENT_TYPE)
-        .body(wire::encode_send_batch(&[big]).unwrap())
-        .send()
-        .await
-        .unwrap();
+        .post_raw(
+            send_path,
+            wire::CONTENT_TYPE,
+            wire::encode_send_batch(&[big]).unwrap(),
+        )
+        .await;
     expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "message_too_large").await;
 
     // A body over the send limit is refused before it is decoded.
     let limit = send_body_limit(app.broker.config());
     let response = app
-        .http
-        .post(&send_url)
-        .header(header::CONTENT_TYPE, wire::CONTENT_TYPE)
-        .body(vec![0u8; limit + 1])
-        .send()
-        .await
-        .unwrap();
+        .post_raw(send_path, wire::CONTENT_TYPE, vec![0u8; limit + 1])
+        .await;
     expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 
     // The broker is unharmed: nothing was appended by any of that.

@@ -87,6 +87,22 @@ impl TestApp {
             .expect("request")
     }
 
+    /// POSTs `body` with an explicit content type (batches, malformed input).
+    pub(crate) async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub(crate) async fn put_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.http
             .put(self.url(path))

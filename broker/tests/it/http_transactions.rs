@@ -433,13 +433,12 @@ async fn bad_transaction_input_gets_a_json_400() {
     )
     .await;
     let response = app
-        .http
-        .post(app.url("/broker/transactions/seckill/half?queue=0"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .post_raw(
+            "/broker/transactions/seckill/half?queue=0",
+            "application/json",
+            "{}",
+        )
+        .await;
     expect_error(
         response,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
