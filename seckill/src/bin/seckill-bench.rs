@@ -185,6 +185,33 @@ fn script_row(
     })
 }
 
+/// The two rows of one store: through the service, and the script alone
+/// (each on an item of its own, so neither sells the other's stock).
+async fn store_rows(
+    store: StockStore,
+    dir: &std::path::Path,
+    label: &str,
+    direct_name: &str,
+    duration: Duration,
+) -> (Row, Row) {
+    let seckill = service_over(store.clone(), dir, "hot").await;
+    let service = service_row(
+        seckill.clone(),
+        "hot",
+        format!("service over {label}"),
+        duration,
+    )
+    .await;
+    seckill
+        .store()
+        .prewarm("direct", STOCK)
+        .await
+        .expect("prewarm");
+    let direct = script_row(store, "direct", direct_name.to_owned(), duration).await;
+    seckill.broker().shutdown().await.expect("shutdown");
+    (service, direct)
+}
+
 /// `redis-benchmark` running EVALSHA of reserve.lua: random users, the
 /// same number of connections.
 fn redis_benchmark(redis: &BenchRedis, requests: u64) -> Result<Row, String> {
@@ -277,30 +304,16 @@ async fn run(args: Args) {
             let scripts = RedisScripts::connect(&redis.url, CONCURRENCY).expect("redis pool");
             scripts.ping().await.expect("redis answers");
             let store = StockStore::new(Arc::new(scripts), "bench:");
-            let seckill = service_over(store.clone(), &dir.path().join("redis"), "hot").await;
-            rows.push(
-                service_row(
-                    seckill.clone(),
-                    "hot",
-                    "service over Redis (half + reserve.lua + commit, sync flush)".into(),
-                    duration,
-                )
-                .await,
-            );
-            seckill
-                .store()
-                .prewarm("direct", STOCK)
-                .await
-                .expect("prewarm");
-            rows.push(
-                script_row(
-                    store,
-                    "direct",
-                    "reserve.lua over Redis, client loop, same pool".into(),
-                    duration,
-                )
-                .await,
-            );
+            let (service, direct) = store_rows(
+                store,
+                &dir.path().join("redis"),
+                "Redis (half + reserve.lua + commit, sync flush)",
+                "reserve.lua over Redis, client loop, same pool",
+                duration,
+            )
+            .await;
+            rows.push(service);
+            rows.push(direct);
             let requests = (rows[1].per_second * duration.as_secs_f64()).max(10_000.0) as u64;
             match redis_benchmark(&redis, requests) {
                 Ok(row) => {
@@ -309,38 +322,22 @@ async fn run(args: Args) {
                 }
                 Err(reason) => skipped.push(format!("redis-benchmark: {reason}")),
             }
-            seckill.broker().shutdown().await.expect("shutdown");
         }
         Err(reason) => skipped.push(format!("Redis rows: {reason}")),
     }
 
     let embedded = Arc::new(EmbeddedScripts::new().expect("embedded store"));
     let store = StockStore::new(embedded, "");
-    let seckill = service_over(store.clone(), &dir.path().join("embedded"), "hot").await;
-    rows.push(
-        service_row(
-            seckill.clone(),
-            "hot",
-            "service over the embedded store".into(),
-            duration,
-        )
-        .await,
-    );
-    seckill
-        .store()
-        .prewarm("direct", STOCK)
-        .await
-        .expect("prewarm");
-    rows.push(
-        script_row(
-            store,
-            "direct",
-            "reserve.lua in the embedded store, direct".into(),
-            duration,
-        )
-        .await,
-    );
-    seckill.broker().shutdown().await.expect("shutdown");
+    let (service, direct) = store_rows(
+        store,
+        &dir.path().join("embedded"),
+        "the embedded store",
+        "reserve.lua in the embedded store, direct",
+        duration,
+    )
+    .await;
+    rows.push(service);
+    rows.push(direct);
 
     let find = |prefix: &str| {
         rows.iter()
