@@ -2,16 +2,49 @@
 //! in this process and [`crate::BrokerHttpClient`] for a broker elsewhere.
 //! Code written against [`ConsumerApi`] (the order worker) does not care
 //! where the log lives.
+//!
+//! Besides pulling and group membership, a consumer gives failed messages
+//! back ([`ConsumerApi::reconsume_later`]), sends follow-up messages to the
+//! same broker (the worker's delayed payment timeouts), looks messages up
+//! by key (is an order still in the queue?) and reads queue offsets (lag,
+//! dead-letter depth).
 
 use async_trait::async_trait;
 
-use crate::broker::{Broker, PullRequest, PullResult};
+use crate::broker::{Broker, PullRequest, PullResult, QueueStats, SendResult};
 use crate::consumer_groups::{Assignment, JoinRequest};
 use crate::error::Result;
+use crate::producer::queue_for_key;
+use crate::record::{Message, StoredMessage};
+use crate::retry::RetryOutcome;
 
 /// Everything a consumer needs from a broker.
 #[async_trait]
 pub trait ConsumerApi: Send + Sync {
+    /// Sends messages of one topic, each to the queue its key hashes to,
+    /// and waits until they are durable. Results come in order.
+    async fn send_by_key(&self, messages: Vec<Message>) -> Result<Vec<SendResult>>;
+    /// Gives back a message `group` failed to process (retry topic, or the
+    /// dead-letter topic once its retries are spent).
+    async fn reconsume_later(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+        queue_offset: u64,
+        reason: &str,
+    ) -> Result<RetryOutcome>;
+    /// Messages whose key is `key`, optionally of one topic only.
+    async fn messages_by_key(
+        &self,
+        key: &str,
+        topic: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>>;
+    /// Offsets of every queue.
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>>;
+    /// Dead letters of `group` from `offset` (at most `max`).
+    async fn dead_letters(&self, group: &str, offset: u64, max: u32) -> Result<PullResult>;
     /// Pulls from one queue, long-polling when it is empty.
     async fn pull(&self, request: &PullRequest) -> Result<PullResult>;
     /// Commits `owner`'s offset on a queue.
@@ -39,6 +72,62 @@ pub trait ConsumerApi: Send + Sync {
 
 #[async_trait]
 impl ConsumerApi for Broker {
+    async fn send_by_key(&self, messages: Vec<Message>) -> Result<Vec<SendResult>> {
+        let Some(first) = messages.first() else {
+            return Ok(Vec::new());
+        };
+        let queues = match self.topic(&first.topic) {
+            Some(topic) => topic.queues,
+            None => {
+                self.create_topic(&first.topic, self.config().default_queues)?
+                    .queues
+            }
+        };
+        // One durable append per queue; results put back in the caller's order.
+        let mut by_queue: std::collections::BTreeMap<u32, Vec<(usize, Message)>> =
+            std::collections::BTreeMap::new();
+        for (position, message) in messages.into_iter().enumerate() {
+            let queue = queue_for_key(&message.key, queues);
+            by_queue.entry(queue).or_default().push((position, message));
+        }
+        let mut placed = Vec::new();
+        for (queue, batch) in by_queue {
+            let (positions, batch): (Vec<usize>, Vec<Message>) = batch.into_iter().unzip();
+            let results = self.put(queue, batch).await?;
+            placed.extend(positions.into_iter().zip(results));
+        }
+        placed.sort_unstable_by_key(|(position, _)| *position);
+        Ok(placed.into_iter().map(|(_, result)| result).collect())
+    }
+
+    async fn reconsume_later(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+        queue_offset: u64,
+        reason: &str,
+    ) -> Result<RetryOutcome> {
+        Broker::reconsume_later(self, group, topic, queue_id, queue_offset, reason).await
+    }
+
+    async fn messages_by_key(
+        &self,
+        key: &str,
+        topic: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        Broker::messages_by_key(self, key, topic, max)
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+        Ok(Broker::queue_stats(self))
+    }
+
+    async fn dead_letters(&self, group: &str, offset: u64, max: u32) -> Result<PullResult> {
+        Broker::dead_letters(self, group, offset, max).await
+    }
+
     async fn pull(&self, request: &PullRequest) -> Result<PullResult> {
         Broker::pull(self, request).await
     }

@@ -45,7 +45,7 @@ use crate::http_api::{
 };
 use crate::http_checker::HttpTransactionChecker;
 use crate::producer::QueueSelector;
-use crate::record::Message;
+use crate::record::{Message, StoredMessage};
 use crate::retry::RetryOutcome;
 use crate::system_topics::dlq_topic;
 use crate::topics::TopicConfig;
@@ -333,6 +333,31 @@ impl BrokerHttpClient {
         Ok(answer.open)
     }
 
+    /// Messages whose key is `key` (optionally of one topic only), at most
+    /// `max` (the server caps it).
+    pub async fn messages_by_key(
+        &self,
+        key: &str,
+        topic: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        let mut url = self.url(&["broker", "messages"])?;
+        {
+            let mut pairs = url.query_pairs_mut();
+            pairs
+                .append_pair("key", key)
+                .append_pair("max", &max.to_string());
+            if let Some(topic) = topic {
+                pairs.append_pair("topic", topic);
+            }
+        }
+        let context = Context {
+            topic,
+            ..Context::default()
+        };
+        Ok(self.batch(self.http.get(url), context).await?.messages)
+    }
+
     /// The base URL with `segments` appended, each percent-encoded (group
     /// and member names may hold any character).
     fn url(&self, segments: &[&str]) -> Result<Url> {
@@ -389,6 +414,41 @@ impl BrokerHttpClient {
 
 #[async_trait]
 impl ConsumerApi for BrokerHttpClient {
+    async fn send_by_key(&self, messages: Vec<Message>) -> Result<Vec<SendResult>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        BrokerHttpClient::send(self, &messages, QueueSelector::KeyHash).await
+    }
+
+    async fn reconsume_later(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+        queue_offset: u64,
+        reason: &str,
+    ) -> Result<RetryOutcome> {
+        BrokerHttpClient::reconsume_later(self, group, topic, queue_id, queue_offset, reason).await
+    }
+
+    async fn messages_by_key(
+        &self,
+        key: &str,
+        topic: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        BrokerHttpClient::messages_by_key(self, key, topic, max).await
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+        BrokerHttpClient::queue_stats(self).await
+    }
+
+    async fn dead_letters(&self, group: &str, offset: u64, max: u32) -> Result<PullResult> {
+        BrokerHttpClient::dead_letters(self, group, offset, max).await
+    }
+
     async fn pull(&self, request: &PullRequest) -> Result<PullResult> {
         let hold = Duration::from_millis(request.hold_ms).min(MAX_HOLD);
         let http_request = self

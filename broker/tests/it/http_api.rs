@@ -731,3 +731,43 @@ async fn delays_and_tag_filters_work_over_http() {
     assert!(message.store_timestamp_ms >= due, "delivered early");
     assert_eq!(result.next_offset, 2);
 }
+
+/// `send_by_key` and `messages_by_key` place and find messages the same
+/// way whether the broker is in this process or behind its HTTP API.
+#[tokio::test]
+async fn send_by_key_and_key_lookup_agree_locally_and_remotely() {
+    let app = spawn_app().await;
+    app.client.create_topic("orders", 4).await.unwrap();
+    let local: Arc<dyn ConsumerApi> = Arc::new(app.broker.clone());
+    let remote: Arc<dyn ConsumerApi> = Arc::new(app.client.clone());
+    for (api, prefix) in [(&local, "local"), (&remote, "remote")] {
+        let messages: Vec<Message> = (0..6)
+            .map(|i| Message::new("orders", format!("{i}")).with_key(format!("{prefix}-{i}")))
+            .collect();
+        let results = api.send_by_key(messages).await.unwrap();
+        assert_eq!(results.len(), 6);
+        for (i, result) in results.iter().enumerate() {
+            let key = format!("{prefix}-{i}");
+            assert_eq!(result.queue_id, broker::queue_for_key(&key, 4), "{key}");
+            // Found through either client, on the queue it hashed to.
+            for finder in [&local, &remote] {
+                let found = finder
+                    .messages_by_key(&key, Some("orders"), 10)
+                    .await
+                    .unwrap();
+                assert_eq!(found.len(), 1, "{key}");
+                assert_eq!(found[0].queue_id, result.queue_id);
+                assert_eq!(found[0].queue_offset, result.queue_offset);
+                assert_eq!(found[0].message.body, format!("{i}").as_bytes());
+            }
+        }
+    }
+    assert!(
+        remote
+            .messages_by_key("nobody", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(remote.send_by_key(Vec::new()).await.unwrap().is_empty());
+}
