@@ -92,6 +92,16 @@ impl Activities {
         Ok(())
     }
 
+    /// Adds `units` to the stock of `item`'s activity (a restock), so
+    /// later orders carry the new total. Returns the new stock, or `None`
+    /// for an unknown item.
+    pub fn add_stock(&self, item: &str, units: u64) -> Option<u64> {
+        let mut by_item = self.by_item.write();
+        let activity = by_item.get_mut(item)?;
+        activity.stock = activity.stock.saturating_add(units);
+        Some(activity.stock)
+    }
+
     /// The activity of `item`.
     pub fn get(&self, item: &str) -> Option<Activity> {
         self.by_item.read().get(item).cloned()

@@ -291,6 +291,7 @@ async fn restock(
             flag_version,
         } => {
             seckill.flags().apply(&item, false, flag_version);
+            seckill.activities().add_stock(&item, body.units);
             Ok(Json(json!({"stock": stock, "flag_version": flag_version})))
         }
         Restock::NotWarmed => Err(ApiError::Conflict(format!(

@@ -1,5 +1,9 @@
 //! The order message: what seckill enqueues in the broker for a reserved
 //! unit, and what the order worker turns into an order row.
+//!
+//! It carries the item's stock from the activity so the worker's database
+//! can enforce the limit on its own: even if the stock store lost its
+//! state and sold too much, the database refuses orders past the stock.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +23,10 @@ pub struct OrderMessage {
     pub user: String,
     /// When seckill created it (ms since the epoch).
     pub created_at_ms: i64,
+    /// The item's total stock (initial plus restocks) as its activity
+    /// says: the database's own no-oversell limit, independent of the
+    /// stock store.
+    pub item_stock: u64,
 }
 
 impl OrderMessage {

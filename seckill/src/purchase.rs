@@ -197,6 +197,7 @@ impl Seckill {
             item: item.to_owned(),
             user: user.to_owned(),
             created_at_ms: now_ms(),
+            item_stock: activity.stock,
         };
         let queues = self
             .broker

@@ -130,6 +130,9 @@ async fn a_sale_through_the_api() {
     )
     .await;
     assert_eq!(body["stock"], 2);
+    // The activity's stock follows, so later orders carry the new total.
+    let (_, body) = call(&app, "GET", "/admin/activities/sku", None, None).await;
+    assert_eq!(body["activity"]["stock"], 4);
 
     // The broker's API is served from the same router.
     let (status, body) = call(&app, "GET", "/broker/topics", None, None).await;

@@ -208,6 +208,7 @@ async fn crash_between_script_and_commit(store: StockStore) {
         item: "crash".into(),
         user: "dave".into(),
         created_at_ms: 1,
+        item_stock: 10,
     };
     broker
         .send_half(PRODUCER_GROUP, queue, reserved.to_message())
@@ -226,6 +227,7 @@ async fn crash_between_script_and_commit(store: StockStore) {
         item: "crash".into(),
         user: "erin".into(),
         created_at_ms: 1,
+        item_stock: 10,
     };
     broker
         .send_half(PRODUCER_GROUP, queue, never.to_message())
