@@ -28,9 +28,9 @@ pub enum OrderStoreError {
     /// A URL that names neither PostgreSQL nor SQLite.
     #[error("unsupported database URL (use postgres:// or sqlite://)")]
     UnsupportedUrl,
-    /// An order names an item the store has no stock record for.
-    #[error("no stock record for item {0:?}")]
-    UnknownItem(String),
+    /// An order that cannot be written whatever happens (bad fields).
+    #[error("invalid order: {0}")]
+    InvalidOrder(String),
 }
 
 type Result<T> = std::result::Result<T, OrderStoreError>;
@@ -46,6 +46,9 @@ pub struct NewOrder {
     pub user: String,
     /// When seckill created it.
     pub created_at_ms: i64,
+    /// The item's total stock as the order's activity said; the item's
+    /// stock record is raised to it (never lowered).
+    pub item_stock: i64,
 }
 
 /// What a batch write did, order by order.
@@ -215,55 +218,52 @@ impl OrderStore {
         Ok(())
     }
 
-    /// Adds `units` to an item's stock (a restock).
-    pub async fn add_stock(&self, item: &str, units: i64) -> Result<()> {
-        let done =
-            sqlx::query("UPDATE item_stock SET initial_stock = initial_stock + $1 WHERE item = $2")
-                .bind(units)
-                .bind(item)
-                .execute(&self.pool)
-                .await?;
-        if done.rows_affected() == 0 {
-            return Err(OrderStoreError::UnknownItem(item.to_owned()));
-        }
-        Ok(())
-    }
-
     /// Writes a batch of orders in one transaction (see the module doc).
-    /// An order for an unknown item fails the whole batch, which is then
-    /// retried or dead-lettered by the caller.
     ///
     /// A batch costs a fixed number of statements, not a few per order:
-    /// one lookup of the items, one multi-row insert, one lookup to
-    /// classify what was not inserted, and one stock update per item — so
-    /// a hot item's stock row is locked once per batch, not once per order.
+    /// one upsert of the items' stock records, one multi-row insert, one
+    /// lookup to classify what was not inserted, and one stock update per
+    /// item — so a hot item's stock row is locked once per batch, not once
+    /// per order.
     pub async fn write_batch(&self, orders: &[NewOrder]) -> Result<BatchOutcome> {
         let mut outcome = BatchOutcome::default();
         if orders.is_empty() {
             return Ok(outcome);
         }
+        if let Some(bad) = orders.iter().find(|o| o.item_stock < 0) {
+            return Err(OrderStoreError::InvalidOrder(format!(
+                "order {} has a negative item stock",
+                bad.order_id
+            )));
+        }
         let written_at = now_ms();
-        let mut items: Vec<&str> = orders.iter().map(|o| o.item.as_str()).collect();
-        items.sort_unstable();
-        items.dedup();
+        // Each item once, with the largest stock any of its orders names.
+        let mut item_stock: Vec<(&str, i64)> = orders
+            .iter()
+            .map(|o| (o.item.as_str(), o.item_stock))
+            .collect();
+        item_stock.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+        item_stock.dedup_by(|later, first| later.0 == first.0);
+        let items: Vec<&str> = item_stock.iter().map(|(item, _)| *item).collect();
         let mut tx = self.pool.begin().await?;
 
-        // 1. Every item must have a stock record.
+        // 1. Every item gets a stock record, raised to what the orders say
+        //    (a restock); an older message never lowers it.
+        let values: Vec<String> = (0..item_stock.len())
+            .map(|i| format!("(${}, ${}, 0)", 2 * i + 1, 2 * i + 2))
+            .collect();
         let sql = format!(
-            "SELECT item FROM item_stock WHERE item IN ({})",
-            placeholders(1, items.len())
+            "INSERT INTO item_stock (item, initial_stock, sold) VALUES {}
+             ON CONFLICT (item) DO UPDATE SET initial_stock = CASE
+                WHEN excluded.initial_stock > item_stock.initial_stock THEN excluded.initial_stock
+                ELSE item_stock.initial_stock END",
+            values.join(", ")
         );
         let mut query = sqlx::query(&sql);
-        for item in &items {
-            query = query.bind(*item);
+        for (item, stock) in &item_stock {
+            query = query.bind(*item).bind(*stock);
         }
-        let mut known = HashSet::new();
-        for row in query.fetch_all(&mut *tx).await? {
-            known.insert(row.try_get::<String, _>("item")?);
-        }
-        if let Some(unknown) = items.iter().find(|i| !known.contains(**i)) {
-            return Err(OrderStoreError::UnknownItem((*unknown).to_owned()));
-        }
+        query.execute(&mut *tx).await?;
 
         // 2. One insert for the batch; redeliveries and second live orders
         //    of a user insert nothing.

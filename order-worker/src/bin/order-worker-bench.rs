@@ -27,6 +27,8 @@ use sqlx::postgres::{PgConnection, PgPoolOptions};
 
 const WRITERS: usize = 4;
 const BATCH: usize = 100;
+/// Stock of the bench item: more than any run can sell.
+const BENCH_STOCK: i64 = i64::MAX / 2;
 
 #[derive(Debug, clap::Parser)]
 #[command(about = "Order write rate: batch writer vs single-row inserts")]
@@ -86,6 +88,7 @@ where
                         item: "bench".into(),
                         user: format!("u{n}"),
                         created_at_ms: n as i64,
+                        item_stock: BENCH_STOCK,
                     })
                     .collect();
                 write(orders).await;
@@ -110,10 +113,7 @@ async fn batch_rows(url: &str, name: &str, duration: Duration) -> Row {
     let store = OrderStore::connect(url, WRITERS as u32)
         .await
         .expect("order store");
-    store
-        .ensure_item("bench", i64::MAX / 2)
-        .await
-        .expect("item");
+    store.ensure_item("bench", BENCH_STOCK).await.expect("item");
     drive(name, duration, BATCH, move |orders| {
         let store = store.clone();
         async move {
@@ -168,7 +168,7 @@ async fn main() {
             OrderStore::connect(&plain_url, 1)
                 .await
                 .expect("schema")
-                .ensure_item("bench", i64::MAX / 2)
+                .ensure_item("bench", BENCH_STOCK)
                 .await
                 .expect("item");
             let pool = PgPoolOptions::new()

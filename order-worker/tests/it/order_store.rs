@@ -2,23 +2,23 @@
 //! database's own stock guard, one live order per user, payment and
 //! cancellation transitions.
 
-use order_worker::{CancelOutcome, NewOrder, OrderStore, PayOutcome};
+use order_worker::{CancelOutcome, NewOrder, OrderStore, OrderStoreError, PayOutcome};
 
 use crate::helpers::{test_postgres, test_sqlite};
 
-fn order(n: u32, item: &str, user: &str) -> NewOrder {
+fn order(n: u32, item: &str, user: &str, item_stock: i64) -> NewOrder {
     NewOrder {
         order_id: format!("order-{n:04}"),
         item: item.into(),
         user: user.into(),
         created_at_ms: 1_000 + i64::from(n),
+        item_stock,
     }
 }
 
 async fn behaves(store: OrderStore) {
-    store.ensure_item("sku", 3).await.unwrap();
-    store.ensure_item("sku", 999).await.unwrap(); // recorded once
-    let batch: Vec<NewOrder> = (0..2).map(|n| order(n, "sku", &format!("u{n}"))).collect();
+    let sku_order = |n, user: &str| order(n, "sku", user, 3);
+    let batch: Vec<NewOrder> = (0..2).map(|n| sku_order(n, &format!("u{n}"))).collect();
 
     // The same batch delivered three times writes each order once.
     let first = store.write_batch(&batch).await.unwrap();
@@ -29,11 +29,11 @@ async fn behaves(store: OrderStore) {
         assert_eq!(again.already_written, ["order-0000", "order-0001"]);
     }
     // A second live order for the same user and item is refused.
-    let conflict = store.write_batch(&[order(9, "sku", "u0")]).await.unwrap();
+    let conflict = store.write_batch(&[sku_order(9, "u0")]).await.unwrap();
     assert_eq!(conflict.conflicting, ["order-0009"]);
     // The database refuses to sell past the stock, whatever Redis said.
     let over = store
-        .write_batch(&[order(2, "sku", "u2"), order(3, "sku", "u3")])
+        .write_batch(&[sku_order(2, "u2"), sku_order(3, "u3")])
         .await
         .unwrap();
     assert_eq!(
@@ -47,13 +47,13 @@ async fn behaves(store: OrderStore) {
     );
     assert!(store.order("order-0003").await.unwrap().is_none());
 
-    // An unknown item fails the whole batch: nothing is written.
-    assert!(
-        store
-            .write_batch(&[order(5, "sku", "u5"), order(6, "nope", "u6")])
-            .await
-            .is_err()
-    );
+    // A bad order fails the whole batch: nothing is written.
+    let mut bad = sku_order(6, "u6");
+    bad.item_stock = -1;
+    assert!(matches!(
+        store.write_batch(&[sku_order(5, "u5"), bad]).await,
+        Err(OrderStoreError::InvalidOrder(_))
+    ));
     assert!(store.order("order-0005").await.unwrap().is_none());
 
     // Pay one; cancel another (its unit comes back once); the paid one stays.
@@ -92,7 +92,7 @@ async fn behaves(store: OrderStore) {
     );
 
     // The cancelled buyer may buy again.
-    let rebuy = store.write_batch(&[order(7, "sku", "u1")]).await.unwrap();
+    let rebuy = store.write_batch(&[sku_order(7, "u1")]).await.unwrap();
     assert_eq!(rebuy.inserted, ["order-0007"]);
     let mine: Vec<String> = store
         .orders_of_user("u1")
@@ -102,9 +102,18 @@ async fn behaves(store: OrderStore) {
         .map(|o| format!("{}:{}", o.order_id, o.status))
         .collect();
     assert_eq!(mine, ["order-0001:cancelled", "order-0007:created"]);
-    store.add_stock("sku", 2).await.unwrap();
-    assert_eq!(store.item_counts("sku").await.unwrap().initial_stock, 5);
-    assert!(store.add_stock("nope", 1).await.is_err());
+
+    // A restock: an order naming more stock raises the item's record; an
+    // older message naming less never lowers it.
+    let restocked = store
+        .write_batch(&[order(10, "sku", "u10", 5)])
+        .await
+        .unwrap();
+    assert_eq!(restocked.inserted, ["order-0010"]);
+    let late = store.write_batch(&[sku_order(11, "u11")]).await.unwrap();
+    assert_eq!(late.inserted, ["order-0011"]);
+    let counts = store.item_counts("sku").await.unwrap();
+    assert_eq!((counts.initial_stock, counts.sold), (5, 5));
 }
 
 #[tokio::test]
@@ -113,7 +122,7 @@ async fn the_order_store_on_sqlite() {
     behaves(OrderStore::connect(&db.url, 4).await.unwrap()).await;
     // Reconnecting runs no migration twice and keeps the data.
     let again = OrderStore::connect(&db.url, 4).await.unwrap();
-    assert_eq!(again.item_counts("sku").await.unwrap().live_orders, 3);
+    assert_eq!(again.item_counts("sku").await.unwrap().live_orders, 5);
 }
 
 #[tokio::test]
@@ -123,7 +132,7 @@ async fn the_order_store_on_postgres() {
     };
     behaves(OrderStore::connect(&db.url, 8).await.unwrap()).await;
     let again = OrderStore::connect(&db.url, 8).await.unwrap();
-    assert_eq!(again.item_counts("sku").await.unwrap().live_orders, 3);
+    assert_eq!(again.item_counts("sku").await.unwrap().live_orders, 5);
 }
 
 #[tokio::test]
@@ -134,13 +143,12 @@ async fn a_url_of_another_database_is_refused() {
 /// 8 writers race batches of 50 orders (400 buyers) for 100 units: the
 /// database alone decides, and sells exactly 100.
 async fn concurrent_batches_never_oversell(store: OrderStore) {
-    store.ensure_item("hot", 100).await.unwrap();
     let mut handles = Vec::new();
     for writer in 0..8u32 {
         let store = store.clone();
         handles.push(tokio::spawn(async move {
             let batch: Vec<NewOrder> = (0..50)
-                .map(|n| order(writer * 50 + n, "hot", &format!("w{writer}-u{n}")))
+                .map(|n| order(writer * 50 + n, "hot", &format!("w{writer}-u{n}"), 100))
                 .collect();
             store.write_batch(&batch).await.unwrap()
         }));
