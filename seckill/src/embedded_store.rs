@@ -292,6 +292,24 @@ fn call(
             }
             int(removed as i64)
         }
+        "HGETALL" => {
+            arity(2)?;
+            match keys.get(&args[1]) {
+                Some(Entry::Hash(h)) => {
+                    // Redis's order is unspecified; sorted keeps replies stable.
+                    let mut pairs: Vec<(&String, &String)> = h.iter().collect();
+                    pairs.sort_unstable();
+                    let table = lua.create_table()?;
+                    for (i, (field, value)) in pairs.into_iter().enumerate() {
+                        table.raw_set(2 * i + 1, field.as_str())?;
+                        table.raw_set(2 * i + 2, value.as_str())?;
+                    }
+                    Ok(Value::Table(table))
+                }
+                Some(Entry::Text(_)) => Err(error(WRONG_TYPE)),
+                None => Ok(Value::Table(lua.create_table()?)),
+            }
+        }
         "HLEN" => {
             arity(2)?;
             match keys.get(&args[1]) {

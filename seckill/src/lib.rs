@@ -41,14 +41,16 @@ pub use config::SeckillConfig;
 pub use embedded_store::EmbeddedScripts;
 pub use error::SeckillError;
 pub use order_ids::OrderIdGenerator;
-pub use order_message::{ORDERS_TOPIC, OrderMessage, PRODUCER_GROUP};
+pub use order_message::{
+    ORDERS_TOPIC, OrderMessage, PAYMENT_TIMEOUT_QUEUES, PAYMENT_TIMEOUTS_TOPIC, PRODUCER_GROUP,
+};
 pub use purchase::{ORDER_QUEUES, PurchaseError, PurchaseOutcome, Seckill, validate_user_id};
 pub use redis_store::RedisScripts;
 pub use registry::{
     BrokerRegistry, ENTRY_TTL, HEARTBEAT_INTERVAL, LocalRegistry, RedisRegistry, start_heartbeat,
 };
 pub use reply::Reply;
-pub use scripts::{HOLDER, LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};
+pub use scripts::{BUYERS, HOLDER, LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};
 pub use sold_out_flags::SoldOutFlags;
 pub use stock_store::{
     ItemStatus, Prewarm, Release, Reservation, Restock, ScriptRunner, StockStore,

@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 
 /// The broker topic orders go to.
 pub const ORDERS_TOPIC: &str = "orders";
+/// The delayed topic of payment timeouts: the order worker sends one per
+/// written order, due when the order's payment window closes.
+pub const PAYMENT_TIMEOUTS_TOPIC: &str = "order-timeouts";
+/// Queues of the payment-timeout topic.
+pub const PAYMENT_TIMEOUT_QUEUES: u32 = 4;
 /// Producer group of the seckill service (whose checker the broker asks).
 pub const PRODUCER_GROUP: &str = "seckill";
 

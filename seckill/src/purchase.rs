@@ -28,7 +28,9 @@ use crate::checker::BuyerRecordChecker;
 use crate::error::SeckillError;
 use crate::metrics::{RESERVATIONS, SCRIPT_SECONDS};
 use crate::order_ids::OrderIdGenerator;
-use crate::order_message::{ORDERS_TOPIC, OrderMessage, PRODUCER_GROUP};
+use crate::order_message::{
+    ORDERS_TOPIC, OrderMessage, PAYMENT_TIMEOUT_QUEUES, PAYMENT_TIMEOUTS_TOPIC, PRODUCER_GROUP,
+};
 use crate::sold_out_flags::SoldOutFlags;
 use crate::stock_store::{Release, Reservation, StockStore};
 
@@ -111,7 +113,8 @@ pub fn validate_user_id(user: &str) -> Result<(), PurchaseError> {
 
 impl Seckill {
     /// The service over `broker` and `store`, as node `node_id`. Creates
-    /// the orders topic if needed and registers the transaction checker.
+    /// the orders and payment-timeout topics if needed and registers the
+    /// transaction checker.
     pub fn new(
         broker: Broker,
         store: StockStore,
@@ -119,6 +122,9 @@ impl Seckill {
     ) -> Result<Arc<Self>, PurchaseError> {
         if broker.topic(ORDERS_TOPIC).is_none() {
             broker.create_topic(ORDERS_TOPIC, ORDER_QUEUES)?;
+        }
+        if broker.topic(PAYMENT_TIMEOUTS_TOPIC).is_none() {
+            broker.create_topic(PAYMENT_TIMEOUTS_TOPIC, PAYMENT_TIMEOUT_QUEUES)?;
         }
         broker.register_checker(
             PRODUCER_GROUP,

@@ -43,5 +43,11 @@ pub const HOLDER: LuaScript = LuaScript {
     source: include_str!("../../lua/holder.lua"),
 };
 
+/// Every reservation of an item (see `lua/buyers.lua`).
+pub const BUYERS: LuaScript = LuaScript {
+    name: "buyers",
+    source: include_str!("../../lua/buyers.lua"),
+};
+
 /// Every script, for loading up front.
-pub(crate) const ALL: [LuaScript; 6] = [RESERVE, RELEASE, PREWARM, RESTOCK, STATUS, HOLDER];
+pub(crate) const ALL: [LuaScript; 7] = [RESERVE, RELEASE, PREWARM, RESTOCK, STATUS, HOLDER, BUYERS];

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use crate::error::SeckillError;
 use crate::reply::Reply;
-use crate::scripts::{HOLDER, LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};
+use crate::scripts::{BUYERS, HOLDER, LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};
 use crate::store_keys::{FLAG_CHANNEL, ItemKeys, validate_item_id};
 
 /// Runs a Lua script atomically: real Redis, or the embedded store.
@@ -253,6 +253,32 @@ impl StockStore {
                 reply: format!("{other:?}"),
             }),
         }
+    }
+
+    /// Every reservation of `item`: (user, order id), sorted by user.
+    pub async fn buyers(&self, item: &str) -> Result<Vec<(String, String)>, SeckillError> {
+        let reply = self.runner.run(&BUYERS, &self.keys(item)?, &[]).await?;
+        let unexpected = |reply: &Reply| SeckillError::UnexpectedReply {
+            script: BUYERS.name,
+            reply: format!("{reply:?}"),
+        };
+        let Reply::Array(values) = &reply else {
+            return Err(unexpected(&reply));
+        };
+        if values.len() % 2 != 0 {
+            return Err(unexpected(&reply));
+        }
+        let mut pairs = Vec::with_capacity(values.len() / 2);
+        for pair in values.chunks(2) {
+            match pair {
+                [Reply::Bulk(user), Reply::Bulk(order_id)] => {
+                    pairs.push((user.clone(), order_id.clone()));
+                }
+                _ => return Err(unexpected(&reply)),
+            }
+        }
+        pairs.sort_unstable();
+        Ok(pairs)
     }
 
     /// The runner underneath (for tests comparing raw replies).

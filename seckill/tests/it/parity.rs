@@ -74,6 +74,8 @@ async fn run_sequence(store: &StockStore, prefix: &str) -> Vec<String> {
         "holder u1",
         format!("{:?}", store.holder("sku-1", "u1").await),
     );
+    record("buyers", format!("{:?}", store.buyers("sku-1").await));
+    record("buyers of none", format!("{:?}", store.buyers("nope").await));
     record(
         "restock unwarmed",
         format!("{:?}", store.restock("nope", 2).await),
@@ -117,6 +119,8 @@ async fn redis_and_the_embedded_store_answer_identically() {
         "restock: Ok(Restocked { stock: 2, flag_version: 4 })",
         "holder u4: Ok(Some(\"o4\"))",
         "holder u1: Ok(None)",
+        "buyers: Ok([(\"u2\", \"o2\"), (\"u3\", \"o3\"), (\"u4\", \"o4\")])",
+        "buyers of none: Ok([])",
         "reserve zero: Ok(SoldOut { flag_version: 1 })",
     ];
     for line in expected_lines {
