@@ -1,15 +1,35 @@
-//! The order worker.
+//! The order worker: turns the spike that landed in the broker into order
+//! rows at a steady, configured rate, without ever writing an order twice
+//! or losing one.
 //!
-//! Built so far: the order store ([`OrderStore`]) — the database half of
-//! the worker. Orders are written in batches, idempotently, with the
-//! database itself refusing to sell more than an item's stock. Still to
-//! come: the steady-rate consumer over the broker, the order API, payment
-//! timeouts and reconciliation (see `docs/ARCHITECTURE.md`).
+//! - [`OrderStore`] — orders in PostgreSQL or SQLite, written in
+//!   idempotent batches, with the database's own stock guard.
+//! - [`OrderWorker`] — a consumer-group member on every broker (found in
+//!   the registry or handed over), one task per owned queue, all sharing
+//!   one token bucket ([`RateGate`]); offsets are committed after the
+//!   database commit.
+//! - Payment timeouts: each written order schedules a delayed message;
+//!   an unpaid order is then cancelled and its stock returned
+//!   (release.lua), idempotently.
+//! - [`http::router`] — the order API (`/api/orders…`) and the
+//!   reconciliation endpoint; [`reconcile`] compares the stock store, the
+//!   broker and the database for an item and repairs what it may.
 
+mod consumer;
+mod handling;
+pub mod http;
+mod messages;
+pub mod metrics;
 mod order_store;
+mod rate_gate;
+pub mod reconcile;
 mod schema;
+mod worker;
 
+pub use messages::{MAX_ORDER_ID_LEN, PaymentTimeout, decode_order, validate_order_id};
 pub use order_store::{
     BatchOutcome, CancelOutcome, ItemCounts, NewOrder, OrderRow, OrderStore, OrderStoreError,
     PayOutcome,
 };
+pub use rate_gate::RateGate;
+pub use worker::{DEFAULT_GROUP, OrderWorker, WorkerSettings, WorkerStats, default_member_id};

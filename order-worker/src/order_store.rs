@@ -225,11 +225,18 @@ impl OrderStore {
     /// lookup to classify what was not inserted, and one stock update per
     /// item — so a hot item's stock row is locked once per batch, not once
     /// per order.
-    pub async fn write_batch(&self, orders: &[NewOrder]) -> Result<BatchOutcome> {
+    pub async fn write_batch(&self, batch: &[NewOrder]) -> Result<BatchOutcome> {
         let mut outcome = BatchOutcome::default();
-        if orders.is_empty() {
+        if batch.is_empty() {
             return Ok(outcome);
         }
+        // An order twice in one batch (a redelivery landing next to the
+        // original) is written once; the copies count as already written.
+        let mut seen = HashSet::new();
+        let orders: Vec<&NewOrder> = batch
+            .iter()
+            .filter(|o| seen.insert(o.order_id.as_str()))
+            .collect();
         if let Some(bad) = orders.iter().find(|o| o.item_stock < 0) {
             return Err(OrderStoreError::InvalidOrder(format!(
                 "order {} has a negative item stock",
@@ -285,7 +292,7 @@ impl OrderStore {
             values.join(", ")
         );
         let mut insert = sqlx::query(&sql);
-        for order in orders {
+        for order in &orders {
             insert = insert
                 .bind(order.order_id.as_str())
                 .bind(order.item.as_str())
@@ -327,6 +334,7 @@ impl OrderStore {
         for item in &items {
             let new: Vec<&NewOrder> = orders
                 .iter()
+                .copied()
                 .filter(|o| o.item == *item && inserted.contains(&o.order_id))
                 .collect();
             if new.is_empty() {
@@ -377,9 +385,12 @@ impl OrderStore {
         }
         tx.commit().await?;
 
-        for order in orders {
+        let mut reported = HashSet::new();
+        for order in batch {
             let id = order.order_id.clone();
-            if over_stock.contains(order.order_id.as_str()) {
+            if !reported.insert(order.order_id.as_str()) {
+                outcome.already_written.push(id);
+            } else if over_stock.contains(order.order_id.as_str()) {
                 outcome.over_stock.push(id);
             } else if inserted.contains(&order.order_id) {
                 outcome.inserted.push(id);
@@ -472,6 +483,17 @@ impl OrderStore {
         rows.iter().map(order_row).collect()
     }
 
+    /// Every order of an item, live and cancelled (for reconciliation).
+    pub async fn orders_of_item(&self, item: &str) -> Result<Vec<OrderRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE item = $1 ORDER BY order_id"
+        ))
+        .bind(item)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(order_row).collect()
+    }
+
     /// Stock and order counts of an item (zeros for an unknown item).
     pub async fn item_counts(&self, item: &str) -> Result<ItemCounts> {
         let stock = sqlx::query("SELECT initial_stock, sold FROM item_stock WHERE item = $1")
@@ -508,7 +530,7 @@ fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -19,7 +19,18 @@ pub fn init_logging() {
 /// Installs the process-wide Prometheus recorder with the broker's and the
 /// service's histogram buckets; render it on `/metrics`.
 pub fn install_metrics() -> Result<PrometheusHandle, SeckillError> {
+    install_metrics_with(&[])
+}
+
+/// [`install_metrics`], plus the histogram buckets of other parts running
+/// in the same process (the order worker's, in the all-in-one binary).
+pub fn install_metrics_with(extra: &[(&str, &[f64])]) -> Result<PrometheusHandle, SeckillError> {
     let mut builder = PrometheusBuilder::new();
+    for (name, buckets) in extra {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)
+            .map_err(|e| SeckillError::Invalid(format!("metric buckets: {e}")))?;
+    }
     for (name, buckets) in broker::metrics::HISTOGRAM_BUCKETS {
         builder = builder
             .set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)

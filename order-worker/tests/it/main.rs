@@ -2,3 +2,5 @@
 
 mod helpers;
 mod order_store;
+mod rig;
+mod worker;

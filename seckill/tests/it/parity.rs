@@ -75,7 +75,10 @@ async fn run_sequence(store: &StockStore, prefix: &str) -> Vec<String> {
         format!("{:?}", store.holder("sku-1", "u1").await),
     );
     record("buyers", format!("{:?}", store.buyers("sku-1").await));
-    record("buyers of none", format!("{:?}", store.buyers("nope").await));
+    record(
+        "buyers of none",
+        format!("{:?}", store.buyers("nope").await),
+    );
     record(
         "restock unwarmed",
         format!("{:?}", store.restock("nope", 2).await),
