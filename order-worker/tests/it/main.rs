@@ -1,5 +1,6 @@
 //! Integration tests of the order worker, one module per feature.
 
+mod api;
 mod helpers;
 mod order_store;
 mod rig;
