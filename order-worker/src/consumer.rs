@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use broker::system_topics::retry_topic;
+use broker::system_topics::{dlq_topic, retry_topic};
 use broker::{
     BrokerError, ConsumeMode, ConsumerApi, JoinRequest, PullRequest, PullStatus, QueueRef,
 };
@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::handling::{Stopped, handle_batch};
-use crate::metrics::LAG;
+use crate::metrics::{DLQ_DEPTH, LAG};
 use crate::worker::Shared;
 
 /// Largest pull answer in bytes (orders are ~150 bytes each).
@@ -131,6 +131,7 @@ pub(crate) async fn run_member(
                     );
                 }
                 publish(&shared, &broker_name, &tasks);
+                report_dead_letters(&shared, &broker_name, api.as_ref()).await;
             }
             Err(BrokerError::UnknownMember { .. }) => {
                 publish(&shared, &broker_name, &tasks);
@@ -164,6 +165,19 @@ pub(crate) async fn run_member(
     shared.consuming.lock().remove(&broker_name);
     if joined && let Err(e) = api.leave_group(&settings.group, &settings.member).await {
         tracing::warn!(broker = %broker_name, error = %e, "leaving the group failed");
+    }
+}
+
+/// Sets the dead-letter gauge: messages in this group's DLQ on the broker.
+async fn report_dead_letters(shared: &Shared, broker_name: &str, api: &dyn ConsumerApi) {
+    let dlq = dlq_topic(&shared.settings.group);
+    if let Ok(stats) = api.queue_stats().await {
+        let depth: u64 = stats
+            .iter()
+            .filter(|q| q.topic == dlq)
+            .map(|q| q.max_offset.saturating_sub(q.min_offset))
+            .sum();
+        metrics::gauge!(DLQ_DEPTH, "broker" => broker_name.to_owned()).set(depth as f64);
     }
 }
 

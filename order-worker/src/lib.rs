@@ -15,6 +15,8 @@
 //!   reconciliation endpoint; [`reconcile`] compares the stock store, the
 //!   broker and the database for an item and repairs what it may.
 
+pub mod app;
+pub mod config;
 mod consumer;
 mod handling;
 pub mod http;

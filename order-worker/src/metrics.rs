@@ -15,7 +15,8 @@ pub const DB_RETRIES: &str = "worker_db_retries_total";
 /// Messages given back to the broker (retry topic), by outcome: retry, or
 /// dead_letter once their retries were spent.
 pub const GIVEN_BACK: &str = "worker_messages_given_back_total";
-/// Messages in this group's dead-letter topics, summed over brokers.
+/// Messages in this group's dead-letter topic, per broker (label
+/// `broker`: its address — one per seckill instance, so bounded).
 pub const DLQ_DEPTH: &str = "worker_dlq_messages";
 /// Messages not yet consumed by this group on the queues it owns.
 pub const LAG: &str = "worker_lag_messages";

@@ -12,7 +12,12 @@
 //!   with no rate limit;
 //! - a plain loop of single-row `INSERT … ON CONFLICT DO NOTHING`, one
 //!   autocommitted statement per order — the reference;
-//! - the same batch write into SQLite, the embedded default.
+//! - the whole worker, rate limit off: a backlog of orders in a broker in
+//!   this process, drained by an [`OrderWorker`] (pull, decode, batch
+//!   write, payment-timeout sends, offset commits) — the worker's maximum
+//!   rate;
+//! - the same batch write and worker drain into SQLite, the embedded
+//!   default.
 //!
 //! The machine is shared and noisy: read the ratio.
 
@@ -20,7 +25,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use order_worker::{NewOrder, OrderStore};
+use broker::{Broker, BrokerConfig, ConsumerApi, Message};
+use order_worker::{DEFAULT_GROUP, NewOrder, OrderStore, OrderWorker, WorkerSettings};
+use seckill::{
+    EmbeddedScripts, ORDER_QUEUES, ORDERS_TOPIC, OrderMessage, PAYMENT_TIMEOUT_QUEUES,
+    PAYMENT_TIMEOUTS_TOPIC, StockStore,
+};
 use serde::Serialize;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgPoolOptions};
@@ -33,7 +43,8 @@ const BENCH_STOCK: i64 = i64::MAX / 2;
 #[derive(Debug, clap::Parser)]
 #[command(about = "Order write rate: batch writer vs single-row inserts")]
 struct Args {
-    /// Short rows (2 s each) instead of 8 s.
+    /// Short rows (2 s each, a 20,000-order backlog) instead of 8 s and
+    /// 100,000.
     #[arg(long)]
     quick: bool,
     /// Also write the results as JSON to this file.
@@ -124,6 +135,81 @@ async fn batch_rows(url: &str, name: &str, duration: Duration) -> Row {
     .await
 }
 
+/// Drains a backlog of `orders` orders through a whole worker with no rate
+/// limit into the database at `url`.
+async fn worker_rows(url: &str, name: &str, orders: usize) -> Row {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = BrokerConfig::new(dir.path());
+    config.max_disk_usage_ratio = 1.0;
+    let broker = Broker::open(config).expect("broker");
+    broker
+        .create_topic(ORDERS_TOPIC, ORDER_QUEUES)
+        .expect("topic");
+    broker
+        .create_topic(PAYMENT_TIMEOUTS_TOPIC, PAYMENT_TIMEOUT_QUEUES)
+        .expect("topic");
+    let created_at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for first in (0..orders).step_by(1_000) {
+        let messages: Vec<Message> = (first..(first + 1_000).min(orders))
+            .map(|n| {
+                OrderMessage {
+                    order_id: format!("w{n:012}"),
+                    item: "bench".into(),
+                    user: format!("u{n}"),
+                    created_at_ms,
+                    item_stock: orders as u64,
+                }
+                .to_message()
+            })
+            .collect();
+        ConsumerApi::send_by_key(&broker, messages)
+            .await
+            .expect("enqueue");
+    }
+    let store = OrderStore::connect(url, 8).await.expect("order store");
+    let stock = StockStore::new(Arc::new(EmbeddedScripts::new().expect("lua")), "");
+    let settings = WorkerSettings {
+        rate_per_second: 0,
+        ..WorkerSettings::default()
+    };
+    let worker = OrderWorker::new(settings, store, stock);
+    let started = Instant::now();
+    worker.add_broker("local", Arc::new(broker.clone()));
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        let drained = broker
+            .queue_stats()
+            .iter()
+            .filter(|q| q.topic == ORDERS_TOPIC)
+            .all(|q| {
+                broker.committed_offset(DEFAULT_GROUP, ORDERS_TOPIC, q.queue_id)
+                    == Some(q.max_offset)
+            });
+        if drained {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: not drained in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    worker.stop().await;
+    let written = worker.stats().inserted;
+    assert_eq!(written, orders as u64, "{name}: every order written once");
+    broker.shutdown().await.expect("broker shutdown");
+    eprintln!("  {name}: {:.0} rows/s", written as f64 / seconds);
+    Row {
+        name: name.to_owned(),
+        rows: written,
+        seconds,
+        rows_per_second: written as f64 / seconds,
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = <Args as clap::Parser>::parse();
@@ -132,6 +218,8 @@ async fn main() {
     } else {
         Duration::from_secs(8)
     };
+    // Orders in the worker rows' backlog.
+    let backlog = if args.quick { 20_000 } else { 100_000 };
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     eprintln!(
@@ -145,7 +233,8 @@ async fn main() {
         Ok(mut admin) => {
             let batch_db = unique("bench_batch");
             let plain_db = unique("bench_plain");
-            for db in [&batch_db, &plain_db] {
+            let worker_db = unique("bench_worker");
+            for db in [&batch_db, &plain_db, &worker_db] {
                 sqlx::query(&format!("CREATE DATABASE {db}"))
                     .execute(&mut admin)
                     .await
@@ -197,7 +286,15 @@ async fn main() {
                 })
                 .await,
             );
-            for db in [&batch_db, &plain_db] {
+            rows.push(
+                worker_rows(
+                    &url_of(&worker_db),
+                    "PostgreSQL through the worker, rate limit off",
+                    backlog,
+                )
+                .await,
+            );
+            for db in [&batch_db, &plain_db, &worker_db] {
                 let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                     .execute(&mut admin)
                     .await;
@@ -220,6 +317,18 @@ async fn main() {
         .await,
     );
 
+    rows.push(
+        worker_rows(
+            &format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("worker.db").display()
+            ),
+            "SQLite through the worker, rate limit off",
+            backlog,
+        )
+        .await,
+    );
+
     let find = |prefix: &str| {
         rows.iter()
             .find(|r| r.name.starts_with(prefix))
@@ -230,6 +339,24 @@ async fn main() {
         ratios.push((
             "PostgreSQL batch write / single-row insert loop".to_owned(),
             batch / plain,
+        ));
+    }
+    if let (Some(worker), Some(plain)) = (
+        find("PostgreSQL through the worker"),
+        find("PostgreSQL single-row"),
+    ) {
+        ratios.push((
+            "PostgreSQL worker drain / single-row insert loop".to_owned(),
+            worker / plain,
+        ));
+    }
+    if let (Some(worker), Some(batch)) = (
+        find("PostgreSQL through the worker"),
+        find("PostgreSQL batch"),
+    ) {
+        ratios.push((
+            "PostgreSQL worker drain / bare batch write".to_owned(),
+            worker / batch,
         ));
     }
     if let (Some(sqlite), Some(pg)) = (find("SQLite batch"), find("PostgreSQL batch")) {

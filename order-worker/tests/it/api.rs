@@ -99,7 +99,10 @@ async fn the_order_api(db: Db) {
     let written = order_on("api", 1, |q| !held.contains(&q));
     let pending = order_on("api", 1, |q| held.contains(&q));
     for o in [&written, &pending] {
-        rig.stock.reserve("api", &o.user, &o.order_id).await.unwrap();
+        rig.stock
+            .reserve("api", &o.user, &o.order_id)
+            .await
+            .unwrap();
     }
     rig.enqueue(&[written.clone(), pending.clone()]).await;
     rig.until("the order written", MINUTE, || async {
@@ -115,13 +118,25 @@ async fn the_order_api(db: Db) {
     let (status, body) = call(&app, "GET", &format!("/api/orders/{}", pending.order_id)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "pending");
-    let (status, body) = call(&app, "POST", &format!("/api/orders/{}/pay", pending.order_id)).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+    let (status, body) = call(
+        &app,
+        "POST",
+        &format!("/api/orders/{}/pay", pending.order_id),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("conflict"))
+    );
 
     // Paying is idempotent.
     for _ in 0..2 {
-        let (status, body) =
-            call(&app, "POST", &format!("/api/orders/{}/pay", written.order_id)).await;
+        let (status, body) = call(
+            &app,
+            "POST",
+            &format!("/api/orders/{}/pay", written.order_id),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["status"], "paid");
     }
@@ -140,16 +155,28 @@ async fn the_order_api(db: Db) {
     // Bad input.
     for (method, uri, expected) in [
         ("GET", "/api/orders/no-such-order", StatusCode::NOT_FOUND),
-        ("POST", "/api/orders/no-such-order/pay", StatusCode::NOT_FOUND),
+        (
+            "POST",
+            "/api/orders/no-such-order/pay",
+            StatusCode::NOT_FOUND,
+        ),
         ("GET", "/api/orders/bad%20id", StatusCode::BAD_REQUEST),
-        ("GET", &format!("/api/orders/{}", "x".repeat(200)), StatusCode::BAD_REQUEST),
+        (
+            "GET",
+            &format!("/api/orders/{}", "x".repeat(200)),
+            StatusCode::BAD_REQUEST,
+        ),
         ("GET", "/api/orders", StatusCode::BAD_REQUEST),
         ("GET", "/api/orders?user=", StatusCode::BAD_REQUEST),
         ("GET", "/api/orders?user=a%20b", StatusCode::BAD_REQUEST),
         ("DELETE", "/api/orders/x", StatusCode::METHOD_NOT_ALLOWED),
         ("GET", "/nope", StatusCode::NOT_FOUND),
         ("GET", "/metrics", StatusCode::NOT_FOUND),
-        ("GET", "/admin/reconcile/bad%20item", StatusCode::BAD_REQUEST),
+        (
+            "GET",
+            "/admin/reconcile/bad%20item",
+            StatusCode::BAD_REQUEST,
+        ),
     ] {
         let (status, body) = call(&app, method, uri).await;
         assert_eq!(status, expected, "{method} {uri}: {body}");
@@ -184,12 +211,21 @@ async fn reconciliation_reports_and_repairs(db: Db) {
     rig.stock.reserve("rec", "u1", "rec-missing").await.unwrap();
     // 2. The normal path.
     let normal = order(2, "rec", 10);
-    rig.stock.reserve("rec", &normal.user, &normal.order_id).await.unwrap();
+    rig.stock
+        .reserve("rec", &normal.user, &normal.order_id)
+        .await
+        .unwrap();
     rig.enqueue(std::slice::from_ref(&normal)).await;
     // 3. Cancelled in the database, but the unit never went back.
     let cancelled = order(3, "rec", 10);
-    rig.stock.reserve("rec", &cancelled.user, &cancelled.order_id).await.unwrap();
-    rig.orders.write_batch(&[new_order(&cancelled)]).await.unwrap();
+    rig.stock
+        .reserve("rec", &cancelled.user, &cancelled.order_id)
+        .await
+        .unwrap();
+    rig.orders
+        .write_batch(&[new_order(&cancelled)])
+        .await
+        .unwrap();
     rig.orders.cancel_unpaid(&cancelled.order_id).await.unwrap();
     // 4. A live order the store knows nothing of (it lost state).
     let orphan = order(4, "rec", 10);

@@ -1,0 +1,91 @@
+//! The standalone worker process: the order database, the stock store and
+//! registry in Redis, every registered broker (plus any configured ones)
+//! consumed over HTTP, and the order API on its own port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+use seckill::{BrokerRegistry, RedisRegistry, RedisScripts, StockStore};
+use tokio::net::TcpListener;
+
+use crate::config::WorkerConfig;
+use crate::order_store::OrderStore;
+use crate::worker::OrderWorker;
+
+/// Redis connections of the worker's stock store (releases are rare).
+const REDIS_POOL: usize = 8;
+
+/// A worker ready to serve.
+#[derive(Debug)]
+pub struct WorkerApp {
+    listener: TcpListener,
+    worker: Arc<OrderWorker>,
+    metrics: Option<PrometheusHandle>,
+}
+
+impl WorkerApp {
+    /// Connects the database (running migrations) and Redis, starts
+    /// consuming, binds the API's listener.
+    pub async fn build(
+        config: WorkerConfig,
+        metrics: Option<PrometheusHandle>,
+    ) -> anyhow::Result<WorkerApp> {
+        let redis_url = config.redis_url.as_deref().context(
+            "REDIS_URL is required: the worker returns stock to the store seckill sells from",
+        )?;
+        let orders = OrderStore::connect(&config.database_url, config.db_connections)
+            .await
+            .context("cannot open the order database")?;
+        let scripts = RedisScripts::connect(redis_url, REDIS_POOL)?;
+        scripts.ping().await.context("cannot reach Redis")?;
+        let stock = StockStore::new(Arc::new(scripts), config.key_prefix.clone());
+        let registry: Arc<dyn BrokerRegistry> =
+            Arc::new(RedisRegistry::new(redis_url, &config.key_prefix)?);
+
+        let worker = OrderWorker::new(config.settings.clone(), orders, stock);
+        for url in &config.static_brokers {
+            let client = broker::BrokerHttpClient::new(url)
+                .with_context(|| format!("bad broker URL in WORKER_BROKERS: {url}"))?;
+            worker.add_broker(url, Arc::new(client));
+        }
+        worker.watch_registry(registry);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        tracing::info!(listen = %config.listen, rate = config.settings.rate_per_second, "order worker ready");
+        Ok(WorkerApp {
+            listener,
+            worker,
+            metrics,
+        })
+    }
+
+    /// The address the API is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The worker.
+    pub fn worker(&self) -> &Arc<OrderWorker> {
+        &self.worker
+    }
+
+    /// Serves until `shutdown`, then stops the worker gracefully: batches
+    /// in hand are finished and committed, groups are left.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let router = crate::http::router(Arc::clone(&self.worker), self.metrics);
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.worker.stop().await;
+        tracing::info!("order worker stopped");
+        served.context("server")
+    }
+}
