@@ -3,5 +3,6 @@
 mod api;
 mod helpers;
 mod order_store;
+mod remote;
 mod rig;
 mod worker;

@@ -28,6 +28,7 @@ pub(crate) struct Rig {
     pub(crate) broker: Broker,
     pub(crate) stock: StockStore,
     pub(crate) orders: OrderStore,
+    pub(crate) db_url: String,
     _db: DbGuard,
     _dir: tempfile::TempDir,
 }
@@ -70,6 +71,7 @@ impl Rig {
             broker,
             stock,
             orders,
+            db_url,
             _db: guard,
             _dir: dir,
         })
