@@ -40,6 +40,7 @@ pub use checker::BuyerRecordChecker;
 pub use config::SeckillConfig;
 pub use embedded_store::EmbeddedScripts;
 pub use error::SeckillError;
+pub use flag_follower::{FlagHolder, follow_embedded_flags, follow_redis_flags};
 pub use order_ids::OrderIdGenerator;
 pub use order_message::{
     ORDERS_TOPIC, OrderMessage, PAYMENT_TIMEOUT_QUEUES, PAYMENT_TIMEOUTS_TOPIC, PRODUCER_GROUP,
