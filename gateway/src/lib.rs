@@ -1,7 +1,26 @@
-//! The edge of the flash-sale stack.
+//! The edge of the flash-sale stack: once an item is sold out, the spike
+//! for it dies here — answered from a local flag in microseconds, without
+//! touching seckill or Redis — and what does pass is rate-limited, bounded
+//! and shed before it can pile up behind.
 //!
-//! Planned (see `docs/ARCHITECTURE.md`): sold-out flags answered locally so a
-//! sold-out item never costs an upstream call, the sale time window, rate
-//! limits, body and header limits, load shedding, and the proxy to seckill
-//! instances. This crate holds no code yet; it exists so the workspace has
-//! its final shape from the first commit.
+//! - [`Edge`] — the state: versioned sold-out flags kept in step with the
+//!   store (publications plus a periodic resync), activities for the sale
+//!   window, the limits, the upstreams, the optional Lua hook.
+//! - [`http::router`] — the routes and the order of the checks.
+//! - [`upstream`] — pooled keep-alive forwarding with least-in-flight
+//!   balancing, or an in-process router as the upstream.
+//! - [`server::serve`] — hyper with a header read timeout.
+//! - [`lua_hook`] — the OpenResty-style access script.
+
+pub mod app;
+pub mod config;
+pub mod edge;
+pub mod http;
+pub mod lua_hook;
+pub mod metrics;
+pub mod server;
+pub mod upstream;
+
+pub use edge::{ActivitySource, Edge, EdgeSettings, FlagFeed};
+pub use lua_hook::{HookRequest, LuaHook, Verdict};
+pub use upstream::{Upstream, UpstreamError, Upstreams};

@@ -65,6 +65,11 @@ impl SoldOutFlags {
         self.flags.read().get(item).is_some_and(|f| f.sold_out)
     }
 
+    /// How many items are flagged sold out here.
+    pub fn flagged_count(&self) -> usize {
+        self.flags.read().values().filter(|f| f.sold_out).count()
+    }
+
     /// The flag version known for `item` (0 if none).
     pub fn version(&self, item: &str) -> i64 {
         self.flags.read().get(item).map_or(0, |f| f.version)

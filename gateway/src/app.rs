@@ -1,0 +1,115 @@
+//! The standalone gateway process: upstreams over HTTP, flags from Redis,
+//! activities loaded from the seckill instances.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+use seckill::{RedisScripts, StockStore};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::GatewayConfig;
+use crate::edge::{ActivitySource, Edge, FlagFeed};
+use crate::lua_hook::LuaHook;
+use crate::upstream::{Upstream, Upstreams};
+
+/// Redis connections for flag resyncs (one status read per item per
+/// second).
+const REDIS_POOL: usize = 4;
+
+/// A gateway ready to serve.
+#[derive(Debug)]
+pub struct GatewayApp {
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    metrics: Option<PrometheusHandle>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn upstreams(urls: &[String], config: &GatewayConfig) -> anyhow::Result<Upstreams> {
+    let all = urls
+        .iter()
+        .map(|url| Upstream::http(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Upstreams::new(all, config.upstream_timeout))
+}
+
+impl GatewayApp {
+    /// Builds the edge from `config`, starts its background work, binds.
+    pub async fn build(
+        config: GatewayConfig,
+        metrics: Option<PrometheusHandle>,
+    ) -> anyhow::Result<GatewayApp> {
+        let hook = config
+            .lua_hook
+            .as_ref()
+            .map(LuaHook::from_file)
+            .transpose()
+            .context("the Lua access hook")?;
+        let store = match &config.redis_url {
+            Some(url) => {
+                let scripts = RedisScripts::connect(url, REDIS_POOL)?;
+                scripts.ping().await.context("cannot reach Redis")?;
+                Some(StockStore::new(Arc::new(scripts), config.key_prefix.clone()))
+            }
+            None => {
+                tracing::warn!("no REDIS_URL: no flag feed, every purchase reaches seckill");
+                None
+            }
+        };
+        let edge = Edge::new(
+            config.edge.clone(),
+            ActivitySource::from_upstreams(),
+            store,
+            upstreams(&config.upstreams, &config)?,
+            upstreams(&config.order_api, &config)?,
+            hook,
+        );
+        edge.reload_activities().await;
+        let feed = match &config.redis_url {
+            Some(url) => FlagFeed::Redis(url),
+            None => FlagFeed::None,
+        };
+        let tasks = edge.start(feed);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        tracing::info!(listen = %config.listen, upstreams = ?config.upstreams, "gateway ready");
+        Ok(GatewayApp {
+            listener,
+            edge,
+            metrics,
+            tasks,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The edge.
+    pub fn edge(&self) -> &Arc<Edge> {
+        &self.edge
+    }
+
+    /// Serves until `shutdown`, then drains in-flight requests.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) {
+        let router = crate::http::router(Arc::clone(&self.edge), self.metrics);
+        crate::server::serve(
+            self.listener,
+            router,
+            self.edge.settings().header_read_timeout,
+            shutdown,
+        )
+        .await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        tracing::info!("gateway stopped");
+    }
+}

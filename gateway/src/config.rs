@@ -1,0 +1,209 @@
+//! The gateway's settings: defaults, overridden from the environment.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `GATEWAY_LISTEN` | `127.0.0.1:8080` | address to serve on |
+//! | `GATEWAY_UPSTREAMS` | `http://127.0.0.1:8081` | seckill instances, comma-separated |
+//! | `GATEWAY_ORDER_API` | `http://127.0.0.1:8082` | order workers' API, comma-separated |
+//! | `REDIS_URL` | unset | the stock store: flag publications and resyncs |
+//! | `SECKILL_KEY_PREFIX` | empty | stock-key prefix (as seckill's) |
+//! | `GATEWAY_GLOBAL_RPS` | `0` (off) | requests per second for the whole gateway |
+//! | `GATEWAY_USER_RPS` | `5` | requests per second per user (0 = off) |
+//! | `GATEWAY_MAX_IN_FLIGHT` | `4096` | concurrent requests; past it, 503 at once |
+//! | `GATEWAY_MAX_BODY_BYTES` | `1024` | largest request body |
+//! | `GATEWAY_HEADER_TIMEOUT_MS` | `5000` | time to send request headers |
+//! | `GATEWAY_REQUEST_TIMEOUT_MS` | `5000` | time for a whole request |
+//! | `GATEWAY_UPSTREAM_TIMEOUT_MS` | `3000` | time for an upstream answer |
+//! | `GATEWAY_RESYNC_MS` | `1000` | full flag resync interval |
+//! | `GATEWAY_LUA_HOOK` | unset (off) | path of an access-hook script (reloaded on SIGHUP) |
+//!
+//! Without `REDIS_URL` the gateway has no flag feed and every purchase
+//! reaches seckill (which still answers sold-out from its own flags).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::edge::EdgeSettings;
+
+/// Why the settings are unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// Settings of one gateway process.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    /// Address to serve on.
+    pub listen: SocketAddr,
+    /// Seckill instances.
+    pub upstreams: Vec<String>,
+    /// Order API instances.
+    pub order_api: Vec<String>,
+    /// Redis: flags feed and resyncs.
+    pub redis_url: Option<String>,
+    /// Stock-key prefix.
+    pub key_prefix: String,
+    /// Upstream answer timeout.
+    pub upstream_timeout: Duration,
+    /// Access-hook script.
+    pub lua_hook: Option<PathBuf>,
+    /// Protection settings.
+    pub edge: EdgeSettings,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("listen", &self.listen)
+            .field("upstreams", &self.upstreams)
+            .field("order_api", &self.order_api)
+            .field("redis", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("key_prefix", &self.key_prefix)
+            .field("upstream_timeout", &self.upstream_timeout)
+            .field("lua_hook", &self.lua_hook)
+            .field("edge", &self.edge)
+            .finish()
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            upstreams: vec!["http://127.0.0.1:8081".into()],
+            order_api: vec!["http://127.0.0.1:8082".into()],
+            redis_url: None,
+            key_prefix: String::new(),
+            upstream_timeout: Duration::from_secs(3),
+            lua_hook: None,
+            edge: EdgeSettings::default(),
+        }
+    }
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl GatewayConfig {
+    /// Defaults overridden by the environment (see the module doc).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`GatewayConfig::from_env`], reading variables from `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = GatewayConfig::default();
+        let invalid = |name: &str, value: &str, why: &str| {
+            ConfigError(format!("{name}={value:?} is not valid: {why}"))
+        };
+        let number = |name: &str, min: u64| -> Result<Option<u64>, ConfigError> {
+            lookup(name)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .ok()
+                        .filter(|n| *n >= min)
+                        .ok_or_else(|| invalid(name, &v, &format!("expected a number >= {min}")))
+                })
+                .transpose()
+        };
+        let millis = |name: &str| -> Result<Option<Duration>, ConfigError> {
+            Ok(number(name, 1)?.map(Duration::from_millis))
+        };
+        if let Some(v) = lookup("GATEWAY_LISTEN") {
+            config.listen = v
+                .parse()
+                .map_err(|_| invalid("GATEWAY_LISTEN", &v, "expected host:port"))?;
+        }
+        if let Some(v) = lookup("GATEWAY_UPSTREAMS") {
+            config.upstreams = list(&v);
+            if config.upstreams.is_empty() {
+                return Err(invalid("GATEWAY_UPSTREAMS", &v, "expected at least one URL"));
+            }
+        }
+        if let Some(v) = lookup("GATEWAY_ORDER_API") {
+            config.order_api = list(&v);
+        }
+        config.redis_url = lookup("REDIS_URL").filter(|v| !v.is_empty());
+        if let Some(v) = lookup("SECKILL_KEY_PREFIX") {
+            config.key_prefix = v;
+        }
+        let to_u32 = |name: &str, n: u64| {
+            u32::try_from(n).map_err(|_| invalid(name, &n.to_string(), "too large"))
+        };
+        let edge = &mut config.edge;
+        if let Some(n) = number("GATEWAY_GLOBAL_RPS", 0)? {
+            edge.global_rps = to_u32("GATEWAY_GLOBAL_RPS", n)?;
+        }
+        if let Some(n) = number("GATEWAY_USER_RPS", 0)? {
+            edge.user_rps = to_u32("GATEWAY_USER_RPS", n)?;
+        }
+        if let Some(n) = number("GATEWAY_MAX_IN_FLIGHT", 1)? {
+            edge.max_in_flight = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = number("GATEWAY_MAX_BODY_BYTES", 0)? {
+            edge.max_body_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(d) = millis("GATEWAY_HEADER_TIMEOUT_MS")? {
+            edge.header_read_timeout = d;
+        }
+        if let Some(d) = millis("GATEWAY_REQUEST_TIMEOUT_MS")? {
+            edge.request_timeout = d;
+        }
+        if let Some(d) = millis("GATEWAY_RESYNC_MS")? {
+            edge.resync_interval = d;
+            edge.activity_refresh = d;
+        }
+        if let Some(d) = millis("GATEWAY_UPSTREAM_TIMEOUT_MS")? {
+            config.upstream_timeout = d;
+        }
+        config.lua_hook = lookup("GATEWAY_LUA_HOOK")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn the_environment_overrides_defaults_and_bad_values_are_named() {
+        let config = GatewayConfig::from_lookup(env(&[
+            ("GATEWAY_UPSTREAMS", "http://a:1,http://b:2"),
+            ("GATEWAY_USER_RPS", "0"),
+            ("GATEWAY_HEADER_TIMEOUT_MS", "250"),
+            ("REDIS_URL", "redis://:secret@r:6379"),
+        ]))
+        .unwrap();
+        assert_eq!(config.upstreams.len(), 2);
+        assert_eq!(config.edge.user_rps, 0);
+        assert_eq!(config.edge.header_read_timeout, Duration::from_millis(250));
+        assert!(!format!("{config:?}").contains("secret"));
+        for bad in [
+            &[("GATEWAY_UPSTREAMS", " , ")][..],
+            &[("GATEWAY_MAX_IN_FLIGHT", "0")],
+            &[("GATEWAY_USER_RPS", "-1")],
+            &[("GATEWAY_LISTEN", "here")],
+        ] {
+            let error = GatewayConfig::from_lookup(env(bad)).unwrap_err();
+            assert!(error.to_string().contains(bad[0].0), "{error}");
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The gateway's state: sold-out flags, the activities (for the sale
+//! window), the limits, the upstreams and the optional Lua hook — and the
+//! background work that keeps flags and activities fresh.
+//!
+//! Flags follow the store's publications (Redis pub/sub, or the embedded
+//! store's channel) through seckill's followers, which resync after every
+//! (re)subscription; on top of that a full resync runs every
+//! `resync_interval` (default 1 s), so a message missed without the
+//! subscription noticing heals within a second. A flag carries a version
+//! and the newer one wins, so a late "sold out" cannot close an item that
+//! has since reopened.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use parking_lot::RwLock;
+use seckill::{Activities, Activity, EmbeddedScripts, FlagHolder, SoldOutFlags, StockStore};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::lua_hook::LuaHook;
+use crate::metrics::FLAGGED_ITEMS;
+use crate::upstream::Upstreams;
+
+/// How the gateway protects what is behind it.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// Requests per second for the whole gateway (0 = no limit).
+    pub global_rps: u32,
+    /// Requests per second per user (0 = no limit); bursts up to the same.
+    pub user_rps: u32,
+    /// Requests handled at once; past it, 503 at once (load shedding).
+    pub max_in_flight: usize,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Longest a request may take at the gateway, upstream included.
+    pub request_timeout: Duration,
+    /// Longest a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// How often every flag is reread from the store.
+    pub resync_interval: Duration,
+    /// How often activities are reloaded from the upstreams.
+    pub activity_refresh: Duration,
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        EdgeSettings {
+            global_rps: 0,
+            user_rps: 5,
+            max_in_flight: 4_096,
+            max_body_bytes: 1_024,
+            request_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(5),
+            resync_interval: Duration::from_secs(1),
+            activity_refresh: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where the gateway's activities come from.
+#[derive(Debug)]
+pub enum ActivitySource {
+    /// The seckill service's own list, in this process.
+    Shared(Arc<Activities>),
+    /// Loaded from the seckill upstreams' `/admin/activities`, refreshed
+    /// periodically (the union of all instances' lists).
+    Upstreams(RwLock<HashMap<String, Activity>>),
+}
+
+impl ActivitySource {
+    /// An empty list to be loaded from the upstreams.
+    pub fn from_upstreams() -> Self {
+        ActivitySource::Upstreams(RwLock::new(HashMap::new()))
+    }
+
+    /// The activity of `item`.
+    pub fn get(&self, item: &str) -> Option<Activity> {
+        match self {
+            ActivitySource::Shared(all) => all.get(item),
+            ActivitySource::Upstreams(loaded) => loaded.read().get(item).cloned(),
+        }
+    }
+
+    /// Every item on sale.
+    pub fn items(&self) -> Vec<String> {
+        match self {
+            ActivitySource::Shared(all) => all.list().into_iter().map(|a| a.item).collect(),
+            ActivitySource::Upstreams(loaded) => loaded.read().keys().cloned().collect(),
+        }
+    }
+}
+
+/// Where flag publications come from.
+#[derive(Debug, Clone)]
+pub enum FlagFeed<'a> {
+    /// Redis pub/sub at this URL.
+    Redis(&'a str),
+    /// The embedded store in this process.
+    Embedded(&'a EmbeddedScripts),
+    /// None: periodic resyncs only.
+    None,
+}
+
+/// The gateway's shared state.
+#[derive(Debug)]
+pub struct Edge {
+    pub(crate) settings: EdgeSettings,
+    pub(crate) flags: SoldOutFlags,
+    pub(crate) activities: ActivitySource,
+    pub(crate) store: Option<StockStore>,
+    pub(crate) global: Option<DefaultDirectRateLimiter>,
+    pub(crate) per_user: Option<DefaultKeyedRateLimiter<String>>,
+    pub(crate) shedder: Semaphore,
+    pub(crate) seckill: Upstreams,
+    pub(crate) orders: Upstreams,
+    pub(crate) hook: Option<LuaHook>,
+}
+
+impl Edge {
+    /// The edge in front of `seckill` (purchases) and `orders` (the order
+    /// API), reading flags from `store` (for resyncs).
+    pub fn new(
+        settings: EdgeSettings,
+        activities: ActivitySource,
+        store: Option<StockStore>,
+        seckill: Upstreams,
+        orders: Upstreams,
+        hook: Option<LuaHook>,
+    ) -> Arc<Self> {
+        let global = NonZeroU32::new(settings.global_rps)
+            .map(|rps| RateLimiter::direct(Quota::per_second(rps)));
+        let per_user = NonZeroU32::new(settings.user_rps)
+            .map(|rps| RateLimiter::keyed(Quota::per_second(rps)));
+        let shedder = Semaphore::new(settings.max_in_flight.max(1));
+        Arc::new(Edge {
+            settings,
+            flags: SoldOutFlags::default(),
+            activities,
+            store,
+            global,
+            per_user,
+            shedder,
+            seckill,
+            orders,
+            hook,
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &EdgeSettings {
+        &self.settings
+    }
+
+    /// The flags.
+    pub fn flags(&self) -> &SoldOutFlags {
+        &self.flags
+    }
+
+    /// The Lua hook, when one is loaded.
+    pub fn hook(&self) -> Option<&LuaHook> {
+        self.hook.as_ref()
+    }
+
+    /// The purchase upstreams.
+    pub fn seckill_upstreams(&self) -> &Upstreams {
+        &self.seckill
+    }
+
+    /// Starts the background work: following flag publications, the
+    /// periodic resync, activity reloads, and trimming the per-user
+    /// limiter's memory. The tasks hold weak references and end with the
+    /// edge.
+    pub fn start(self: &Arc<Self>, feed: FlagFeed<'_>) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        match feed {
+            FlagFeed::Redis(url) => tasks.push(seckill::follow_redis_flags(self, url)),
+            FlagFeed::Embedded(scripts) => tasks.push(seckill::follow_embedded_flags(self, scripts)),
+            FlagFeed::None => {}
+        }
+        let interval = self.settings.resync_interval;
+        tasks.push(every(self, interval, |edge| async move { edge.resync().await }));
+        if matches!(self.activities, ActivitySource::Upstreams(_)) {
+            let interval = self.settings.activity_refresh;
+            tasks.push(every(self, interval, |edge| async move {
+                edge.reload_activities().await;
+            }));
+        }
+        if self.per_user.is_some() {
+            tasks.push(every(self, Duration::from_secs(10), |edge| async move {
+                if let Some(limiter) = &edge.per_user {
+                    // Users idle long enough to be back at a full bucket
+                    // are forgotten: memory follows active users only.
+                    limiter.retain_recent();
+                    limiter.shrink_to_fit();
+                }
+            }));
+        }
+        tasks
+    }
+
+    /// Reloads activities from every seckill upstream (their union); an
+    /// upstream that fails keeps its items from the last load.
+    pub async fn reload_activities(&self) {
+        let ActivitySource::Upstreams(loaded) = &self.activities else {
+            return;
+        };
+        let mut fresh: HashMap<String, Activity> = HashMap::new();
+        let mut failed = false;
+        for upstream in self.seckill.all() {
+            match upstream.get_json::<Vec<Activity>>("/admin/activities").await {
+                Ok(list) => fresh.extend(list.into_iter().map(|a| (a.item.clone(), a))),
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(upstream = upstream.name(), error = %e, "cannot load activities");
+                }
+            }
+        }
+        let mut current = loaded.write();
+        if failed {
+            // Keep what is known; add what is new.
+            current.extend(fresh);
+        } else {
+            *current = fresh;
+        }
+    }
+}
+
+/// Runs `work` every `interval` while the edge lives.
+fn every<F, Fut>(edge: &Arc<Edge>, interval: Duration, work: F) -> JoinHandle<()>
+where
+    F: Fn(Arc<Edge>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let weak = Arc::downgrade(edge);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(edge) = weak.upgrade() else {
+                return;
+            };
+            work(edge).await;
+        }
+    })
+}
+
+#[async_trait]
+impl FlagHolder for Edge {
+    fn flags(&self) -> &SoldOutFlags {
+        &self.flags
+    }
+
+    async fn resync(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        for item in self.activities.items() {
+            match store.status(&item).await {
+                Ok(status) if status.warmed => {
+                    self.flags
+                        .apply(&item, status.sold_out, status.flag_version);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "flag resync failed");
+                    return;
+                }
+            }
+        }
+        metrics::gauge!(FLAGGED_ITEMS).set(self.flags.flagged_count() as f64);
+    }
+}

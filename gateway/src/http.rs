@@ -1,0 +1,353 @@
+//! The gateway's routes.
+//!
+//! | Method | Path | What happens |
+//! |---|---|---|
+//! | `POST` | `/api/seckill/{item}` | the checks below, then forwarded to a seckill upstream |
+//! | `GET` | `/api/orders`, `/api/orders/{id}` | forwarded to the order API |
+//! | `POST` | `/api/orders/{id}/pay` | forwarded to the order API |
+//! | `GET` | `/healthz` | `ok` |
+//! | `GET` | `/metrics` | Prometheus text (when a recorder is installed) |
+//!
+//! A purchase passes, in order — cheapest first, and every refusal
+//! answered here without an upstream call:
+//! 1. load shedding: past `max_in_flight` requests, 503 with `Retry-After`
+//!    at once (never queued);
+//! 2. the global rate limit (429);
+//! 3. the item id and the `x-user-id` header (400 / 401) — the user key of
+//!    the per-user limit comes from the request's own user, never from a
+//!    forwarded-for header a client can set to anything;
+//! 4. the body: over `max_body_bytes`, 413;
+//! 5. the Lua hook, when one is loaded;
+//! 6. the sale window (403 with the start or end time);
+//! 7. the sold-out flag: `200 {"status":"sold_out"}`;
+//! 8. the per-user rate limit (429);
+//! 9. the forward, bounded by the upstream timeout, never retried.
+//!
+//! Every request is bounded by `request_timeout` (504). Errors are JSON
+//! `{"error","code"}`.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use seckill::Window;
+use serde_json::json;
+
+use crate::edge::Edge;
+use crate::lua_hook::{HookRequest, Verdict};
+use crate::metrics::{IN_FLIGHT, REQUEST_SECONDS, REQUESTS, UPSTREAM_SECONDS};
+use crate::upstream::{UpstreamError, Upstreams};
+
+/// The header naming the buyer.
+pub const USER_HEADER: &str = "x-user-id";
+/// The answer for a flagged item, prebuilt.
+const SOLD_OUT_BODY: &str = r#"{"status":"sold_out"}"#;
+
+#[derive(Clone)]
+struct GatewayState {
+    edge: Arc<Edge>,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// The routes over `edge`; `/metrics` renders `metrics` when given.
+pub fn router(edge: Arc<Edge>, metrics: Option<PrometheusHandle>) -> Router {
+    let state = GatewayState {
+        edge: Arc::clone(&edge),
+        metrics,
+    };
+    Router::new()
+        .route("/api/seckill/{item}", post(purchase))
+        .route("/api/orders", get(to_orders))
+        .route("/api/orders/{id}", get(to_orders))
+        .route("/api/orders/{id}/pay", post(to_orders))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(render_metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(edge, bounded))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({"error": message, "code": code}).to_string();
+    json_response(status, body)
+}
+
+fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn with_retry_after(mut response: Response, seconds: u64) -> Response {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+fn count(outcome: &'static str) {
+    metrics::counter!(REQUESTS, "outcome" => outcome).increment(1);
+}
+
+/// Every request: load shedding, the global limit, the request timeout,
+/// and the access log.
+async fn bounded(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let Ok(_permit) = edge.shedder.try_acquire() else {
+        count("shed");
+        return with_retry_after(
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the gateway is at capacity; retry shortly",
+            ),
+            1,
+        );
+    };
+    metrics::gauge!(IN_FLIGHT).increment(1.0);
+    let response = if edge.global.as_ref().is_some_and(|l| l.check().is_err()) {
+        count("rate_limited_global");
+        with_retry_after(
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; retry shortly",
+            ),
+            1,
+        )
+    } else {
+        match tokio::time::timeout(edge.settings.request_timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => {
+                count("timeout");
+                error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "the request took too long",
+                )
+            }
+        }
+    };
+    metrics::gauge!(IN_FLIGHT).decrement(1.0);
+    let elapsed = started.elapsed();
+    metrics::histogram!(REQUEST_SECONDS).record(elapsed.as_secs_f64());
+    tracing::debug!(%method, path, status = response.status().as_u16(), micros = elapsed.as_micros() as u64, "request");
+    response
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn purchase(
+    State(state): State<GatewayState>,
+    path: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> Response {
+    let edge = &state.edge;
+    let Ok(Path(item)) = path else {
+        count("bad_request");
+        return error(StatusCode::BAD_REQUEST, "bad_request", "bad item in the path");
+    };
+    if let Err(e) = seckill::validate_item_id(&item) {
+        count("bad_request");
+        return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
+    }
+    let user = match request.headers().get(USER_HEADER).map(|v| v.to_str()) {
+        None => {
+            count("bad_request");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing_user",
+                &format!("the {USER_HEADER} header is required"),
+            );
+        }
+        Some(Err(_)) => {
+            count("bad_request");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("{USER_HEADER} must be text"),
+            );
+        }
+        Some(Ok(user)) => user.to_owned(),
+    };
+    if let Err(e) = seckill::validate_user_id(&user) {
+        count("bad_request");
+        return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
+    }
+    let (parts, body) = request.into_parts();
+    let body = match read_body(edge, &parts.headers, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Some(hook) = &edge.hook {
+        let verdict = hook.check(&HookRequest {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            item: Some(&item),
+            user: Some(&user),
+        });
+        if let Verdict::Reject { status, reason } = verdict {
+            count("hook_rejected");
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            return error(status, "rejected", &reason);
+        }
+    }
+    if let Some(activity) = edge.activities.get(&item) {
+        match activity.window(now_ms()) {
+            Window::NotStarted => {
+                count("not_started");
+                let body = json!({"error": "the sale has not started", "code": "not_started", "starts_at_ms": activity.starts_at_ms});
+                return json_response(StatusCode::FORBIDDEN, body.to_string());
+            }
+            Window::Ended => {
+                count("ended");
+                let body = json!({"error": "the sale is over", "code": "ended", "ended_at_ms": activity.ends_at_ms});
+                return json_response(StatusCode::FORBIDDEN, body.to_string());
+            }
+            Window::Open => {}
+        }
+    }
+    if edge.flags.is_sold_out(&item) {
+        count("sold_out_local");
+        return json_response(StatusCode::OK, SOLD_OUT_BODY);
+    }
+    if let Some(limiter) = &edge.per_user
+        && limiter.check_key(&user).is_err()
+    {
+        count("rate_limited_user");
+        return with_retry_after(
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this user; retry shortly",
+            ),
+            1,
+        );
+    }
+    let request = Request::from_parts(parts, Body::from(body));
+    forward(&edge.seckill, request).await
+}
+
+/// Reads a body up to the limit: a declared length over it is refused
+/// before reading, an undeclared one as soon as it passes it.
+async fn read_body(
+    edge: &Edge,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, Response> {
+    let limit = edge.settings.max_body_bytes;
+    let too_large = || {
+        count("bad_request");
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body too large",
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+}
+
+async fn to_orders(State(state): State<GatewayState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match read_body(&state.edge, &parts.headers, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if parts.method == Method::GET || parts.method == Method::POST {
+        forward(&state.edge.orders, Request::from_parts(parts, Body::from(body))).await
+    } else {
+        error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed",
+        )
+    }
+}
+
+/// Hop-by-hop headers, which belong to one connection and are not
+/// forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [header::HeaderName; 5] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::PROXY_AUTHORIZATION,
+];
+
+async fn forward(upstreams: &Upstreams, mut request: Request) -> Response {
+    for name in &HOP_BY_HOP {
+        request.headers_mut().remove(name);
+    }
+    let started = Instant::now();
+    let answer = upstreams.forward(request).await;
+    metrics::histogram!(UPSTREAM_SECONDS).record(started.elapsed().as_secs_f64());
+    match answer {
+        Ok(mut response) => {
+            count("forwarded");
+            for name in &HOP_BY_HOP {
+                response.headers_mut().remove(name);
+            }
+            response.into_response()
+        }
+        Err(UpstreamError::Timeout(_)) => {
+            count("upstream_timeout");
+            error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the service did not answer in time",
+            )
+        }
+        Err(e) => {
+            count("upstream_error");
+            tracing::warn!(error = %e, "forward failed");
+            error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "the service cannot be reached; retry shortly",
+            )
+        }
+    }
+}
+
+async fn render_metrics(State(state): State<GatewayState>) -> Response {
+    match &state.metrics {
+        Some(handle) => handle.render().into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "metrics are not enabled in this process",
+        ),
+    }
+}
