@@ -52,7 +52,10 @@ impl GatewayApp {
             Some(url) => {
                 let scripts = RedisScripts::connect(url, REDIS_POOL)?;
                 scripts.ping().await.context("cannot reach Redis")?;
-                Some(StockStore::new(Arc::new(scripts), config.key_prefix.clone()))
+                Some(StockStore::new(
+                    Arc::new(scripts),
+                    config.key_prefix.clone(),
+                ))
             }
             None => {
                 tracing::warn!("no REDIS_URL: no flag feed, every purchase reaches seckill");

@@ -124,7 +124,11 @@ impl GatewayConfig {
         if let Some(v) = lookup("GATEWAY_UPSTREAMS") {
             config.upstreams = list(&v);
             if config.upstreams.is_empty() {
-                return Err(invalid("GATEWAY_UPSTREAMS", &v, "expected at least one URL"));
+                return Err(invalid(
+                    "GATEWAY_UPSTREAMS",
+                    &v,
+                    "expected at least one URL",
+                ));
             }
         }
         if let Some(v) = lookup("GATEWAY_ORDER_API") {

@@ -179,11 +179,17 @@ impl Edge {
         let mut tasks = Vec::new();
         match feed {
             FlagFeed::Redis(url) => tasks.push(seckill::follow_redis_flags(self, url)),
-            FlagFeed::Embedded(scripts) => tasks.push(seckill::follow_embedded_flags(self, scripts)),
+            FlagFeed::Embedded(scripts) => {
+                tasks.push(seckill::follow_embedded_flags(self, scripts))
+            }
             FlagFeed::None => {}
         }
         let interval = self.settings.resync_interval;
-        tasks.push(every(self, interval, |edge| async move { edge.resync().await }));
+        tasks.push(every(
+            self,
+            interval,
+            |edge| async move { edge.resync().await },
+        ));
         if matches!(self.activities, ActivitySource::Upstreams(_)) {
             let interval = self.settings.activity_refresh;
             tasks.push(every(self, interval, |edge| async move {
@@ -212,7 +218,10 @@ impl Edge {
         let mut fresh: HashMap<String, Activity> = HashMap::new();
         let mut failed = false;
         for upstream in self.seckill.all() {
-            match upstream.get_json::<Vec<Activity>>("/admin/activities").await {
+            match upstream
+                .get_json::<Vec<Activity>>("/admin/activities")
+                .await
+            {
                 Ok(list) => fresh.extend(list.into_iter().map(|a| (a.item.clone(), a))),
                 Err(e) => {
                     failed = true;

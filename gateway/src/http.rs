@@ -170,7 +170,11 @@ async fn purchase(
     let edge = &state.edge;
     let Ok(Path(item)) = path else {
         count("bad_request");
-        return error(StatusCode::BAD_REQUEST, "bad_request", "bad item in the path");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "bad item in the path",
+        );
     };
     if let Err(e) = seckill::validate_item_id(&item) {
         count("bad_request");
@@ -276,7 +280,9 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
 }
 
 async fn to_orders(State(state): State<GatewayState>, request: Request) -> Response {
@@ -286,7 +292,11 @@ async fn to_orders(State(state): State<GatewayState>, request: Request) -> Respo
         Err(response) => return response,
     };
     if parts.method == Method::GET || parts.method == Method::POST {
-        forward(&state.edge.orders, Request::from_parts(parts, Body::from(body))).await
+        forward(
+            &state.edge.orders,
+            Request::from_parts(parts, Body::from(body)),
+        )
+        .await
     } else {
         error(
             StatusCode::METHOD_NOT_ALLOWED,

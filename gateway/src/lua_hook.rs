@@ -121,23 +121,17 @@ fn load(script: &Script) -> Result<(Lua, Function), HookError> {
     let lua = Lua::new();
     lua.set_memory_limit(MEMORY_LIMIT)
         .map_err(|e| script_error(&script.name, e))?;
-    lua.set_hook(
-        HookTriggers::new().every_nth_instruction(10_000),
-        |_, _| {
-            let over = CALL_STARTED.with(|started| {
-                started
-                    .borrow()
-                    .is_some_and(|at| at.elapsed() > MAX_CALL)
-            });
-            if over {
-                Err(mlua::Error::runtime(format!(
-                    "the access hook ran over {MAX_CALL:?}"
-                )))
-            } else {
-                Ok(VmState::Continue)
-            }
-        },
-    )
+    lua.set_hook(HookTriggers::new().every_nth_instruction(10_000), |_, _| {
+        let over =
+            CALL_STARTED.with(|started| started.borrow().is_some_and(|at| at.elapsed() > MAX_CALL));
+        if over {
+            Err(mlua::Error::runtime(format!(
+                "the access hook ran over {MAX_CALL:?}"
+            )))
+        } else {
+            Ok(VmState::Continue)
+        }
+    })
     .map_err(|e| script_error(&script.name, e))?;
     lua.load(script.code.as_str())
         .set_name(script.name.as_str())
@@ -304,7 +298,10 @@ mod tests {
         // A broken script is refused and the old one stays.
         assert!(hook.reload("function access(r) return 429").is_err());
         assert!(hook.reload("x = 1").is_err());
-        assert!(matches!(hook.check(&REQUEST), Verdict::Reject { status: 403, .. }));
+        assert!(matches!(
+            hook.check(&REQUEST),
+            Verdict::Reject { status: 403, .. }
+        ));
         hook.reload("function access(r) return 429, 'slow down' end")
             .unwrap();
         assert!(matches!(

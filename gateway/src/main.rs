@@ -15,15 +15,16 @@ async fn main() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         let edge = std::sync::Arc::clone(app.edge());
-        let mut hangups =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .context("SIGHUP handler")?;
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("SIGHUP handler")?;
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 if let Some(hook) = edge.hook() {
                     match hook.reload_from_file() {
                         Ok(()) => tracing::info!("access hook reloaded"),
-                        Err(e) => tracing::error!(error = %e, "access hook not reloaded; the old one stays"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "access hook not reloaded; the old one stays")
+                        }
                     }
                 }
             }

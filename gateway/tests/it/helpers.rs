@@ -1,0 +1,181 @@
+//! A counting stand-in for seckill (so tests can tell whether a request
+//! reached the upstream), an edge over it, and Redis for the flag tests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode};
+use axum::routing::{get, post};
+use gateway::{ActivitySource, Edge, EdgeSettings, LuaHook, Upstream, Upstreams};
+use seckill::{Activities, Activity, ThrowawayRedis};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+/// What the stand-in upstream saw, and a gate holding its answers.
+#[derive(Debug)]
+pub(crate) struct StandIn {
+    pub(crate) calls: AtomicUsize,
+    /// Answers wait for a permit when `hold` is set.
+    pub(crate) gate: Semaphore,
+    pub(crate) hold: bool,
+}
+
+pub(crate) type Counter = Arc<StandIn>;
+
+/// A seckill stand-in: counts purchases and answers `queued`; with `hold`
+/// each answer waits for a permit on its gate.
+pub(crate) fn counting_upstream(hold: bool) -> (Router, Counter) {
+    let counter = Arc::new(StandIn {
+        calls: AtomicUsize::new(0),
+        gate: Semaphore::new(0),
+        hold,
+    });
+    let router = Router::new()
+        .route(
+            "/api/seckill/{item}",
+            post(|State(c): State<Counter>| async move {
+                c.calls.fetch_add(1, Ordering::SeqCst);
+                if c.hold {
+                    c.gate.acquire().await.unwrap().forget();
+                }
+                axum::Json(json!({"status": "queued", "order_id": "o-1"}))
+            }),
+        )
+        .route(
+            "/admin/activities",
+            get(|| async {
+                axum::Json(json!([{
+                    "item": "remote", "stock": 5, "per_user_limit": 1,
+                    "starts_at_ms": 0, "ends_at_ms": i64::MAX
+                }]))
+            }),
+        )
+        .with_state(Arc::clone(&counter));
+    (router, counter)
+}
+
+pub(crate) fn activity(item: &str, starts_at_ms: i64, ends_at_ms: i64) -> Activity {
+    Activity {
+        item: item.into(),
+        stock: 10,
+        per_user_limit: 1,
+        starts_at_ms,
+        ends_at_ms,
+    }
+}
+
+/// Activities open now: `sku`, `hot`; `later` not started, `over` ended.
+pub(crate) fn activities() -> Arc<Activities> {
+    let all = Arc::new(Activities::default());
+    let now = 1_700_000_000_000i64;
+    all.upsert(activity("sku", 0, i64::MAX)).unwrap();
+    all.upsert(activity("hot", 0, i64::MAX)).unwrap();
+    all.upsert(activity("later", now * 10, now * 11)).unwrap();
+    all.upsert(activity("over", 1, 2)).unwrap();
+    all
+}
+
+pub(crate) fn settings() -> EdgeSettings {
+    EdgeSettings {
+        user_rps: 0,
+        ..EdgeSettings::default()
+    }
+}
+
+/// An edge over `upstream` (in-process) with `settings` and `hook`.
+pub(crate) fn edge_over(
+    upstream: Router,
+    settings: EdgeSettings,
+    hook: Option<LuaHook>,
+) -> Arc<Edge> {
+    Edge::new(
+        settings,
+        ActivitySource::Shared(activities()),
+        None,
+        Upstreams::new(
+            vec![Upstream::in_process("seckill", upstream)],
+            Duration::from_secs(2),
+        ),
+        Upstreams::new(Vec::new(), Duration::from_secs(2)),
+        hook,
+    )
+}
+
+/// A purchase through `app` by `user`.
+pub(crate) async fn buy(app: &Router, item: &str, user: Option<&str>) -> (StatusCode, Value) {
+    let mut request = Request::post(format!("/api/seckill/{item}"));
+    if let Some(user) = user {
+        request = request.header("x-user-id", user);
+    }
+    send(app, request.body(Body::empty()).unwrap()).await
+}
+
+pub(crate) async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Polls `check` every 20 ms until it holds (bounded).
+pub(crate) async fn eventually(what: &str, limit: Duration, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A Redis for the test: `REDIS_URL`, or a throwaway redis-server. `None`
+/// (said loudly) when neither is there — a failure under
+/// `FLASHSALE_REQUIRE_SERVICES=1`.
+pub(crate) struct TestRedis {
+    _server: Option<ThrowawayRedis>,
+    pub(crate) url: String,
+    pub(crate) prefix: String,
+}
+
+pub(crate) fn test_redis() -> Option<TestRedis> {
+    let prefix = format!(
+        "gw{}-{}:",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        return Some(TestRedis {
+            _server: None,
+            url,
+            prefix,
+        });
+    }
+    match ThrowawayRedis::start() {
+        Ok(server) => Some(TestRedis {
+            url: server.url(),
+            _server: Some(server),
+            prefix,
+        }),
+        Err(reason) => {
+            let required = std::env::var("FLASHSALE_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+            eprintln!("\n*** Redis unavailable: {reason} ***");
+            assert!(
+                !required,
+                "Redis is required (FLASHSALE_REQUIRE_SERVICES=1): {reason}"
+            );
+            eprintln!("*** skipping this test ***\n");
+            None
+        }
+    }
+}
