@@ -18,12 +18,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::RwLock;
-use seckill::{Activities, Activity, EmbeddedScripts, FlagHolder, SoldOutFlags, StockStore};
+use seckill::{
+    Activities, Activity, EmbeddedScripts, FlagHolder, SoldOutFlags, StockStore, Window,
+};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::lua_hook::LuaHook;
-use crate::metrics::FLAGGED_ITEMS;
+use crate::metrics::{FLAGGED_ITEMS, REQUESTS};
 use crate::upstream::Upstreams;
 
 /// How the gateway protects what is behind it.
@@ -86,6 +88,15 @@ impl ActivitySource {
         }
     }
 
+    /// Where `now_ms` falls in `item`'s window (`None`: unknown item),
+    /// without copying the activity.
+    pub fn window(&self, item: &str, now_ms: i64) -> Option<Window> {
+        match self {
+            ActivitySource::Shared(all) => all.window_of(item, now_ms),
+            ActivitySource::Upstreams(loaded) => loaded.read().get(item).map(|a| a.window(now_ms)),
+        }
+    }
+
     /// Every item on sale.
     pub fn items(&self) -> Vec<String> {
         match self {
@@ -119,6 +130,9 @@ pub struct Edge {
     pub(crate) seckill: Upstreams,
     pub(crate) orders: Upstreams,
     pub(crate) hook: Option<LuaHook>,
+    /// `gateway_requests_total{outcome="sold_out_local"}`, resolved once:
+    /// the hot path only increments it.
+    pub(crate) sold_out_answers: metrics::Counter,
 }
 
 impl Edge {
@@ -148,6 +162,7 @@ impl Edge {
             seckill,
             orders,
             hook,
+            sold_out_answers: metrics::counter!(REQUESTS, "outcome" => "sold_out_local"),
         })
     }
 

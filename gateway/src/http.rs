@@ -25,8 +25,19 @@
 //!
 //! Every request is bounded by `request_timeout` (504). Errors are JSON
 //! `{"error","code"}`.
+//!
+//! The sold-out answer has a fast path in front of the router
+//! ([`Gateway`]): a bodiless purchase of a flagged item is answered
+//! without routing, extractors, a timer or an allocation, after the same
+//! checks in the same order (shedding, global limit, item and user, hook,
+//! window). Whatever it cannot answer outright — a body, an item not
+//! flagged, any check that fails — goes through the router, which answers
+//! exactly as it would have anyway.
 
+use std::convert::Infallible;
+use std::future::{Ready, ready};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -36,10 +47,13 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
 use axum::routing::{get, post};
+use futures_util::future::Either;
 use metrics_exporter_prometheus::PrometheusHandle;
 use seckill::Window;
 use serde_json::json;
+use tower::Service;
 
 use crate::edge::Edge;
 use crate::lua_hook::{HookRequest, Verdict};
@@ -57,13 +71,91 @@ struct GatewayState {
     metrics: Option<PrometheusHandle>,
 }
 
-/// The routes over `edge`; `/metrics` renders `metrics` when given.
-pub fn router(edge: Arc<Edge>, metrics: Option<PrometheusHandle>) -> Router {
+/// The gateway as a tower service: the sold-out fast path, then the
+/// router.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    edge: Arc<Edge>,
+    router: Router,
+}
+
+impl<B> Service<axum::http::Request<B>> for Gateway
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, RouteFuture<Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        match sold_out_fast_path(&self.edge, &request) {
+            Some(response) => Either::Left(ready(Ok(response))),
+            None => Either::Right(self.router.call(request)),
+        }
+    }
+}
+
+/// Answers a bodiless purchase of a flagged item, or `None` to leave the
+/// request to the router (see the module doc).
+fn sold_out_fast_path<B: http_body::Body>(
+    edge: &Edge,
+    request: &axum::http::Request<B>,
+) -> Option<Response> {
+    if request.method() != Method::POST {
+        return None;
+    }
+    let item = request.uri().path().strip_prefix("/api/seckill/")?;
+    // The cheapest question first: nothing to answer here unless flagged.
+    if !edge.flags.is_sold_out(item) {
+        return None;
+    }
+    // A body, however small, is the router's to read and bound.
+    if !request.body().is_end_stream() || seckill::validate_item_id(item).is_err() {
+        return None;
+    }
+    let headers = request.headers();
+    let user = headers.get(USER_HEADER)?.to_str().ok()?;
+    seckill::validate_user_id(user).ok()?;
+    // The same checks, in the same order, as the full path.
+    let _permit = edge.shedder.try_acquire().ok()?;
+    if edge.global.as_ref().is_some_and(|l| l.check().is_err()) {
+        return None;
+    }
+    if let Some(hook) = &edge.hook {
+        let verdict = hook.check(&HookRequest {
+            method: "POST",
+            path: request.uri().path(),
+            item: Some(item),
+            user: Some(user),
+        });
+        if verdict != Verdict::Allow {
+            return None;
+        }
+    }
+    if edge
+        .activities
+        .window(item, now_ms())
+        .is_some_and(|w| w != Window::Open)
+    {
+        return None;
+    }
+    edge.sold_out_answers.increment(1);
+    Some(json_response(StatusCode::OK, SOLD_OUT_BODY))
+}
+
+/// The routes over `edge`, behind the sold-out fast path; `/metrics`
+/// renders `metrics` when given.
+pub fn router(edge: Arc<Edge>, metrics: Option<PrometheusHandle>) -> Gateway {
     let state = GatewayState {
         edge: Arc::clone(&edge),
         metrics,
     };
-    Router::new()
+    let router = Router::new()
         .route("/api/seckill/{item}", post(purchase))
         .route("/api/orders", get(to_orders))
         .route("/api/orders/{id}", get(to_orders))
@@ -78,8 +170,12 @@ pub fn router(edge: Arc<Edge>, metrics: Option<PrometheusHandle>) -> Router {
                 "method not allowed",
             )
         })
-        .layer(axum::middleware::from_fn_with_state(edge, bounded))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&edge),
+            bounded,
+        ))
+        .with_state(state);
+    Gateway { edge, router }
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -237,7 +333,7 @@ async fn purchase(
         }
     }
     if edge.flags.is_sold_out(&item) {
-        count("sold_out_local");
+        edge.sold_out_answers.increment(1);
         return json_response(StatusCode::OK, SOLD_OUT_BODY);
     }
     if let Some(limiter) = &edge.per_user

@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -20,10 +19,10 @@ use tokio::net::TcpListener;
 /// Longest wait for in-flight requests at shutdown.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `gateway` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    gateway: crate::http::Gateway,
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send,
 ) {
@@ -48,7 +47,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(gateway.clone());
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -102,6 +102,12 @@ impl Activities {
         Some(activity.stock)
     }
 
+    /// Where `now_ms` falls in `item`'s sale window, or `None` for an
+    /// unknown item — without copying the activity (the edge's hot path).
+    pub fn window_of(&self, item: &str, now_ms: i64) -> Option<Window> {
+        self.by_item.read().get(item).map(|a| a.window(now_ms))
+    }
+
     /// The activity of `item`.
     pub fn get(&self, item: &str) -> Option<Activity> {
         self.by_item.read().get(item).cloned()

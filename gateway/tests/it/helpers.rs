@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
+use gateway::http::Gateway;
 use gateway::{ActivitySource, Edge, EdgeSettings, LuaHook, Upstream, Upstreams};
 use seckill::{Activities, Activity, ThrowawayRedis};
 use serde_json::{Value, json};
@@ -107,7 +108,7 @@ pub(crate) fn edge_over(
 }
 
 /// A purchase through `app` by `user`.
-pub(crate) async fn buy(app: &Router, item: &str, user: Option<&str>) -> (StatusCode, Value) {
+pub(crate) async fn buy(app: &Gateway, item: &str, user: Option<&str>) -> (StatusCode, Value) {
     let mut request = Request::post(format!("/api/seckill/{item}"));
     if let Some(user) = user {
         request = request.header("x-user-id", user);
@@ -115,7 +116,7 @@ pub(crate) async fn buy(app: &Router, item: &str, user: Option<&str>) -> (Status
     send(app, request.body(Body::empty()).unwrap()).await
 }
 
-pub(crate) async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
+pub(crate) async fn send(app: &Gateway, request: Request<Body>) -> (StatusCode, Value) {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)

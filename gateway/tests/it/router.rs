@@ -255,3 +255,49 @@ async fn slow_upstreams_time_out_and_are_not_retried() {
     );
     assert_eq!(counter.calls.load(Ordering::SeqCst), 1, "retried");
 }
+
+/// The sold-out fast path answers only after the checks that come before
+/// the flag; when one of them says no, the answer is that check's.
+#[tokio::test]
+async fn a_flagged_item_still_goes_through_the_earlier_checks() {
+    let (upstream, counter) = counting_upstream(false);
+    let hook = LuaHook::new(
+        "test",
+        "function access(r) if r.user == 'blocked' then return 403, 'no' end end",
+    )
+    .unwrap();
+    let limited = EdgeSettings {
+        global_rps: 1_000,
+        ..settings()
+    };
+    let edge = edge_over(upstream, limited, Some(hook));
+    let app = http::router(Arc::clone(&edge), None);
+    for item in ["sku", "later", "over"] {
+        edge.flags().apply(item, true, 1);
+    }
+    assert_eq!(
+        buy(&app, "sku", Some("alice")).await.1["status"],
+        "sold_out"
+    );
+    assert_eq!(buy(&app, "sku", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        buy(&app, "sku", Some("blocked")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        buy(&app, "later", Some("alice")).await.1["code"],
+        "not_started"
+    );
+    assert_eq!(buy(&app, "over", Some("alice")).await.1["code"], "ended");
+    let with_body = Request::post("/api/seckill/sku")
+        .header("x-user-id", "alice")
+        .body(Body::from(vec![b'x'; 5000]))
+        .unwrap();
+    assert_eq!(send(&app, with_body).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    let small_body = Request::post("/api/seckill/sku")
+        .header("x-user-id", "alice")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(send(&app, small_body).await.1["status"], "sold_out"); // via the router
+    assert_eq!(counter.calls.load(Ordering::SeqCst), 0);
+}
