@@ -145,6 +145,12 @@ fn sold_out_fast_path<B: http_body::Body>(
         return None;
     }
     edge.sold_out_answers.increment(1);
+    tracing::debug!(
+        method = "POST",
+        path = request.uri().path(),
+        status = 200,
+        "request answered sold out at the edge"
+    );
     Some(json_response(StatusCode::OK, SOLD_OUT_BODY))
 }
 
