@@ -12,4 +12,5 @@
 //! HTML reports.
 
 pub mod generate;
+pub mod replay;
 pub mod trace;

@@ -1,0 +1,3 @@
+//! Integration tests of the load tester, one module per feature.
+
+mod replay;
