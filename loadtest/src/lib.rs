@@ -11,6 +11,7 @@
 //! coordinated-omission correction, the invariant audit, and the JSON and
 //! HTML reports.
 
+pub mod audit;
 pub mod generate;
 pub mod replay;
 pub mod trace;
