@@ -172,6 +172,10 @@ impl Upstream {
                 Ok(response.map(Body::new))
             }
             Target::InProcess(router) => {
+                // A fresh request, as if it came over the network: the
+                // gateway's own routing state (its path parameters) must
+                // not reach the upstream's extractors.
+                *request.extensions_mut() = axum::http::Extensions::new();
                 let response: Result<Response<Body>, Infallible> =
                     router.clone().oneshot(request).await;
                 Ok(response.unwrap_or_else(|never| match never {}))

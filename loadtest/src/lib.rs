@@ -14,4 +14,5 @@
 pub mod audit;
 pub mod generate;
 pub mod replay;
+pub mod stack;
 pub mod trace;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use gateway::http::Gateway;
@@ -39,13 +39,18 @@ pub(crate) fn counting_upstream(hold: bool) -> (Router, Counter) {
     let router = Router::new()
         .route(
             "/api/seckill/{item}",
-            post(|State(c): State<Counter>| async move {
-                c.calls.fetch_add(1, Ordering::SeqCst);
-                if c.hold {
-                    c.gate.acquire().await.unwrap().forget();
-                }
-                axum::Json(json!({"status": "queued", "order_id": "o-1"}))
-            }),
+            // Extracts its own path parameter, as seckill does: the
+            // gateway's routing state must not leak into it.
+            post(
+                |State(c): State<Counter>, Path(item): Path<String>| async move {
+                    assert!(!item.is_empty());
+                    c.calls.fetch_add(1, Ordering::SeqCst);
+                    if c.hold {
+                        c.gate.acquire().await.unwrap().forget();
+                    }
+                    axum::Json(json!({"status": "queued", "order_id": "o-1"}))
+                },
+            ),
         )
         .route(
             "/admin/activities",

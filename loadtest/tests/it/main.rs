@@ -1,3 +1,4 @@
 //! Integration tests of the load tester, one module per feature.
 
 mod replay;
+mod stack;

@@ -1,0 +1,239 @@
+//! The whole stack in this process, from the crates' libraries: the
+//! broker, the stock store (embedded Lua, or Redis), seckill, an order
+//! worker (SQLite, or PostgreSQL) and the gateway in front, served on a
+//! loopback port — what a replay hits when no deployment is given, and
+//! what the audit can then inspect directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use broker::{Broker, BrokerConfig, FlushMode};
+use gateway::{ActivitySource, Edge, EdgeSettings, FlagFeed, Upstream, Upstreams};
+use order_worker::{DEFAULT_GROUP, OrderStore, OrderWorker, WorkerSettings};
+use seckill::{Activity, EmbeddedScripts, ORDERS_TOPIC, RedisScripts, Seckill, StockStore};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::audit::{AuditInput, ItemFacts, OrderFact, QueuedAnswer};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Where the broker's log and the SQLite file go.
+    pub data_dir: PathBuf,
+    /// Redis for the stock store; `None` = embedded.
+    pub redis_url: Option<String>,
+    /// Stock-key prefix (to share a Redis).
+    pub key_prefix: String,
+    /// The order database; `None` = SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Items on sale now, with their stock.
+    pub items: Vec<(String, u64)>,
+    /// The worker's write cap (orders/s; 0 = unlimited).
+    pub worker_rate: u32,
+    /// Per-user rate limit at the gateway (0 = off).
+    pub user_rps: u32,
+}
+
+/// A running stack.
+#[derive(Debug)]
+pub struct Stack {
+    addr: SocketAddr,
+    broker: Broker,
+    store: StockStore,
+    orders: OrderStore,
+    seckill: Arc<Seckill>,
+    worker: Arc<OrderWorker>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Stack {
+    /// Starts everything and pre-warms the items.
+    pub async fn start(config: StackConfig) -> anyhow::Result<Stack> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        let mut broker_config = BrokerConfig::new(config.data_dir.join("broker"));
+        broker_config.flush = FlushMode::async_default();
+        broker_config.max_disk_usage_ratio = 1.0;
+        let broker = Broker::open(broker_config).context("the broker")?;
+
+        let mut tasks = Vec::new();
+        let embedded = match &config.redis_url {
+            Some(_) => None,
+            None => Some(Arc::new(EmbeddedScripts::new()?)),
+        };
+        let store = match (&config.redis_url, &embedded) {
+            (Some(url), _) => {
+                let scripts = RedisScripts::connect(url, 32)?;
+                scripts.ping().await.context("cannot reach Redis")?;
+                StockStore::new(Arc::new(scripts), config.key_prefix.clone())
+            }
+            (None, Some(scripts)) => StockStore::new(scripts.clone(), config.key_prefix.clone()),
+            (None, None) => unreachable!("embedded is set when Redis is not"),
+        };
+        let seckill = Seckill::new(broker.clone(), store.clone(), 1)?;
+        match (&config.redis_url, &embedded) {
+            (Some(url), _) => tasks.push(seckill.follow_redis_flags(url)),
+            (None, Some(scripts)) => tasks.push(seckill.follow_embedded_flags(scripts)),
+            (None, None) => {}
+        }
+        for (item, stock) in &config.items {
+            seckill.activities().upsert(Activity {
+                item: item.clone(),
+                stock: *stock,
+                per_user_limit: 1,
+                starts_at_ms: 0,
+                ends_at_ms: i64::MAX,
+            })?;
+            store.prewarm(item, *stock).await?;
+        }
+
+        let database_url = config.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                config.data_dir.join("orders.db").display()
+            )
+        });
+        let orders = OrderStore::connect(&database_url, 8)
+            .await
+            .context("the order database")?;
+        let worker = OrderWorker::new(
+            WorkerSettings {
+                rate_per_second: config.worker_rate,
+                pull_hold: Duration::from_millis(200),
+                heartbeat_interval: Duration::from_millis(500),
+                ..WorkerSettings::default()
+            },
+            orders.clone(),
+            store.clone(),
+        );
+        worker.add_broker("local", Arc::new(broker.clone()));
+
+        let edge = Edge::new(
+            EdgeSettings {
+                user_rps: config.user_rps,
+                ..EdgeSettings::default()
+            },
+            ActivitySource::Shared(Arc::clone(seckill.activities())),
+            Some(store.clone()),
+            Upstreams::new(
+                vec![Upstream::in_process(
+                    "seckill",
+                    seckill::http::router(Arc::clone(&seckill)),
+                )],
+                Duration::from_secs(5),
+            ),
+            Upstreams::new(
+                vec![Upstream::in_process(
+                    "orders",
+                    order_worker::http::router(Arc::clone(&worker), None),
+                )],
+                Duration::from_secs(5),
+            ),
+            None,
+        );
+        let feed = match (&config.redis_url, &embedded) {
+            (Some(url), _) => FlagFeed::Redis(url),
+            (None, Some(scripts)) => FlagFeed::Embedded(scripts),
+            (None, None) => FlagFeed::None,
+        };
+        tasks.extend(edge.start(feed));
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let timeout = edge.settings().header_read_timeout;
+        let gateway = gateway::http::router(edge, None);
+        tasks.push(tokio::spawn(gateway::server::serve(
+            listener,
+            gateway,
+            timeout,
+            std::future::pending(),
+        )));
+        Ok(Stack {
+            addr,
+            broker,
+            store,
+            orders,
+            seckill,
+            worker,
+            tasks,
+        })
+    }
+
+    /// The gateway's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The order worker.
+    pub fn worker(&self) -> &Arc<OrderWorker> {
+        &self.worker
+    }
+
+    /// Messages not yet written by the worker: orders waiting in the
+    /// broker plus purchases still in an open transaction.
+    pub fn backlog(&self) -> u64 {
+        let waiting: u64 = self
+            .broker
+            .queue_stats()
+            .iter()
+            .filter(|q| q.topic == ORDERS_TOPIC)
+            .map(|q| {
+                let committed = self
+                    .broker
+                    .committed_offset(DEFAULT_GROUP, ORDERS_TOPIC, q.queue_id)
+                    .unwrap_or(0);
+                q.max_offset.saturating_sub(committed)
+            })
+            .sum();
+        waiting + self.broker.open_transactions() as u64
+    }
+
+    /// Waits until the backlog is zero (bounded by `limit`).
+    pub async fn drained(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        while self.backlog() > 0 {
+            if Instant::now() > deadline {
+                anyhow::bail!("{} messages still waiting after {limit:?}", self.backlog());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// The audit's view of the items on sale, with `answers` from a replay.
+    pub async fn audit_input(&self, answers: Vec<QueuedAnswer>) -> anyhow::Result<AuditInput> {
+        let mut items = Vec::new();
+        for activity in self.seckill.activities().list() {
+            let status = self.store.status(&activity.item).await?;
+            let reservations = self.store.buyers(&activity.item).await?;
+            let orders = self.orders.orders_of_item(&activity.item).await?;
+            items.push(ItemFacts {
+                item: activity.item.clone(),
+                stock: activity.stock as i64,
+                store_stock_left: status.stock,
+                store_reservations: reservations.into_iter().collect(),
+                orders: orders
+                    .into_iter()
+                    .map(|o| OrderFact {
+                        order_id: o.order_id,
+                        user: o.user,
+                        status: o.status,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(AuditInput { items, answers })
+    }
+
+    /// Stops the worker (committing), then the rest.
+    pub async fn stop(self) {
+        self.worker.stop().await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = self.broker.shutdown().await;
+    }
+}
