@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// An order row as the database has it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,10 +69,10 @@ pub struct AuditInput {
 }
 
 /// One invariant's verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     /// Which invariant.
-    pub name: &'static str,
+    pub name: String,
     /// Whether it holds.
     pub passed: bool,
     /// The counts behind the verdict, and the first offenders if any.
@@ -80,7 +80,7 @@ pub struct Check {
 }
 
 /// Every invariant's verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditReport {
     /// In invariant order.
     pub checks: Vec<Check>,
@@ -134,7 +134,7 @@ fn no_oversell(input: &AuditInput) -> Check {
         }
     }
     Check {
-        name: "no oversell",
+        name: "no oversell".into(),
         passed: bad.is_empty(),
         detail: if bad.is_empty() {
             format!(
@@ -188,7 +188,7 @@ fn one_per_user(input: &AuditInput) -> Check {
     }
     bad.sort();
     Check {
-        name: "one purchase per user per item",
+        name: "one purchase per user per item".into(),
         passed: bad.is_empty(),
         detail: if bad.is_empty() {
             format!("{pairs} live (item, user) pairs, all distinct")
@@ -238,7 +238,7 @@ fn conservation(input: &AuditInput) -> Check {
         }
     }
     Check {
-        name: "conservation",
+        name: "conservation".into(),
         passed: bad.is_empty(),
         detail: if bad.is_empty() {
             "stock left + live orders == stock, and reservations == live orders, for every item"
@@ -303,7 +303,7 @@ fn answers_match_rows(input: &AuditInput) -> Check {
         parts.join("; ")
     };
     Check {
-        name: "every queued answer is exactly one row",
+        name: "every queued answer is exactly one row".into(),
         passed,
         detail,
     }
@@ -358,7 +358,7 @@ mod tests {
         }
     }
 
-    fn failed(input: &AuditInput) -> Vec<&'static str> {
+    fn failed(input: &AuditInput) -> Vec<String> {
         audit(input)
             .checks
             .into_iter()
@@ -378,8 +378,8 @@ mod tests {
         let mut input = clean();
         input.items[0].orders.push(order("o9", "u9", "created"));
         let failures = failed(&input);
-        assert!(failures.contains(&"every queued answer is exactly one row"));
-        assert!(failures.contains(&"no oversell"));
+        assert!(failures.contains(&"every queued answer is exactly one row".to_owned()));
+        assert!(failures.contains(&"no oversell".to_owned()));
         let detail = &audit(&input).checks[3].detail;
         assert!(detail.contains("o9"), "{detail}");
     }
@@ -401,7 +401,7 @@ mod tests {
         input.answers.push(answer("o5", "u1"));
         let failures = failed(&input);
         assert!(
-            failures.contains(&"one purchase per user per item"),
+            failures.contains(&"one purchase per user per item".to_owned()),
             "{failures:?}"
         );
         assert!(audit(&input).checks[1].detail.contains("sku/u1"));
@@ -418,7 +418,7 @@ mod tests {
             .store_reservations
             .insert("u5".into(), "o5".into());
         let failures = failed(&input);
-        assert!(failures.contains(&"no oversell"), "{failures:?}");
+        assert!(failures.contains(&"no oversell".to_owned()), "{failures:?}");
     }
 
     #[test]

@@ -14,5 +14,6 @@
 pub mod audit;
 pub mod generate;
 pub mod replay;
+pub mod report;
 pub mod stack;
 pub mod trace;
