@@ -191,6 +191,20 @@ impl Stack {
         waiting + self.broker.open_transactions() as u64
     }
 
+    /// The system now, for the report's time series (`at_ms` from `start`).
+    pub async fn sample(&self, start: Instant) -> anyhow::Result<crate::report::SystemSample> {
+        let mut stock_left = 0;
+        for activity in self.seckill.activities().list() {
+            stock_left += self.store.status(&activity.item).await?.stock.max(0);
+        }
+        Ok(crate::report::SystemSample {
+            at_ms: start.elapsed().as_millis() as u64,
+            stock_left,
+            backlog: self.backlog(),
+            orders_written: self.worker.stats().inserted,
+        })
+    }
+
     /// Waits until the backlog is zero (bounded by `limit`).
     pub async fn drained(&self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
@@ -205,27 +219,13 @@ impl Stack {
 
     /// The audit's view of the items on sale, with `answers` from a replay.
     pub async fn audit_input(&self, answers: Vec<QueuedAnswer>) -> anyhow::Result<AuditInput> {
-        let mut items = Vec::new();
-        for activity in self.seckill.activities().list() {
-            let status = self.store.status(&activity.item).await?;
-            let reservations = self.store.buyers(&activity.item).await?;
-            let orders = self.orders.orders_of_item(&activity.item).await?;
-            items.push(ItemFacts {
-                item: activity.item.clone(),
-                stock: activity.stock as i64,
-                store_stock_left: status.stock,
-                store_reservations: reservations.into_iter().collect(),
-                orders: orders
-                    .into_iter()
-                    .map(|o| OrderFact {
-                        order_id: o.order_id,
-                        user: o.user,
-                        status: o.status,
-                    })
-                    .collect(),
-            });
-        }
-        Ok(AuditInput { items, answers })
+        collect_audit_input(
+            &self.store,
+            &self.orders,
+            &self.seckill.activities().list(),
+            answers,
+        )
+        .await
     }
 
     /// Stops the worker (committing), then the rest.
@@ -236,4 +236,36 @@ impl Stack {
         }
         let _ = self.broker.shutdown().await;
     }
+}
+
+/// The audit's view of `activities` in a stock store and an order
+/// database, with `answers` from a replay — in this process or a
+/// deployment alike.
+pub async fn collect_audit_input(
+    store: &StockStore,
+    orders: &OrderStore,
+    activities: &[Activity],
+    answers: Vec<QueuedAnswer>,
+) -> anyhow::Result<AuditInput> {
+    let mut items = Vec::new();
+    for activity in activities {
+        let status = store.status(&activity.item).await?;
+        let reservations = store.buyers(&activity.item).await?;
+        let rows = orders.orders_of_item(&activity.item).await?;
+        items.push(ItemFacts {
+            item: activity.item.clone(),
+            stock: activity.stock as i64,
+            store_stock_left: status.stock,
+            store_reservations: reservations.into_iter().collect(),
+            orders: rows
+                .into_iter()
+                .map(|o| OrderFact {
+                    order_id: o.order_id,
+                    user: o.user,
+                    status: o.status,
+                })
+                .collect(),
+        });
+    }
+    Ok(AuditInput { items, answers })
 }

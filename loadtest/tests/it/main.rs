@@ -1,4 +1,6 @@
 //! Integration tests of the load tester, one module per feature.
 
+mod html;
 mod replay;
 mod stack;
+mod traces;
