@@ -103,6 +103,28 @@ impl Deployment {
         Ok(waiting)
     }
 
+    /// The deployment now, for the report's time series (`at_ms` from
+    /// `start`): stock left and orders written over `activities`, and the
+    /// brokers' backlog.
+    pub async fn sample(
+        &self,
+        activities: &[Activity],
+        start: Instant,
+    ) -> anyhow::Result<crate::report::SystemSample> {
+        let (mut stock_left, mut orders_written) = (0, 0);
+        for activity in activities {
+            stock_left += self.store.status(&activity.item).await?.stock.max(0);
+            let counts = self.orders.item_counts(&activity.item).await?;
+            orders_written += (counts.live_orders + counts.cancelled_orders).max(0) as u64;
+        }
+        Ok(crate::report::SystemSample {
+            at_ms: start.elapsed().as_millis() as u64,
+            stock_left,
+            backlog: self.backlog().await?,
+            orders_written,
+        })
+    }
+
     /// Waits for the backlog to reach zero (bounded).
     pub async fn drained(&self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;

@@ -225,28 +225,53 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 None
             };
             let config = replay_config(&target, &run);
+            let samples = Arc::new(Mutex::new(Vec::new()));
+            let line = Arc::new(Mutex::new(None));
+            let system = system.map(Arc::new);
+            let sampler = match &system {
+                Some(system) => {
+                    let activities = system.activities().await?;
+                    let system = Arc::clone(system);
+                    Some(spawn_sampler(
+                        move |start| {
+                            let system = Arc::clone(&system);
+                            let activities = activities.clone();
+                            async move { system.sample(&activities, start).await }
+                        },
+                        Arc::clone(&samples),
+                        Arc::clone(&line),
+                    ))
+                }
+                None => None,
+            };
+            let live_line = system.as_ref().map(|_| Arc::clone(&line));
             let (result, started_at_ms) =
-                replay_with_progress(&records, &config, &run, None).await?;
+                replay_with_progress(&records, &config, &run, live_line).await?;
             let verdict = match &system {
                 Some(system) => {
                     eprintln!(
                         "replay done; waiting for the workers to drain (at most {:?})",
                         deployment.drain_timeout
                     );
-                    system.drained(deployment.drain_timeout).await?;
+                    let drained = system.drained(deployment.drain_timeout).await;
+                    if let Some(sampler) = sampler {
+                        sampler.abort();
+                    }
+                    drained?;
                     Some(audit(
                         &system.audit_input(answers(&records, &result)).await?,
                     ))
                 }
                 None => None,
             };
+            let series = samples.lock().clone();
             finish(
                 &records,
                 &result,
                 &run,
                 &target,
                 started_at_ms,
-                &[],
+                &series,
                 verdict,
             )
         }
@@ -283,8 +308,17 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let config = replay_config(&target, &run);
             let samples = Arc::new(Mutex::new(Vec::new()));
             let line = Arc::new(Mutex::new(None));
-            let sampler =
-                spawn_sampler(Arc::clone(&stack), Arc::clone(&samples), Arc::clone(&line));
+            let sampler = {
+                let stack = Arc::clone(&stack);
+                spawn_sampler(
+                    move |start| {
+                        let stack = Arc::clone(&stack);
+                        async move { stack.sample(start).await }
+                    },
+                    Arc::clone(&samples),
+                    Arc::clone(&line),
+                )
+            };
             let (result, started_at_ms) =
                 replay_with_progress(&records, &config, &run, Some(line)).await?;
             eprintln!("replay done; waiting for the workers to drain (at most {drain_timeout:?})");
@@ -399,17 +433,29 @@ async fn replay_with_progress(
     Ok((result, started_at_ms))
 }
 
-/// Samples the in-process system every 250 ms for the report (and the
+/// Samples the system every 250 ms with `sample` for the report (and the
 /// live line).
-fn spawn_sampler(
-    stack: Arc<Stack>,
+fn spawn_sampler<F, Fut>(
+    sample: F,
     samples: Arc<Mutex<Vec<SystemSample>>>,
     line: Arc<Mutex<Option<String>>>,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Instant) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<SystemSample>> + Send,
+{
     tokio::spawn(async move {
         let start = Instant::now();
+        let mut warned = false;
         loop {
-            if let Ok(sample) = stack.sample(start).await {
+            let sampled = sample(start).await;
+            if let Err(e) = &sampled
+                && !warned
+            {
+                eprintln!("cannot sample the system (the report will lack its series): {e:#}");
+                warned = true;
+            }
+            if let Ok(sample) = sampled {
                 *line.lock() = Some(format!(
                     "stock left {} backlog {} written {}",
                     sample.stock_left, sample.backlog, sample.orders_written
