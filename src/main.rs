@@ -1,11 +1,178 @@
-//! The all-in-one binary: every part of the stack in one process on embedded
-//! defaults. Until the stack is wired together it only says what exists.
+//! The all-in-one binary: gateway, seckill (with its broker), an order
+//! worker and their APIs in one process, on embedded defaults (the Lua
+//! stock store in process, SQLite, data under `./data/run-<time>`, or
+//! `FLASHSALE_DATA_DIR`), or on real Redis
+//! and PostgreSQL when `REDIS_URL` / `DATABASE_URL` are set.
+//!
+//! - `cargo run --release` — start it, create a demo item, say where to
+//!   send requests; stop with Ctrl-C.
+//! - `cargo run --release -- demo` — start it, replay the bundled spike
+//!   trace, drain, audit every invariant and write the HTML report.
 
-fn main() -> anyhow::Result<()> {
-    println!(
-        "flashsale {}: the all-in-one stack is not wired yet; the broker library \
-         and its benchmark live in broker/ (cargo run --release -p broker --bin broker-bench)",
-        env!("CARGO_PKG_VERSION")
-    );
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use loadtest::replay::ReplayConfig;
+use loadtest::report::{Parameters, build};
+use loadtest::session::{run_on_stack, unix_ms};
+use loadtest::stack::{Stack, StackConfig};
+
+/// The spike replayed by `demo` (also in `loadtest/traces/`).
+const BUNDLED_SPIKE: &str = include_str!("../loadtest/traces/spike.ndjson");
+
+#[derive(Debug, Parser)]
+#[command(version, about = "The flash-sale stack in one process")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the stack and serve until Ctrl-C (the default).
+    Serve,
+    /// Replay the bundled spike against a fresh stack, audit, and write
+    /// the HTML report.
+    Demo {
+        /// Stock of the spike's item.
+        #[arg(long, default_value_t = 300)]
+        stock: u64,
+        /// The order worker's write cap (orders/s).
+        #[arg(long, default_value_t = 200)]
+        worker_rate: u32,
+    },
+}
+
+fn env_addr(name: &str, default: &str) -> anyhow::Result<SocketAddr> {
+    let value = std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    value
+        .parse()
+        .with_context(|| format!("{name}={value:?} is not host:port"))
+}
+
+fn base_config(data_dir: PathBuf, items: Vec<(String, u64)>) -> StackConfig {
+    StackConfig {
+        redis_url: std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty()),
+        database_url: std::env::var("DATABASE_URL").ok().filter(|v| !v.is_empty()),
+        key_prefix: std::env::var("SECKILL_KEY_PREFIX").unwrap_or_default(),
+        ..StackConfig::embedded(data_dir, items)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("a Tokio runtime");
+    let outcome = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve().await.map(|()| true),
+            Command::Demo { stock, worker_rate } => demo(stock, worker_rate).await,
+        }
+    });
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("flashsale: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve() -> anyhow::Result<()> {
+    seckill::telemetry::init_logging();
+    // The embedded stock store lives in memory, so a restart starts a
+    // fresh sale in a fresh directory (the database and the broker's log
+    // would otherwise remember orders the store has forgotten).
+    let data_dir = std::env::var("FLASHSALE_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("data").join(format!("run-{}", unix_ms())));
+    let config = StackConfig {
+        gateway_listen: env_addr("GATEWAY_LISTEN", "127.0.0.1:8080")?,
+        seckill_listen: Some(env_addr("SECKILL_LISTEN", "127.0.0.1:8081")?),
+        worker_listen: Some(env_addr("WORKER_LISTEN", "127.0.0.1:8082")?),
+        ..base_config(data_dir.clone(), vec![("demo-item".into(), 100)])
+    };
+    let (seckill, worker) = (config.seckill_listen, config.worker_listen);
+    let stack = Stack::start(config).await?;
+    let url = stack.url();
+    println!("flashsale is up; data in {}", data_dir.display());
+    println!("  buy:      curl -X POST {url}/api/seckill/demo-item -H 'x-user-id: alice'");
+    println!("  order:    curl {url}/api/orders/<order_id>   (pay: POST …/pay)");
+    if let Some(seckill) = seckill {
+        println!(
+            "  admin:    curl http://{seckill}/admin/activities   (and the broker API under /broker)"
+        );
+    }
+    if let Some(worker) = worker {
+        println!("  worker:   curl http://{worker}/admin/worker");
+    }
+    println!("stop with Ctrl-C");
+    seckill::app::shutdown_signal().await;
+    stack.stop().await;
     Ok(())
+}
+
+async fn demo(stock: u64, worker_rate: u32) -> anyhow::Result<bool> {
+    let records = loadtest::trace::read_trace(BUNDLED_SPIKE.as_bytes())?;
+    let data_dir = PathBuf::from("data").join(format!("demo-{}", unix_ms()));
+    let mut items: Vec<String> = records.iter().map(|r| r.item.clone()).collect();
+    items.sort();
+    items.dedup();
+    let config = StackConfig {
+        worker_rate,
+        key_prefix: format!("demo-{}:", unix_ms()),
+        ..base_config(
+            data_dir.clone(),
+            items.into_iter().map(|i| (i, stock)).collect(),
+        )
+    };
+    let stack = Arc::new(Stack::start(config).await?);
+    println!(
+        "flashsale demo: the stack is up at {} (data in {}); replaying a {}-request spike for {stock} units",
+        stack.url(),
+        data_dir.display(),
+        records.len()
+    );
+    let replay = ReplayConfig {
+        target: stack.url(),
+        ..ReplayConfig::default()
+    };
+    let run = run_on_stack(&stack, &records, &replay, false, Duration::from_secs(120)).await?;
+    let parameters = Parameters {
+        target: stack.url(),
+        trace: "loadtest/traces/spike.ndjson (bundled)".into(),
+        requests: records.len(),
+        speed: 1.0,
+        started_at_ms: run.started_at_ms,
+    };
+    let passed = run.audit.passed();
+    let report = build(parameters, &run.result, &run.system, Some(run.audit));
+    println!();
+    for (name, count) in report.totals.outcomes.iter().filter(|(_, n)| **n > 0) {
+        println!("  {name:<12} {count}");
+    }
+    println!("audit:");
+    for check in &report.audit.as_ref().expect("the demo audits").checks {
+        println!(
+            "  {} {}: {}",
+            if check.passed { "PASS" } else { "FAIL" },
+            check.name,
+            check.detail
+        );
+    }
+    let html = data_dir.join("report.html");
+    let json = data_dir.join("report.json");
+    std::fs::write(&html, loadtest::html::render(&report))?;
+    std::fs::write(&json, loadtest::report::to_json(&report)?)?;
+    println!("report: {}", html.canonicalize().unwrap_or(html).display());
+    println!("json:   {}", json.display());
+    if let Ok(stack) = Arc::try_unwrap(stack) {
+        stack.stop().await;
+    }
+    Ok(passed)
 }

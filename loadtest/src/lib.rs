@@ -12,7 +12,8 @@
 //!   whole stack in this process, or a deployment's Redis, database and
 //!   seckill instances;
 //! - [`report`], [`html`], [`progress`] — JSON and HTML reports, and the
-//!   line a second while it runs.
+//!   line a second while it runs;
+//! - [`session`] — a replay with its progress, sampling, drain and audit.
 
 pub mod audit;
 pub mod deployment;
@@ -21,5 +22,6 @@ pub mod html;
 pub mod progress;
 pub mod replay;
 pub mod report;
+pub mod session;
 pub mod stack;
 pub mod trace;

@@ -12,16 +12,16 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use loadtest::audit::{QueuedAnswer, audit};
+use loadtest::audit::audit;
 use loadtest::deployment::Deployment;
 use loadtest::generate::{Population, Shape, generate, parse_duration, parse_stage};
-use loadtest::progress::{LiveCounters, print_every_second};
-use loadtest::replay::{Outcome, Progress, Quiet, ReplayConfig, ReplayResult, replay};
+use loadtest::replay::{ReplayConfig, ReplayResult};
 use loadtest::report::{Parameters, RunReport, SystemSample, build, check_threshold, compare};
+use loadtest::session::{answers, replay_with_progress, run_on_stack, spawn_sampler, unix_ms};
 use loadtest::stack::{Stack, StackConfig};
 use loadtest::trace::{TraceRecord, read_trace, write_trace};
 use parking_lot::Mutex;
@@ -246,7 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             };
             let live_line = system.as_ref().map(|_| Arc::clone(&line));
             let (result, started_at_ms) =
-                replay_with_progress(&records, &config, &run, live_line).await?;
+                replay_with_progress(&records, &config, run.quiet, live_line).await?;
             let verdict = match &system {
                 Some(system) => {
                     eprintln!(
@@ -297,6 +297,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 items: items.into_iter().map(|i| (i, stock)).collect(),
                 worker_rate,
                 user_rps: 5,
+                ..StackConfig::embedded(temp.path(), Vec::new())
             })
             .await?;
             let stack = Arc::new(stack);
@@ -306,38 +307,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 records.len()
             );
             let config = replay_config(&target, &run);
-            let samples = Arc::new(Mutex::new(Vec::new()));
-            let line = Arc::new(Mutex::new(None));
-            let sampler = {
-                let stack = Arc::clone(&stack);
-                spawn_sampler(
-                    move |start| {
-                        let stack = Arc::clone(&stack);
-                        async move { stack.sample(start).await }
-                    },
-                    Arc::clone(&samples),
-                    Arc::clone(&line),
-                )
-            };
-            let (result, started_at_ms) =
-                replay_with_progress(&records, &config, &run, Some(line)).await?;
-            eprintln!("replay done; waiting for the workers to drain (at most {drain_timeout:?})");
-            let drained = stack.drained(drain_timeout).await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            sampler.abort();
-            drained?;
-            let answers = answers(&records, &result);
-            let input = stack.audit_input(answers).await?;
-            let verdict = audit(&input);
-            let system = samples.lock().clone();
+            let outcome = run_on_stack(&stack, &records, &config, run.quiet, drain_timeout).await?;
             let passed = finish(
                 &records,
-                &result,
+                &outcome.result,
                 &run,
                 &target,
-                started_at_ms,
-                &system,
-                Some(verdict),
+                outcome.started_at_ms,
+                &outcome.system,
+                Some(outcome.audit),
             )?;
             if let Ok(stack) = Arc::try_unwrap(stack) {
                 stack.stop().await;
@@ -345,12 +323,6 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(passed)
         }
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn gen_trace(args: GenArgs) -> anyhow::Result<()> {
@@ -404,83 +376,6 @@ fn replay_config(target: &str, run: &RunArgs) -> ReplayConfig {
         max_in_flight: run.max_in_flight.max(1),
         ..ReplayConfig::default()
     }
-}
-
-async fn replay_with_progress(
-    records: &[TraceRecord],
-    config: &ReplayConfig,
-    run: &RunArgs,
-    system_line: Option<Arc<Mutex<Option<String>>>>,
-) -> anyhow::Result<(ReplayResult, i64)> {
-    let started_at_ms = unix_ms();
-    let counters = Arc::new(LiveCounters::default());
-    let printer = (!run.quiet).then(|| {
-        let mut offered = Vec::new();
-        for record in records {
-            let second = ((record.at_us as f64 / config.speed) / 1e6) as usize;
-            if offered.len() <= second {
-                offered.resize(second + 1, 0);
-            }
-            offered[second] += 1;
-        }
-        print_every_second(Arc::clone(&counters), offered, system_line)
-    });
-    let progress: Arc<dyn Progress> = if run.quiet { Arc::new(Quiet) } else { counters };
-    let result = replay(records, config, progress).await?;
-    if let Some(printer) = printer {
-        printer.abort();
-    }
-    Ok((result, started_at_ms))
-}
-
-/// Samples the system every 250 ms with `sample` for the report (and the
-/// live line).
-fn spawn_sampler<F, Fut>(
-    sample: F,
-    samples: Arc<Mutex<Vec<SystemSample>>>,
-    line: Arc<Mutex<Option<String>>>,
-) -> tokio::task::JoinHandle<()>
-where
-    F: Fn(Instant) -> Fut + Send + 'static,
-    Fut: Future<Output = anyhow::Result<SystemSample>> + Send,
-{
-    tokio::spawn(async move {
-        let start = Instant::now();
-        let mut warned = false;
-        loop {
-            let sampled = sample(start).await;
-            if let Err(e) = &sampled
-                && !warned
-            {
-                eprintln!("cannot sample the system (the report will lack its series): {e:#}");
-                warned = true;
-            }
-            if let Ok(sample) = sampled {
-                *line.lock() = Some(format!(
-                    "stock left {} backlog {} written {}",
-                    sample.stock_left, sample.backlog, sample.orders_written
-                ));
-                samples.lock().push(sample);
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    })
-}
-
-fn answers(records: &[TraceRecord], result: &ReplayResult) -> Vec<QueuedAnswer> {
-    result
-        .samples
-        .iter()
-        .filter(|s| matches!(s.outcome, Outcome::Queued | Outcome::Duplicate))
-        .filter_map(|s| {
-            let record = &records[s.index];
-            Some(QueuedAnswer {
-                order_id: s.order_id.clone()?,
-                user: record.user.clone(),
-                item: record.item.clone(),
-            })
-        })
-        .collect()
 }
 
 /// Builds, prints and writes the report; returns whether the run passed.

@@ -178,6 +178,11 @@ pub struct RunReport {
     pub thresholds: Vec<ThresholdResult>,
 }
 
+/// The report as pretty JSON.
+pub fn to_json(report: &RunReport) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(report)?)
+}
+
 /// What the system looked like at one moment (for the time series).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SystemSample {

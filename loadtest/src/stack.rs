@@ -36,6 +36,31 @@ pub struct StackConfig {
     pub worker_rate: u32,
     /// Per-user rate limit at the gateway (0 = off).
     pub user_rps: u32,
+    /// Where the gateway listens (port 0: any free port).
+    pub gateway_listen: SocketAddr,
+    /// Where seckill's own API (admin and the broker's) listens, if at all.
+    pub seckill_listen: Option<SocketAddr>,
+    /// Where the order worker's API listens, if at all.
+    pub worker_listen: Option<SocketAddr>,
+}
+
+impl StackConfig {
+    /// Embedded defaults under `data_dir`: the gateway on a free loopback
+    /// port, no other listeners, the worker capped at 1,000 orders/s.
+    pub fn embedded(data_dir: impl Into<PathBuf>, items: Vec<(String, u64)>) -> Self {
+        StackConfig {
+            data_dir: data_dir.into(),
+            redis_url: None,
+            key_prefix: String::new(),
+            database_url: None,
+            items,
+            worker_rate: 1_000,
+            user_rps: 5,
+            gateway_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seckill_listen: None,
+            worker_listen: None,
+        }
+    }
 }
 
 /// A running stack.
@@ -141,7 +166,27 @@ impl Stack {
             (None, None) => FlagFeed::None,
         };
         tasks.extend(edge.start(feed));
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        if let Some(listen) = config.seckill_listen {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let router = seckill::http::router(Arc::clone(&seckill));
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(listener, router).await;
+            }));
+        }
+        if let Some(listen) = config.worker_listen {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let router = order_worker::http::router(Arc::clone(&worker), None);
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(listener, router).await;
+            }));
+        }
+        let listener = TcpListener::bind(config.gateway_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.gateway_listen))?;
         let addr = listener.local_addr()?;
         let timeout = edge.settings().header_read_timeout;
         let gateway = gateway::http::router(edge, None);

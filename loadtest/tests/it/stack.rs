@@ -25,6 +25,7 @@ async fn spike_and_audit(redis_url: Option<String>, database_url: Option<String>
         items: vec![("sku-1".into(), STOCK), ("sku-2".into(), STOCK / 3)],
         worker_rate: 500,
         user_rps: 5,
+        ..StackConfig::embedded(dir.path(), Vec::new())
     })
     .await
     .unwrap();

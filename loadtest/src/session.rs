@@ -1,0 +1,158 @@
+//! Running a replay as a session: live progress, sampling the system for
+//! the report's series, and — on the in-process stack — draining and
+//! auditing afterwards. Shared by the `loadtest` command and the
+//! all-in-one binary's demo.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use crate::audit::{AuditReport, QueuedAnswer, audit};
+use crate::progress::{LiveCounters, print_every_second};
+use crate::replay::{Outcome, Progress, Quiet, ReplayConfig, ReplayResult, replay};
+use crate::report::SystemSample;
+use crate::stack::Stack;
+use crate::trace::TraceRecord;
+
+/// Now, in ms since the epoch.
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Replays `records` with a line per second unless `quiet`; returns the
+/// result and when it started (ms since the epoch).
+pub async fn replay_with_progress(
+    records: &[TraceRecord],
+    config: &ReplayConfig,
+    quiet: bool,
+    system_line: Option<Arc<Mutex<Option<String>>>>,
+) -> anyhow::Result<(ReplayResult, i64)> {
+    let started_at_ms = unix_ms();
+    let counters = Arc::new(LiveCounters::default());
+    let printer = (!quiet).then(|| {
+        let mut offered = Vec::new();
+        for record in records {
+            let second = ((record.at_us as f64 / config.speed) / 1e6) as usize;
+            if offered.len() <= second {
+                offered.resize(second + 1, 0);
+            }
+            offered[second] += 1;
+        }
+        print_every_second(Arc::clone(&counters), offered, system_line)
+    });
+    let progress: Arc<dyn Progress> = if quiet { Arc::new(Quiet) } else { counters };
+    let result = replay(records, config, progress).await?;
+    if let Some(printer) = printer {
+        printer.abort();
+    }
+    Ok((result, started_at_ms))
+}
+
+/// Samples the system every 250 ms with `sample` for the report (and the
+/// live line).
+pub fn spawn_sampler<F, Fut>(
+    sample: F,
+    samples: Arc<Mutex<Vec<SystemSample>>>,
+    line: Arc<Mutex<Option<String>>>,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Instant) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<SystemSample>> + Send,
+{
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut warned = false;
+        loop {
+            let sampled = sample(start).await;
+            if let Err(e) = &sampled
+                && !warned
+            {
+                eprintln!("cannot sample the system (the report will lack its series): {e:#}");
+                warned = true;
+            }
+            if let Ok(sample) = sampled {
+                *line.lock() = Some(format!(
+                    "stock left {} backlog {} written {}",
+                    sample.stock_left, sample.backlog, sample.orders_written
+                ));
+                samples.lock().push(sample);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}
+
+/// The order ids the replay was answered (`queued` and `duplicate`), with
+/// who asked for what.
+pub fn answers(records: &[TraceRecord], result: &ReplayResult) -> Vec<QueuedAnswer> {
+    result
+        .samples
+        .iter()
+        .filter(|s| matches!(s.outcome, Outcome::Queued | Outcome::Duplicate))
+        .filter_map(|s| {
+            let record = &records[s.index];
+            Some(QueuedAnswer {
+                order_id: s.order_id.clone()?,
+                user: record.user.clone(),
+                item: record.item.clone(),
+            })
+        })
+        .collect()
+}
+
+/// What a replay on the in-process stack found.
+#[derive(Debug)]
+pub struct StackRun {
+    /// The replay.
+    pub result: ReplayResult,
+    /// When it started (ms since the epoch).
+    pub started_at_ms: i64,
+    /// The system, sampled every 250 ms.
+    pub system: Vec<SystemSample>,
+    /// The audit after the drain.
+    pub audit: AuditReport,
+}
+
+/// Replays `records` against `stack`, waits (at most `drain_timeout`) for
+/// the workers to drain, and audits.
+pub async fn run_on_stack(
+    stack: &Arc<Stack>,
+    records: &[TraceRecord],
+    config: &ReplayConfig,
+    quiet: bool,
+    drain_timeout: Duration,
+) -> anyhow::Result<StackRun> {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let line = Arc::new(Mutex::new(None));
+    let sampler = {
+        let stack = Arc::clone(stack);
+        spawn_sampler(
+            move |start| {
+                let stack = Arc::clone(&stack);
+                async move { stack.sample(start).await }
+            },
+            Arc::clone(&samples),
+            Arc::clone(&line),
+        )
+    };
+    let (result, started_at_ms) = replay_with_progress(records, config, quiet, Some(line)).await?;
+    if !quiet {
+        eprintln!("replay done; waiting for the workers to drain (at most {drain_timeout:?})");
+    }
+    let drained = stack.drained(drain_timeout).await;
+    // One more sample after the drain, for the series' last point.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sampler.abort();
+    drained?;
+    let input = stack.audit_input(answers(records, &result)).await?;
+    let system = samples.lock().clone();
+    Ok(StackRun {
+        result,
+        started_at_ms,
+        system,
+        audit: audit(&input),
+    })
+}
