@@ -5,7 +5,7 @@
 //! and PostgreSQL when `REDIS_URL` / `DATABASE_URL` are set.
 //!
 //! - `cargo run --release` — start it, create a demo item, say where to
-//!   send requests; stop with Ctrl-C.
+//!   send requests and where the live page is; stop with Ctrl-C.
 //! - `cargo run --release -- demo` — start it, replay the bundled spike
 //!   trace, drain, audit every invariant and write the HTML report.
 
@@ -98,7 +98,9 @@ async fn serve() -> anyhow::Result<()> {
         ..base_config(data_dir.clone(), vec![("demo-item".into(), 100)])
     };
     let (seckill, worker) = (config.seckill_listen, config.worker_listen);
-    let stack = Stack::start(config).await?;
+    let live_listen = env_addr("LIVE_LISTEN", "127.0.0.1:8083")?;
+    let stack = Arc::new(Stack::start(config).await?);
+    let live = stack.serve_live_page(live_listen).await?;
     let url = stack.url();
     println!("flashsale is up; data in {}", data_dir.display());
     println!("  buy:      curl -X POST {url}/api/seckill/demo-item -H 'x-user-id: alice'");
@@ -111,9 +113,12 @@ async fn serve() -> anyhow::Result<()> {
     if let Some(worker) = worker {
         println!("  worker:   curl http://{worker}/admin/worker");
     }
+    println!("  live:     http://{live}/");
     println!("stop with Ctrl-C");
     seckill::app::shutdown_signal().await;
-    stack.stop().await;
+    if let Ok(stack) = Arc::try_unwrap(stack) {
+        stack.stop().await;
+    }
     Ok(())
 }
 
@@ -132,6 +137,10 @@ async fn demo(stock: u64, worker_rate: u32) -> anyhow::Result<bool> {
         )
     };
     let stack = Arc::new(Stack::start(config).await?);
+    let live = stack
+        .serve_live_page(env_addr("LIVE_LISTEN", "127.0.0.1:0")?)
+        .await?;
+    println!("watch it live: http://{live}/");
     println!(
         "flashsale demo: the stack is up at {} (data in {}); replaying a {}-request spike for {stock} units",
         stack.url(),

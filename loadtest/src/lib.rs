@@ -13,12 +13,14 @@
 //!   seckill instances;
 //! - [`report`], [`html`], [`progress`] — JSON and HTML reports, and the
 //!   line a second while it runs;
-//! - [`session`] — a replay with its progress, sampling, drain and audit.
+//! - [`session`] — a replay with its progress, sampling, drain and audit;
+//! - [`live`] — the live page a demo is watched on.
 
 pub mod audit;
 pub mod deployment;
 pub mod generate;
 pub mod html;
+pub mod live;
 pub mod progress;
 pub mod replay;
 pub mod report;

@@ -207,6 +207,46 @@ impl Stack {
         })
     }
 
+    /// Starts serving the live page (see [`crate::live`]) on `listen`;
+    /// returns its address.
+    pub async fn serve_live_page(
+        self: &Arc<Self>,
+        listen: SocketAddr,
+    ) -> anyhow::Result<SocketAddr> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let router = crate::live::router(Arc::clone(self));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(addr)
+    }
+
+    /// What the live page shows, now.
+    pub async fn live_state(&self) -> anyhow::Result<crate::live::LiveState> {
+        let mut items = Vec::new();
+        for activity in self.seckill.activities().list() {
+            let status = self.store.status(&activity.item).await?;
+            items.push(crate::live::ItemState {
+                item: activity.item.clone(),
+                stock: activity.stock,
+                stock_left: status.stock,
+                sold: status.buyers,
+                sold_out: status.sold_out,
+            });
+        }
+        Ok(crate::live::LiveState {
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            backlog: self.backlog(),
+            orders_written: self.worker.stats().inserted,
+            items,
+        })
+    }
+
     /// The gateway's URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

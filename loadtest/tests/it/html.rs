@@ -9,7 +9,8 @@ use loadtest::audit::{AuditReport, Check};
 use loadtest::replay::{Outcome, ReplayResult, Sample};
 use loadtest::report::{Parameters, SystemSample, build};
 
-fn chromium() -> Option<&'static str> {
+/// The installed Chromium's command, if any.
+pub(crate) fn chromium() -> Option<&'static str> {
     ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|name| {
