@@ -35,6 +35,10 @@ pub enum OrderStoreError {
 
 type Result<T> = std::result::Result<T, OrderStoreError>;
 
+/// The advisory lock key migrations take on PostgreSQL ("flashsale" in
+/// a few bytes; any constant shared by all workers would do).
+const MIGRATION_LOCK: i64 = 0x666c_6173_6873;
+
 /// An order to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOrder {
@@ -176,36 +180,61 @@ impl OrderStore {
                 .await?;
         }
         let store = OrderStore { pool };
-        store.migrate().await?;
+        store.migrate(!sqlite).await?;
         Ok(store)
     }
 
-    async fn migrate(&self) -> Result<()> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
-        for (version, statements) in MIGRATIONS {
-            let mut tx = self.pool.begin().await?;
-            let applied = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(*version)
-                .fetch_optional(&mut *tx)
+    /// Applies pending migrations. Several workers may start at once on
+    /// one PostgreSQL database: a session advisory lock makes them take
+    /// turns (concurrent `CREATE TABLE IF NOT EXISTS` can still collide in
+    /// PostgreSQL's catalog). SQLite's single connection and file lock do
+    /// the same there.
+    async fn migrate(&self, postgres: bool) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        if postgres {
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *conn)
                 .await?;
-            if applied.is_some() {
-                continue;
-            }
-            for statement in *statements {
-                sqlx::query(statement).execute(&mut *tx).await?;
-            }
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)")
+        }
+        let applied = async {
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
+            )
+            .execute(&mut *conn)
+            .await?;
+            for (version, statements) in MIGRATIONS {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let applied =
+                    sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+                        .bind(*version)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if applied.is_some() {
+                    continue;
+                }
+                for statement in *statements {
+                    sqlx::query(statement).execute(&mut *tx).await?;
+                }
+                sqlx::query(
+                    "INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)",
+                )
                 .bind(*version)
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
+                tx.commit().await?;
+            }
+            Ok::<(), OrderStoreError>(())
         }
-        Ok(())
+        .await;
+        if postgres {
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *conn)
+                .await?;
+        }
+        applied
     }
 
     /// Records an item's stock unless it is recorded already.

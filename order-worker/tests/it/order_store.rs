@@ -177,3 +177,22 @@ async fn concurrent_batches_never_oversell_on_postgres() {
     };
     concurrent_batches_never_oversell(OrderStore::connect(&db.url, 8).await.unwrap()).await;
 }
+
+/// Workers starting together on one fresh database all get the schema,
+/// migrated once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_starting_together_migrate_once_on_postgres() {
+    let Some(db) = test_postgres().await else {
+        return;
+    };
+    let connects: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { OrderStore::connect(&url, 2).await })
+        })
+        .collect();
+    for connect in connects {
+        let store = connect.await.unwrap().expect("every worker starts");
+        assert_eq!(store.item_counts("none").await.unwrap().live_orders, 0);
+    }
+}
