@@ -595,6 +595,12 @@ impl Broker {
         self.inner.lag()
     }
 
+    /// fdatasync calls of the commit log so far: in sync mode one covers
+    /// every write waiting at that moment (group commit).
+    pub fn log_syncs(&self) -> u64 {
+        self.inner.group_commit.syncs()
+    }
+
     /// End of the log as written (page cache).
     pub fn written_offset(&self) -> u64 {
         self.inner.log.written()

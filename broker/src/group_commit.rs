@@ -62,6 +62,9 @@ pub(crate) struct GroupCommit {
     mode: FlushMode,
     state: Mutex<FlushQueue>,
     wake: Condvar,
+    /// fdatasync calls made so far (for stats and tests: with many
+    /// writers, far fewer than the writes).
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 impl GroupCommit {
@@ -70,6 +73,7 @@ impl GroupCommit {
             mode,
             state: Mutex::new(FlushQueue::default()),
             wake: Condvar::new(),
+            syncs: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -127,6 +131,11 @@ impl GroupCommit {
     }
 
     /// Asks the flusher thread to exit after its current round.
+    /// fdatasync calls made so far.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn stop(&self) {
         self.state.lock().stop = true;
         self.wake.notify_all();
@@ -184,6 +193,8 @@ impl GroupCommit {
                 return Err(e);
             }
             metrics::histogram!(FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
+            self.syncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.complete_up_to(inner, target);
             inner.note_log_flushed(target);
         } else {
