@@ -25,7 +25,7 @@ DB_URL="${ADMIN_URL%/*}/$DB_NAME"
 WORK=$(mktemp -d)
 BIN=target/release
 
-cargo build --release --bins -q
+cargo build --release --workspace --bins -q
 
 pids=()
 cleanup() {
