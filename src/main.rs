@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use loadtest::replay::ReplayConfig;
 use loadtest::report::{Parameters, build};
-use loadtest::session::{run_on_stack, unix_ms};
+use loadtest::runner::{run_on_stack, unix_ms};
 use loadtest::stack::{Stack, StackConfig};
 
 /// The spike replayed by `demo` (also in `loadtest/traces/`).

@@ -13,7 +13,7 @@
 //!   seckill instances;
 //! - [`report`], [`html`], [`progress`] — JSON and HTML reports, and the
 //!   line a second while it runs;
-//! - [`session`] — a replay with its progress, sampling, drain and audit;
+//! - [`runner`] — a replay with its progress, sampling, drain and audit;
 //! - [`live`] — the live page a demo is watched on.
 
 pub mod audit;
@@ -24,6 +24,6 @@ pub mod live;
 pub mod progress;
 pub mod replay;
 pub mod report;
-pub mod session;
+pub mod runner;
 pub mod stack;
 pub mod trace;

@@ -21,7 +21,7 @@ use loadtest::deployment::Deployment;
 use loadtest::generate::{Population, Shape, generate, parse_duration, parse_stage};
 use loadtest::replay::{ReplayConfig, ReplayResult};
 use loadtest::report::{Parameters, RunReport, SystemSample, build, check_threshold, compare};
-use loadtest::session::{answers, replay_with_progress, run_on_stack, spawn_sampler, unix_ms};
+use loadtest::runner::{answers, replay_with_progress, run_on_stack, spawn_sampler, unix_ms};
 use loadtest::stack::{Stack, StackConfig};
 use loadtest::trace::{TraceRecord, read_trace, write_trace};
 use parking_lot::Mutex;

@@ -185,7 +185,7 @@ impl OrderStore {
     }
 
     /// Applies pending migrations. Several workers may start at once on
-    /// one PostgreSQL database: a session advisory lock makes them take
+    /// one PostgreSQL database: a connection-level advisory lock makes them take
     /// turns (concurrent `CREATE TABLE IF NOT EXISTS` can still collide in
     /// PostgreSQL's catalog). SQLite's single connection and file lock do
     /// the same there.

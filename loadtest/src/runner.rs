@@ -1,4 +1,4 @@
-//! Running a replay as a session: live progress, sampling the system for
+//! Running a replay end to end: live progress, sampling the system for
 //! the report's series, and — on the in-process stack — draining and
 //! auditing afterwards. Shared by the `loadtest` command and the
 //! all-in-one binary's demo.
