@@ -24,12 +24,20 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use seckill::env_settings::{EnvReader, invalid};
+
 use crate::edge::EdgeSettings;
 
 /// Why the settings are unusable.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(String);
+
+impl From<String> for ConfigError {
+    fn from(message: String) -> Self {
+        ConfigError(message)
+    }
+}
 
 /// Settings of one gateway process.
 #[derive(Clone)]
@@ -82,15 +90,6 @@ impl Default for GatewayConfig {
     }
 }
 
-fn list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 impl GatewayConfig {
     /// Defaults overridden by the environment (see the module doc).
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -99,77 +98,57 @@ impl GatewayConfig {
 
     /// Like [`GatewayConfig::from_env`], reading variables from `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = EnvReader::new(lookup);
         let mut config = GatewayConfig::default();
-        let invalid = |name: &str, value: &str, why: &str| {
-            ConfigError(format!("{name}={value:?} is not valid: {why}"))
-        };
-        let number = |name: &str, min: u64| -> Result<Option<u64>, ConfigError> {
-            lookup(name)
-                .map(|v| {
-                    v.parse::<u64>()
-                        .ok()
-                        .filter(|n| *n >= min)
-                        .ok_or_else(|| invalid(name, &v, &format!("expected a number >= {min}")))
-                })
-                .transpose()
-        };
-        let millis = |name: &str| -> Result<Option<Duration>, ConfigError> {
-            Ok(number(name, 1)?.map(Duration::from_millis))
-        };
-        if let Some(v) = lookup("GATEWAY_LISTEN") {
-            config.listen = v
-                .parse()
-                .map_err(|_| invalid("GATEWAY_LISTEN", &v, "expected host:port"))?;
-        }
-        if let Some(v) = lookup("GATEWAY_UPSTREAMS") {
-            config.upstreams = list(&v);
-            if config.upstreams.is_empty() {
-                return Err(invalid(
-                    "GATEWAY_UPSTREAMS",
-                    &v,
-                    "expected at least one URL",
-                ));
-            }
-        }
-        if let Some(v) = lookup("GATEWAY_ORDER_API") {
-            config.order_api = list(&v);
-        }
-        config.redis_url = lookup("REDIS_URL").filter(|v| !v.is_empty());
-        if let Some(v) = lookup("SECKILL_KEY_PREFIX") {
-            config.key_prefix = v;
-        }
         let to_u32 = |name: &str, n: u64| {
             u32::try_from(n).map_err(|_| invalid(name, &n.to_string(), "too large"))
         };
+        if let Some(listen) = env.addr("GATEWAY_LISTEN")? {
+            config.listen = listen;
+        }
+        if let Some(upstreams) = env.list("GATEWAY_UPSTREAMS") {
+            if upstreams.is_empty() {
+                let value = env.raw("GATEWAY_UPSTREAMS").unwrap_or_default();
+                return Err(
+                    invalid("GATEWAY_UPSTREAMS", &value, "expected at least one URL").into(),
+                );
+            }
+            config.upstreams = upstreams;
+        }
+        if let Some(order_api) = env.list("GATEWAY_ORDER_API") {
+            config.order_api = order_api;
+        }
+        config.redis_url = env.text("REDIS_URL");
+        if let Some(prefix) = env.raw("SECKILL_KEY_PREFIX") {
+            config.key_prefix = prefix;
+        }
         let edge = &mut config.edge;
-        if let Some(n) = number("GATEWAY_GLOBAL_RPS", 0)? {
+        if let Some(n) = env.number("GATEWAY_GLOBAL_RPS", 0)? {
             edge.global_rps = to_u32("GATEWAY_GLOBAL_RPS", n)?;
         }
-        if let Some(n) = number("GATEWAY_USER_RPS", 0)? {
+        if let Some(n) = env.number("GATEWAY_USER_RPS", 0)? {
             edge.user_rps = to_u32("GATEWAY_USER_RPS", n)?;
         }
-        if let Some(n) = number("GATEWAY_MAX_IN_FLIGHT", 1)? {
+        if let Some(n) = env.number("GATEWAY_MAX_IN_FLIGHT", 1)? {
             edge.max_in_flight = usize::try_from(n).unwrap_or(usize::MAX);
         }
-        if let Some(n) = number("GATEWAY_MAX_BODY_BYTES", 0)? {
+        if let Some(n) = env.number("GATEWAY_MAX_BODY_BYTES", 0)? {
             edge.max_body_bytes = usize::try_from(n).unwrap_or(usize::MAX);
         }
-        if let Some(d) = millis("GATEWAY_HEADER_TIMEOUT_MS")? {
+        if let Some(d) = env.millis("GATEWAY_HEADER_TIMEOUT_MS")? {
             edge.header_read_timeout = d;
         }
-        if let Some(d) = millis("GATEWAY_REQUEST_TIMEOUT_MS")? {
+        if let Some(d) = env.millis("GATEWAY_REQUEST_TIMEOUT_MS")? {
             edge.request_timeout = d;
         }
-        if let Some(d) = millis("GATEWAY_RESYNC_MS")? {
+        if let Some(d) = env.millis("GATEWAY_RESYNC_MS")? {
             edge.resync_interval = d;
             edge.activity_refresh = d;
         }
-        if let Some(d) = millis("GATEWAY_UPSTREAM_TIMEOUT_MS")? {
+        if let Some(d) = env.millis("GATEWAY_UPSTREAM_TIMEOUT_MS")? {
             config.upstream_timeout = d;
         }
-        config.lua_hook = lookup("GATEWAY_LUA_HOOK")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
+        config.lua_hook = env.text("GATEWAY_LUA_HOOK").map(PathBuf::from);
         Ok(config)
     }
 }
@@ -177,15 +156,7 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    }
+    use seckill::env_settings::fixed_env as env;
 
     #[test]
     fn the_environment_overrides_defaults_and_bad_values_are_named() {

@@ -23,12 +23,20 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use seckill::env_settings::{EnvReader, invalid};
+
 use crate::worker::WorkerSettings;
 
 /// Why the settings are unusable.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(String);
+
+impl From<String> for ConfigError {
+    fn from(message: String) -> Self {
+        ConfigError(message)
+    }
+}
 
 /// Settings of one worker process.
 #[derive(Clone)]
@@ -90,21 +98,9 @@ impl WorkerConfig {
 
     /// Like [`WorkerConfig::from_env`], reading variables from `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = EnvReader::new(lookup);
         let mut config = WorkerConfig::default();
-        let invalid = |name: &str, value: &str, why: &str| {
-            ConfigError(format!("{name}={value:?} is not valid: {why}"))
-        };
-        let number = |name: &str, min: u64| -> Result<Option<u64>, ConfigError> {
-            lookup(name)
-                .map(|v| {
-                    v.parse::<u64>()
-                        .ok()
-                        .filter(|n| *n >= min)
-                        .ok_or_else(|| invalid(name, &v, &format!("expected a number >= {min}")))
-                })
-                .transpose()
-        };
-        if let Some(url) = lookup("DATABASE_URL").filter(|v| !v.is_empty()) {
+        if let Some(url) = env.text("DATABASE_URL") {
             if !["postgres://", "postgresql://", "sqlite:"]
                 .iter()
                 .any(|p| url.starts_with(p))
@@ -115,42 +111,35 @@ impl WorkerConfig {
             }
             config.database_url = url;
         }
-        if let Some(n) = number("WORKER_DB_CONNECTIONS", 1)? {
+        if let Some(n) = env.number("WORKER_DB_CONNECTIONS", 1)? {
             config.db_connections = u32::try_from(n).unwrap_or(u32::MAX);
         }
-        if let Some(v) = lookup("WORKER_LISTEN") {
-            config.listen = v
-                .parse()
-                .map_err(|_| invalid("WORKER_LISTEN", &v, "expected host:port"))?;
+        if let Some(listen) = env.addr("WORKER_LISTEN")? {
+            config.listen = listen;
         }
-        config.redis_url = lookup("REDIS_URL").filter(|v| !v.is_empty());
-        if let Some(v) = lookup("SECKILL_KEY_PREFIX") {
-            config.key_prefix = v;
+        config.redis_url = env.text("REDIS_URL");
+        if let Some(prefix) = env.raw("SECKILL_KEY_PREFIX") {
+            config.key_prefix = prefix;
         }
-        if let Some(v) = lookup("WORKER_BROKERS") {
-            config.static_brokers = v
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
+        if let Some(brokers) = env.list("WORKER_BROKERS") {
+            config.static_brokers = brokers;
         }
         let settings = &mut config.settings;
-        if let Some(n) = number("WORKER_RATE", 0)? {
+        if let Some(n) = env.number("WORKER_RATE", 0)? {
             settings.rate_per_second = u32::try_from(n)
                 .map_err(|_| invalid("WORKER_RATE", &n.to_string(), "too large"))?;
         }
-        if let Some(n) = number("WORKER_MAX_BATCH", 1)? {
+        if let Some(n) = env.number("WORKER_MAX_BATCH", 1)? {
             settings.max_batch = u32::try_from(n.min(10_000)).unwrap_or(10_000);
         }
-        if let Some(n) = number("WORKER_PAYMENT_TIMEOUT_MS", 1)? {
+        if let Some(n) = env.number("WORKER_PAYMENT_TIMEOUT_MS", 1)? {
             settings.payment_timeout = Duration::from_millis(n);
         }
-        if let Some(v) = lookup("WORKER_GROUP").filter(|v| !v.is_empty()) {
-            settings.group = v;
+        if let Some(group) = env.text("WORKER_GROUP") {
+            settings.group = group;
         }
-        if let Some(v) = lookup("WORKER_MEMBER_ID").filter(|v| !v.is_empty()) {
-            settings.member = v;
+        if let Some(member) = env.text("WORKER_MEMBER_ID") {
+            settings.member = member;
         }
         Ok(config)
     }
@@ -159,15 +148,7 @@ impl WorkerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    }
+    use seckill::env_settings::fixed_env as env;
 
     #[test]
     fn the_environment_overrides_defaults_and_bad_values_are_named() {

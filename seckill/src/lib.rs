@@ -17,6 +17,7 @@ pub mod app;
 mod checker;
 mod config;
 mod embedded_store;
+pub mod env_settings;
 mod error;
 mod flag_follower;
 pub mod http;

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use loadtest::audit::{QueuedAnswer, audit};
+use loadtest::audit::audit;
 use loadtest::generate::{Population, Shape, generate};
 use loadtest::replay::{Outcome, Quiet, ReplayConfig, replay};
+use loadtest::runner::answers;
 use loadtest::stack::{Stack, StackConfig};
 use seckill::ThrowawayRedis;
 use sqlx::Connection;
@@ -74,19 +75,7 @@ async fn spike_and_audit(redis_url: Option<String>, database_url: Option<String>
     assert!(count(Outcome::SoldOut) > 0);
 
     stack.drained(Duration::from_secs(60)).await.unwrap();
-    let answers = result
-        .samples
-        .iter()
-        .filter(|s| matches!(s.outcome, Outcome::Queued | Outcome::Duplicate))
-        .filter_map(|s| {
-            let record = &records[s.index];
-            Some(QueuedAnswer {
-                order_id: s.order_id.clone()?,
-                user: record.user.clone(),
-                item: record.item.clone(),
-            })
-        })
-        .collect();
+    let answers = answers(&records, &result);
     let input = stack.audit_input(answers).await.unwrap();
     let report = audit(&input);
     for check in &report.checks {
