@@ -214,8 +214,9 @@ fn count(outcome: &'static str) {
 /// and the access log.
 async fn bounded(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // The access log's fields, copied only when the log is on.
+    let logged = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (request.method().clone(), request.uri().path().to_owned()));
     let Ok(_permit) = edge.shedder.try_acquire() else {
         count("shed");
         return with_retry_after(
@@ -254,7 +255,9 @@ async fn bounded(State(edge): State<Arc<Edge>>, request: Request, next: Next) ->
     metrics::gauge!(IN_FLIGHT).decrement(1.0);
     let elapsed = started.elapsed();
     metrics::histogram!(REQUEST_SECONDS).record(elapsed.as_secs_f64());
-    tracing::debug!(%method, path, status = response.status().as_u16(), micros = elapsed.as_micros() as u64, "request");
+    if let Some((method, path)) = logged {
+        tracing::debug!(%method, path, status = response.status().as_u16(), micros = elapsed.as_micros() as u64, "request");
+    }
     response
 }
 
