@@ -2,7 +2,7 @@
 //! same machine does without it, measured in one run.
 //!
 //! ```text
-//! cargo run --release -p broker --bin broker-bench -- [--quick] [--json FILE]
+//! cargo run --release -p broker-bench -- [--quick] [--json FILE]
 //! ```
 //!
 //! Rows: append throughput and latency (p50/p99/p999 per send, from the
