@@ -8,6 +8,12 @@
 //!   send requests and where the live page is; stop with Ctrl-C.
 //! - `cargo run --release -- demo` — start it, replay the bundled spike
 //!   trace, drain, audit every invariant and write the HTML report.
+//! - `cargo run --release -- run TRACE` — the same with a trace of your
+//!   own (`loadtest gen`) and the load tester's options.
+//!
+//! Ctrl-C (or SIGTERM) stops it cleanly — requests drained, the worker's
+//! offsets committed and its group left, the broker flushed and its abort
+//! marker removed; a second Ctrl-C exits at once.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,12 +21,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use flashsale::stack::{Stack, StackConfig};
+use flashsale::stack_run::run_on_stack;
+use loadtest::generate::parse_duration;
+use loadtest::options::{RunArgs, finish, load_trace, replay_config};
 use loadtest::replay::ReplayConfig;
 use loadtest::report::{Parameters, build};
-use loadtest::runner::{run_on_stack, unix_ms};
-use loadtest::stack::{Stack, StackConfig};
+use loadtest::runner::unix_ms;
+use service_kit::env_settings::EnvReader;
 
 /// The spike replayed by `demo` (also in `loadtest/traces/`).
 const BUNDLED_SPIKE: &str = include_str!("../loadtest/traces/spike.ndjson");
@@ -46,22 +55,55 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         worker_rate: u32,
     },
+    /// Start the whole stack, replay a trace against it, wait for the
+    /// workers to drain, and audit every invariant.
+    Run {
+        /// Stock of every item in the trace.
+        #[arg(long, default_value_t = 500)]
+        stock: u64,
+        /// The order worker's write cap (orders/s; 0 = unlimited).
+        #[arg(long, default_value_t = 1_000)]
+        worker_rate: u32,
+        /// Where the stack keeps its data (default: a temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Longest wait for the workers to drain.
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        drain_timeout: Duration,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+/// The environment, read the way every service reads it.
+fn env() -> EnvReader<impl Fn(&str) -> Option<String>> {
+    EnvReader::new(|name: &str| std::env::var(name).ok())
 }
 
 fn env_addr(name: &str, default: &str) -> anyhow::Result<SocketAddr> {
-    let value = std::env::var(name).unwrap_or_else(|_| default.to_owned());
-    value
-        .parse()
-        .with_context(|| format!("{name}={value:?} is not host:port"))
+    let default = default.parse().expect("a valid default address");
+    Ok(env()
+        .addr(name)
+        .map_err(anyhow::Error::msg)?
+        .unwrap_or(default))
 }
 
 fn base_config(data_dir: PathBuf, items: Vec<(String, u64)>) -> StackConfig {
+    let env = env();
     StackConfig {
-        redis_url: std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty()),
-        database_url: std::env::var("DATABASE_URL").ok().filter(|v| !v.is_empty()),
-        key_prefix: std::env::var("SECKILL_KEY_PREFIX").unwrap_or_default(),
+        redis_url: env.text("REDIS_URL"),
+        database_url: env.text("DATABASE_URL"),
+        key_prefix: env.raw("SECKILL_KEY_PREFIX").unwrap_or_default(),
         ..StackConfig::embedded(data_dir, items)
     }
+}
+
+/// The items a trace buys, each with `stock` units.
+fn items_of(records: &[loadtest::trace::TraceRecord], stock: u64) -> Vec<(String, u64)> {
+    let mut items: Vec<String> = records.iter().map(|r| r.item.clone()).collect();
+    items.sort();
+    items.dedup();
+    items.into_iter().map(|item| (item, stock)).collect()
 }
 
 fn main() -> ExitCode {
@@ -71,6 +113,13 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve().await.map(|()| true),
             Command::Demo { stock, worker_rate } => demo(stock, worker_rate).await,
+            Command::Run {
+                stock,
+                worker_rate,
+                data_dir,
+                drain_timeout,
+                run,
+            } => run_trace(stock, worker_rate, data_dir, drain_timeout, run).await,
         }
     });
     match outcome {
@@ -84,7 +133,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve() -> anyhow::Result<()> {
-    seckill::telemetry::init_logging();
+    service_kit::telemetry::init_logging();
     // The embedded stock store lives in memory, so a restart starts a
     // fresh sale in a fresh directory (the database and the broker's log
     // would otherwise remember orders the store has forgotten).
@@ -115,26 +164,19 @@ async fn serve() -> anyhow::Result<()> {
     }
     println!("  live:     http://{live}/");
     println!("stop with Ctrl-C");
-    seckill::app::shutdown_signal().await;
-    if let Ok(stack) = Arc::try_unwrap(stack) {
-        stack.stop().await;
-    }
+    service_kit::shutdown_signal().await;
+    stack.stop().await?;
+    println!("flashsale stopped cleanly");
     Ok(())
 }
 
 async fn demo(stock: u64, worker_rate: u32) -> anyhow::Result<bool> {
     let records = loadtest::trace::read_trace(BUNDLED_SPIKE.as_bytes())?;
     let data_dir = PathBuf::from("data").join(format!("demo-{}", unix_ms()));
-    let mut items: Vec<String> = records.iter().map(|r| r.item.clone()).collect();
-    items.sort();
-    items.dedup();
     let config = StackConfig {
         worker_rate,
         key_prefix: format!("demo-{}:", unix_ms()),
-        ..base_config(
-            data_dir.clone(),
-            items.into_iter().map(|i| (i, stock)).collect(),
-        )
+        ..base_config(data_dir.clone(), items_of(&records, stock))
     };
     let stack = Arc::new(Stack::start(config).await?);
     let live = stack
@@ -180,8 +222,44 @@ async fn demo(stock: u64, worker_rate: u32) -> anyhow::Result<bool> {
     std::fs::write(&json, loadtest::report::to_json(&report)?)?;
     println!("report: {}", html.canonicalize().unwrap_or(html).display());
     println!("json:   {}", json.display());
-    if let Ok(stack) = Arc::try_unwrap(stack) {
-        stack.stop().await;
-    }
+    stack.stop().await?;
+    Ok(passed)
+}
+
+async fn run_trace(
+    stock: u64,
+    worker_rate: u32,
+    data_dir: Option<PathBuf>,
+    drain_timeout: Duration,
+    run: RunArgs,
+) -> anyhow::Result<bool> {
+    let records = load_trace(&run.trace)?;
+    let temp = tempfile::tempdir()?;
+    let data_dir = data_dir.unwrap_or_else(|| temp.path().to_owned());
+    let stack = Arc::new(
+        Stack::start(StackConfig {
+            worker_rate,
+            key_prefix: format!("run-{}:", unix_ms()),
+            ..base_config(data_dir, items_of(&records, stock))
+        })
+        .await?,
+    );
+    let target = stack.url();
+    eprintln!(
+        "the whole stack is up at {target}; replaying {} requests",
+        records.len()
+    );
+    let config = replay_config(&target, &run);
+    let outcome = run_on_stack(&stack, &records, &config, run.quiet, drain_timeout).await?;
+    let passed = finish(
+        &records,
+        &outcome.result,
+        &run,
+        &target,
+        outcome.started_at_ms,
+        &outcome.system,
+        Some(outcome.audit),
+    )?;
+    stack.stop().await?;
     Ok(passed)
 }

@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
-use seckill::{RedisScripts, StockStore};
+use stock::{RedisScripts, StockStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::GatewayConfig;
-use crate::edge::{ActivitySource, Edge, FlagFeed};
+use crate::edge::{ActivitySource, Edge};
 use crate::lua_hook::LuaHook;
 use crate::upstream::{Upstream, Upstreams};
+use stock::FlagFeed;
 
 /// Redis connections for flag resyncs (one status read per item per
 /// second).

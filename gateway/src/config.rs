@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use seckill::env_settings::{EnvReader, invalid};
+use service_kit::env_settings::{EnvReader, invalid};
 
 use crate::edge::EdgeSettings;
 
@@ -156,7 +156,7 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use seckill::env_settings::fixed_env as env;
+    use service_kit::env_settings::fixed_env as env;
 
     #[test]
     fn the_environment_overrides_defaults_and_bad_values_are_named() {

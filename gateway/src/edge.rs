@@ -18,9 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::RwLock;
-use seckill::{
-    Activities, Activity, EmbeddedScripts, FlagHolder, SoldOutFlags, StockStore, Window,
-};
+use stock::{Activities, Activity, FlagFeed, FlagHolder, SoldOutFlags, StockStore, Window};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -106,17 +104,6 @@ impl ActivitySource {
     }
 }
 
-/// Where flag publications come from.
-#[derive(Debug, Clone)]
-pub enum FlagFeed<'a> {
-    /// Redis pub/sub at this URL.
-    Redis(&'a str),
-    /// The embedded store in this process.
-    Embedded(&'a EmbeddedScripts),
-    /// None: periodic resyncs only.
-    None,
-}
-
 /// The gateway's shared state.
 #[derive(Debug)]
 pub struct Edge {
@@ -191,20 +178,12 @@ impl Edge {
     /// limiter's memory. The tasks hold weak references and end with the
     /// edge.
     pub fn start(self: &Arc<Self>, feed: FlagFeed<'_>) -> Vec<JoinHandle<()>> {
-        let mut tasks = Vec::new();
-        match feed {
-            FlagFeed::Redis(url) => tasks.push(seckill::follow_redis_flags(self, url)),
-            FlagFeed::Embedded(scripts) => {
-                tasks.push(seckill::follow_embedded_flags(self, scripts))
-            }
-            FlagFeed::None => {}
-        }
-        let interval = self.settings.resync_interval;
-        tasks.push(every(
-            self,
-            interval,
-            |edge| async move { edge.resync().await },
-        ));
+        // With no store there is nothing to resync from, and no feed.
+        let channel = self
+            .store
+            .as_ref()
+            .map_or_else(|| stock::flag_channel(""), |s| s.flag_channel().to_owned());
+        let mut tasks = stock::follow_flags(self, feed, &channel, self.settings.resync_interval);
         if matches!(self.activities, ActivitySource::Upstreams(_)) {
             let interval = self.settings.activity_refresh;
             tasks.push(every(self, interval, |edge| async move {

@@ -51,8 +51,8 @@ use axum::routing::future::RouteFuture;
 use axum::routing::{get, post};
 use futures_util::future::Either;
 use metrics_exporter_prometheus::PrometheusHandle;
-use seckill::Window;
 use serde_json::json;
+use stock::Window;
 use tower::Service;
 
 use crate::edge::Edge;
@@ -115,12 +115,12 @@ fn sold_out_fast_path<B: http_body::Body>(
         return None;
     }
     // A body, however small, is the router's to read and bound.
-    if !request.body().is_end_stream() || seckill::validate_item_id(item).is_err() {
+    if !request.body().is_end_stream() || stock::validate_item_id(item).is_err() {
         return None;
     }
     let headers = request.headers();
     let user = headers.get(USER_HEADER)?.to_str().ok()?;
-    seckill::validate_user_id(user).ok()?;
+    stock::validate_user_id(user).ok()?;
     // The same checks, in the same order, as the full path.
     let _permit = edge.shedder.try_acquire().ok()?;
     if edge.global.as_ref().is_some_and(|l| l.check().is_err()) {
@@ -281,7 +281,7 @@ async fn purchase(
             "bad item in the path",
         );
     };
-    if let Err(e) = seckill::validate_item_id(&item) {
+    if let Err(e) = stock::validate_item_id(&item) {
         count("bad_request");
         return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
     }
@@ -304,7 +304,7 @@ async fn purchase(
         }
         Some(Ok(user)) => user.to_owned(),
     };
-    if let Err(e) = seckill::validate_user_id(&user) {
+    if let Err(e) = stock::validate_user_id(&user) {
         count("bad_request");
         return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
     }

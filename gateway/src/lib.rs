@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod server;
 pub mod upstream;
 
-pub use edge::{ActivitySource, Edge, EdgeSettings, FlagFeed};
+pub use edge::{ActivitySource, Edge, EdgeSettings};
 pub use lua_hook::{HookRequest, LuaHook, Verdict};
+pub use stock::FlagFeed;
 pub use upstream::{Upstream, UpstreamError, Upstreams};

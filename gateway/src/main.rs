@@ -6,9 +6,13 @@ use anyhow::Context as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    seckill::telemetry::init_logging();
-    let metrics = seckill::telemetry::install_metrics_with(gateway::metrics::HISTOGRAM_BUCKETS)
-        .context("metrics")?;
+    service_kit::telemetry::init_logging();
+    let metrics = service_kit::telemetry::install_metrics(&[
+        gateway::metrics::HISTOGRAM_BUCKETS,
+        stock::metrics::HISTOGRAM_BUCKETS,
+    ])
+    .map_err(anyhow::Error::msg)
+    .context("metrics")?;
     let config = gateway::config::GatewayConfig::from_env().context("configuration")?;
     tracing::info!(?config, "starting");
     let app = gateway::app::GatewayApp::build(config, Some(metrics)).await?;
@@ -30,6 +34,6 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    app.run_until_stopped(seckill::app::shutdown_signal()).await;
+    app.run_until_stopped(service_kit::shutdown_signal()).await;
     Ok(())
 }

@@ -8,22 +8,26 @@
 //! - [`replay`] — open-loop sends at planned times, latency corrected for
 //!   coordinated omission, every answer classified;
 //! - [`audit`] — the design's invariants as pure checks;
-//! - [`stack`] and [`deployment`] — where the audit's facts come from: the
-//!   whole stack in this process, or a deployment's Redis, database and
-//!   seckill instances;
+//! - [`deployment`] — where the audit's facts come from: a deployment's
+//!   Redis, order database and seckill instances, read only;
 //! - [`report`], [`html`], [`progress`] — JSON and HTML reports, and the
 //!   line a second while it runs;
-//! - [`runner`] — a replay with its progress, sampling, drain and audit;
-//! - [`live`] — the live page a demo is watched on.
+//! - [`runner`] — a replay with its progress and sampling;
+//! - [`options`] — a run's options and how its report is printed,
+//!   checked and written.
+//!
+//! It depends on no service crate: it knows the services by their HTTP
+//! API, their key names in Redis and their tables, as any external load
+//! tester would. The whole stack in one process (and its live page) is
+//! the root package's library, which uses this one.
 
 pub mod audit;
 pub mod deployment;
 pub mod generate;
 pub mod html;
-pub mod live;
+pub mod options;
 pub mod progress;
 pub mod replay;
 pub mod report;
 pub mod runner;
-pub mod stack;
 pub mod trace;

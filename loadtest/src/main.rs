@@ -3,13 +3,17 @@
 //! ```text
 //! loadtest gen spike --peak 5000 --duration 10s --seed 1 -o spike.ndjson
 //! loadtest replay --target http://127.0.0.1:8080 spike.ndjson --html report.html
-//! loadtest run spike.ndjson --stock 500 --html report.html   # the whole stack in-process
 //! ```
+//!
+//! The whole stack in this process with a replay and its audit is the
+//! all-in-one binary's `run` (`cargo run --release -- run spike.ndjson`):
+//! the load tester itself uses no service crate, so it measures any
+//! deployment the same way.
 //!
 //! Exit codes: 0 when everything held; 1 when an invariant, a threshold
 //! or the achieved rate failed; 2 for bad input.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +23,9 @@ use clap::{Args, Parser, Subcommand};
 use loadtest::audit::audit;
 use loadtest::deployment::Deployment;
 use loadtest::generate::{Population, Shape, generate, parse_duration, parse_stage};
-use loadtest::replay::{ReplayConfig, ReplayResult};
-use loadtest::report::{Parameters, RunReport, SystemSample, build, check_threshold, compare};
-use loadtest::runner::{answers, replay_with_progress, run_on_stack, spawn_sampler, unix_ms};
-use loadtest::stack::{Stack, StackConfig};
-use loadtest::trace::{TraceRecord, read_trace, write_trace};
+use loadtest::options::{RunArgs, finish, load_trace, replay_config};
+use loadtest::runner::{answers, replay_with_progress, spawn_sampler};
+use loadtest::trace::write_trace;
 use parking_lot::Mutex;
 
 #[derive(Debug, Parser)]
@@ -51,60 +53,6 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Start the whole stack in this process, replay a trace against it,
-    /// wait for the workers to drain, and audit every invariant.
-    Run {
-        /// Stock of every item in the trace.
-        #[arg(long, default_value_t = 500)]
-        stock: u64,
-        /// The order workers' write cap (orders/s; 0 = unlimited).
-        #[arg(long, default_value_t = 1_000)]
-        worker_rate: u32,
-        /// Real Redis instead of the embedded store.
-        #[arg(long, env = "REDIS_URL")]
-        redis_url: Option<String>,
-        /// PostgreSQL instead of SQLite.
-        #[arg(long, env = "DATABASE_URL")]
-        database_url: Option<String>,
-        /// Where the stack keeps its data (default: a temporary directory).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Longest wait for the workers to drain.
-        #[arg(long, default_value = "120s", value_parser = parse_duration)]
-        drain_timeout: Duration,
-        #[command(flatten)]
-        run: RunArgs,
-    },
-}
-
-#[derive(Debug, Args)]
-struct RunArgs {
-    /// The trace (NDJSON; see `loadtest gen`).
-    trace: PathBuf,
-    /// Time scale (2 = twice as fast).
-    #[arg(long, default_value_t = 1.0)]
-    speed: f64,
-    /// Most requests in flight.
-    #[arg(long, default_value_t = 2_048)]
-    max_in_flight: usize,
-    /// Fail when the achieved rate is below this share of the offered one.
-    #[arg(long, default_value_t = 0.9)]
-    min_achieved: f64,
-    /// Rules such as `p99<20ms` or `errors=0` (repeatable).
-    #[arg(long = "threshold")]
-    thresholds: Vec<String>,
-    /// A previous JSON report to compare with.
-    #[arg(long)]
-    baseline: Option<PathBuf>,
-    /// Write the JSON report here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write the HTML report here.
-    #[arg(long)]
-    html: Option<PathBuf>,
-    /// No per-second lines.
-    #[arg(long)]
-    quiet: bool,
 }
 
 /// Where a deployment keeps what the audit reads.
@@ -275,53 +223,6 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 verdict,
             )
         }
-        Command::Run {
-            stock,
-            worker_rate,
-            redis_url,
-            database_url,
-            data_dir,
-            drain_timeout,
-            run,
-        } => {
-            let records = load_trace(&run.trace)?;
-            let mut items: Vec<String> = records.iter().map(|r| r.item.clone()).collect();
-            items.sort();
-            items.dedup();
-            let temp = tempfile::tempdir()?;
-            let stack = Stack::start(StackConfig {
-                data_dir: data_dir.unwrap_or_else(|| temp.path().to_owned()),
-                redis_url,
-                key_prefix: format!("loadtest-{}:", unix_ms()),
-                database_url,
-                items: items.into_iter().map(|i| (i, stock)).collect(),
-                worker_rate,
-                user_rps: 5,
-                ..StackConfig::embedded(temp.path(), Vec::new())
-            })
-            .await?;
-            let stack = Arc::new(stack);
-            let target = stack.url();
-            eprintln!(
-                "the whole stack is up at {target}; replaying {} requests",
-                records.len()
-            );
-            let config = replay_config(&target, &run);
-            let outcome = run_on_stack(&stack, &records, &config, run.quiet, drain_timeout).await?;
-            let passed = finish(
-                &records,
-                &outcome.result,
-                &run,
-                &target,
-                outcome.started_at_ms,
-                &outcome.system,
-                Some(outcome.audit),
-            )?;
-            if let Ok(stack) = Arc::try_unwrap(stack) {
-                stack.stop().await;
-            }
-            Ok(passed)
-        }
     }
 }
 
@@ -361,113 +262,4 @@ fn gen_trace(args: GenArgs) -> anyhow::Result<()> {
         None => write_trace(&records, std::io::stdout().lock())?,
     }
     Ok(())
-}
-
-fn load_trace(path: &Path) -> anyhow::Result<Vec<TraceRecord>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    read_trace(std::io::BufReader::new(file)).with_context(|| format!("in {}", path.display()))
-}
-
-fn replay_config(target: &str, run: &RunArgs) -> ReplayConfig {
-    ReplayConfig {
-        target: target.to_owned(),
-        speed: run.speed,
-        max_in_flight: run.max_in_flight.max(1),
-        ..ReplayConfig::default()
-    }
-}
-
-/// Builds, prints and writes the report; returns whether the run passed.
-fn finish(
-    records: &[TraceRecord],
-    result: &ReplayResult,
-    run: &RunArgs,
-    target: &str,
-    started_at_ms: i64,
-    system: &[SystemSample],
-    verdict: Option<loadtest::audit::AuditReport>,
-) -> anyhow::Result<bool> {
-    let parameters = Parameters {
-        target: target.to_owned(),
-        trace: run.trace.display().to_string(),
-        requests: records.len(),
-        speed: run.speed,
-        started_at_ms,
-    };
-    let mut report = build(parameters, result, system, verdict);
-    for rule in &run.thresholds {
-        let verdict = check_threshold(&report, rule).map_err(anyhow::Error::msg)?;
-        report.thresholds.push(verdict);
-    }
-    let totals = &report.totals;
-    println!(
-        "\n{} requests, late sends {}, achieved/offered {:.3}",
-        totals.requests, totals.late_sends, totals.achieved_ratio
-    );
-    for (name, count) in &totals.outcomes {
-        if *count > 0 {
-            println!("  {name:<12} {count}");
-        }
-    }
-    let c = &totals.corrected_us;
-    let u = &totals.uncorrected_us;
-    println!(
-        "latency corrected   p50 {} µs, p99 {} µs, max {} µs",
-        c.p50, c.p99, c.max
-    );
-    println!(
-        "latency uncorrected p50 {} µs, p99 {} µs, max {} µs",
-        u.p50, u.p99, u.max
-    );
-    let mut passed = true;
-    if totals.achieved_ratio < run.min_achieved {
-        println!(
-            "FAIL achieved rate {:.3} of the offered one, below {:.3}: the tool could not keep up",
-            totals.achieved_ratio, run.min_achieved
-        );
-        passed = false;
-    }
-    if let Some(audit) = &report.audit {
-        println!("audit:");
-        for check in &audit.checks {
-            println!(
-                "  {} {}: {}",
-                if check.passed { "PASS" } else { "FAIL" },
-                check.name,
-                check.detail
-            );
-        }
-        passed &= audit.passed();
-    }
-    for threshold in &report.thresholds {
-        println!(
-            "threshold {} {} (actual {})",
-            threshold.rule,
-            if threshold.passed { "PASS" } else { "FAIL" },
-            threshold.actual
-        );
-        passed &= threshold.passed;
-    }
-    if let Some(path) = &run.baseline {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the baseline {}", path.display()))?;
-        let baseline: RunReport = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a loadtest report", path.display()))?;
-        println!("against the baseline {}:", path.display());
-        for line in compare(&report, &baseline) {
-            println!("  {line}");
-        }
-    }
-    if let Some(path) = &run.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    if let Some(path) = &run.html {
-        std::fs::write(path, loadtest::html::render(&report))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(passed)
 }

@@ -43,14 +43,18 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve() -> anyhow::Result<()> {
-    seckill::telemetry::init_logging();
-    let metrics =
-        seckill::telemetry::install_metrics_with(order_worker::metrics::HISTOGRAM_BUCKETS)
-            .context("metrics")?;
+    service_kit::telemetry::init_logging();
+    let metrics = service_kit::telemetry::install_metrics(&[
+        order_worker::metrics::HISTOGRAM_BUCKETS,
+        stock::metrics::HISTOGRAM_BUCKETS,
+        broker::metrics::HISTOGRAM_BUCKETS,
+    ])
+    .map_err(anyhow::Error::msg)
+    .context("metrics")?;
     let config = order_worker::config::WorkerConfig::from_env().context("configuration")?;
     tracing::info!(?config, "starting");
     let app = order_worker::app::WorkerApp::build(config, Some(metrics)).await?;
-    app.run_until_stopped(seckill::app::shutdown_signal()).await
+    app.run_until_stopped(service_kit::shutdown_signal()).await
 }
 
 async fn reconcile(item: &str, repair: bool, url: &str) -> anyhow::Result<()> {

@@ -20,13 +20,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::SeckillError;
 use crate::config::SeckillConfig;
-use crate::embedded_store::EmbeddedScripts;
-use crate::error::SeckillError;
+use crate::flag_holder::FLAG_RESYNC_INTERVAL;
 use crate::purchase::Seckill;
-use crate::redis_store::RedisScripts;
 use crate::registry::{BrokerRegistry, LocalRegistry, RedisRegistry, start_heartbeat};
-use crate::stock_store::StockStore;
+use stock::RedisScripts;
+use stock::StockStore;
+use stock::{EmbeddedScripts, FlagFeed};
 
 /// A built, bound, not yet serving seckill instance.
 #[derive(Debug)]
@@ -70,7 +71,7 @@ impl App {
                 let store = StockStore::new(Arc::new(scripts), config.key_prefix.clone());
                 let seckill = Seckill::new(broker, store, config.node_id)
                     .map_err(|e| SeckillError::Store(e.to_string()))?;
-                tasks.push(seckill.follow_redis_flags(url));
+                tasks.extend(seckill.follow_flags(FlagFeed::Redis(url), FLAG_RESYNC_INTERVAL));
                 (
                     seckill,
                     Arc::new(RedisRegistry::new(url, &config.key_prefix)?),
@@ -81,7 +82,9 @@ impl App {
                 let store = StockStore::new(scripts.clone(), config.key_prefix.clone());
                 let seckill = Seckill::new(broker, store, config.node_id)
                     .map_err(|e| SeckillError::Store(e.to_string()))?;
-                tasks.push(seckill.follow_embedded_flags(&scripts));
+                tasks.extend(
+                    seckill.follow_flags(FlagFeed::Embedded(&scripts), FLAG_RESYNC_INTERVAL),
+                );
                 (seckill, Arc::new(LocalRegistry::default()))
             }
         };
@@ -142,33 +145,4 @@ impl App {
         tracing::info!("seckill stopped");
         served.map_err(|e| SeckillError::Store(format!("server: {e}")))
     }
-}
-
-/// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        #[cfg(unix)]
-        {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        }
-        #[cfg(not(unix))]
-        std::future::pending::<()>().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!(
-        "stopping: draining requests and flushing the broker (signal again to exit at once)"
-    );
-    tokio::spawn(async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(130);
-    });
 }

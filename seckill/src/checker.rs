@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use broker::{HalfMessage, TransactionChecker, TransactionState};
 
 use crate::order_message::OrderMessage;
-use crate::stock_store::StockStore;
+use stock::StockStore;
 
 /// Answers check-backs from the buyer records.
 #[derive(Debug)]

@@ -19,7 +19,9 @@ use std::path::PathBuf;
 
 use broker::{BrokerConfig, FlushMode};
 
-use crate::error::SeckillError;
+use service_kit::env_settings::{EnvReader, invalid};
+
+use crate::SeckillError;
 
 /// Settings of one seckill instance.
 #[derive(Clone)]
@@ -76,43 +78,53 @@ impl SeckillConfig {
 
     /// Like [`SeckillConfig::from_env`], reading variables from `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SeckillError> {
-        let mut config =
-            Self::embedded(lookup("BROKER_DATA_DIR").unwrap_or_else(|| "./data/broker".into()));
-        let invalid = |name: &str, value: &str, why: &str| {
-            SeckillError::Invalid(format!("{name}={value:?} is not valid: {why}"))
-        };
-        if let Some(v) = lookup("SECKILL_LISTEN") {
-            config.listen = v
-                .parse()
-                .map_err(|_| invalid("SECKILL_LISTEN", &v, "expected host:port"))?;
+        let env = EnvReader::new(lookup);
+        let mut config = Self::embedded(
+            env.text("BROKER_DATA_DIR")
+                .unwrap_or_else(|| "./data/broker".into()),
+        );
+        if let Some(listen) = env.addr("SECKILL_LISTEN").map_err(SeckillError::Invalid)? {
+            config.listen = listen;
         }
-        config.advertise = lookup("SECKILL_ADVERTISE");
-        if let Some(v) = lookup("SECKILL_NODE_ID") {
-            config.node_id = v
-                .parse()
-                .ok()
-                .filter(|n| *n < 1024)
-                .ok_or_else(|| invalid("SECKILL_NODE_ID", &v, "expected 0..1024"))?;
+        config.advertise = env.text("SECKILL_ADVERTISE");
+        if let Some(n) = env
+            .number("SECKILL_NODE_ID", 0)
+            .map_err(SeckillError::Invalid)?
+        {
+            config.node_id = u16::try_from(n).ok().filter(|n| *n < 1024).ok_or_else(|| {
+                invalid_setting("SECKILL_NODE_ID", &n.to_string(), "expected 0..1024")
+            })?;
         }
-        config.redis_url = lookup("REDIS_URL").filter(|v| !v.is_empty());
-        if let Some(v) = lookup("SECKILL_REDIS_POOL") {
-            config.redis_pool_size =
-                v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    invalid("SECKILL_REDIS_POOL", &v, "expected a positive number")
-                })?;
+        config.redis_url = env.text("REDIS_URL");
+        if let Some(n) = env
+            .number("SECKILL_REDIS_POOL", 1)
+            .map_err(SeckillError::Invalid)?
+        {
+            config.redis_pool_size = usize::try_from(n)
+                .map_err(|_| invalid_setting("SECKILL_REDIS_POOL", &n.to_string(), "too large"))?;
         }
-        if let Some(v) = lookup("SECKILL_KEY_PREFIX") {
-            config.key_prefix = v;
+        if let Some(prefix) = env.raw("SECKILL_KEY_PREFIX") {
+            config.key_prefix = prefix;
         }
-        if let Some(v) = lookup("BROKER_FLUSH") {
+        if let Some(v) = env.text("BROKER_FLUSH") {
             config.broker.flush = match v.as_str() {
                 "sync" => FlushMode::sync(),
                 "async" => FlushMode::async_default(),
-                _ => return Err(invalid("BROKER_FLUSH", &v, "expected sync or async")),
+                _ => {
+                    return Err(invalid_setting(
+                        "BROKER_FLUSH",
+                        &v,
+                        "expected sync or async",
+                    ));
+                }
             };
         }
         Ok(config)
     }
+}
+
+fn invalid_setting(name: &str, value: &str, why: &str) -> SeckillError {
+    SeckillError::Invalid(invalid(name, value, why))
 }
 
 #[cfg(test)]

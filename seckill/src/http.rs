@@ -32,9 +32,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::activities::Activity;
 use crate::purchase::{PurchaseError, PurchaseOutcome, Seckill};
-use crate::stock_store::{Prewarm, Release, Restock};
+use stock::Activity;
+use stock::{Prewarm, Release, Restock};
 
 /// The header carrying the buyer's id.
 pub const USER_HEADER: &str = "x-user-id";

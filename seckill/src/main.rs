@@ -6,14 +6,19 @@ use anyhow::Context as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    seckill::telemetry::init_logging();
-    let metrics = seckill::telemetry::install_metrics().context("metrics")?;
+    service_kit::telemetry::init_logging();
+    let metrics = service_kit::telemetry::install_metrics(&[
+        stock::metrics::HISTOGRAM_BUCKETS,
+        broker::metrics::HISTOGRAM_BUCKETS,
+    ])
+    .map_err(anyhow::Error::msg)
+    .context("metrics")?;
     let config = seckill::SeckillConfig::from_env().context("configuration")?;
     tracing::info!(?config, "starting");
     let app = seckill::App::build(config, Some(metrics))
         .await
         .context("startup")?;
-    app.run_until_stopped(seckill::app::shutdown_signal())
+    app.run_until_stopped(service_kit::shutdown_signal())
         .await
         .context("shutdown")?;
     Ok(())

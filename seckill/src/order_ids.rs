@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use crate::error::SeckillError;
+use crate::SeckillError;
 
 const EPOCH_MS: i64 = 1_704_067_200_000;
 /// Node ids are 0..1024.

@@ -23,16 +23,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use broker::{Broker, BrokerError, TransactionState, queue_for_key};
 
-use crate::activities::{Activities, Window};
+use crate::SeckillError;
 use crate::checker::BuyerRecordChecker;
-use crate::error::SeckillError;
-use crate::metrics::{RESERVATIONS, SCRIPT_SECONDS};
+use crate::metrics::RESERVATIONS;
 use crate::order_ids::OrderIdGenerator;
 use crate::order_message::{
     ORDERS_TOPIC, OrderMessage, PAYMENT_TIMEOUT_QUEUES, PAYMENT_TIMEOUTS_TOPIC, PRODUCER_GROUP,
 };
-use crate::sold_out_flags::SoldOutFlags;
-use crate::stock_store::{Release, Reservation, StockStore};
+use stock::SoldOutFlags;
+use stock::metrics::SCRIPT_SECONDS;
+use stock::{Activities, Window};
+use stock::{Release, Reservation, StockStore};
 
 /// Queues of the orders topic when seckill creates it.
 pub const ORDER_QUEUES: u32 = 8;
@@ -97,18 +98,10 @@ pub struct Seckill {
 
 /// User ids: 1–64 characters of `[A-Za-z0-9_-]`.
 pub fn validate_user_id(user: &str) -> Result<(), PurchaseError> {
-    let ok = !user.is_empty()
-        && user.len() <= 64
-        && user
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(PurchaseError::Invalid(
-            "user id must be 1..=64 characters of letters, digits, '_' or '-'".into(),
-        ))
-    }
+    stock::validate_user_id(user).map_err(|e| match e {
+        stock::StockError::Invalid(why) => PurchaseError::Invalid(why),
+        other => PurchaseError::Store(other),
+    })
 }
 
 impl Seckill {

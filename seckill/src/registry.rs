@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
-use crate::error::SeckillError;
+use crate::SeckillError;
 
 /// How often an instance renews its entry.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway::{ActivitySource, Edge, FlagFeed, Upstreams};
-use seckill::{ItemKeys, RedisScripts, StockStore};
+use stock::{ItemKeys, RedisScripts, StockStore};
 
 use crate::helpers::{activities, eventually, settings, test_redis};
 

@@ -12,8 +12,8 @@ use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use gateway::http::Gateway;
 use gateway::{ActivitySource, Edge, EdgeSettings, LuaHook, Upstream, Upstreams};
-use seckill::{Activities, Activity, ThrowawayRedis};
 use serde_json::{Value, json};
+use stock::{Activities, Activity};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
@@ -142,46 +142,4 @@ pub(crate) async fn eventually(what: &str, limit: Duration, check: impl Fn() -> 
     }
 }
 
-/// A Redis for the test: `REDIS_URL`, or a throwaway redis-server. `None`
-/// (said loudly) when neither is there — a failure under
-/// `FLASHSALE_REQUIRE_SERVICES=1`.
-pub(crate) struct TestRedis {
-    _server: Option<ThrowawayRedis>,
-    pub(crate) url: String,
-    pub(crate) prefix: String,
-}
-
-pub(crate) fn test_redis() -> Option<TestRedis> {
-    let prefix = format!(
-        "gw{}-{}:",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    if let Ok(url) = std::env::var("REDIS_URL") {
-        return Some(TestRedis {
-            _server: None,
-            url,
-            prefix,
-        });
-    }
-    match ThrowawayRedis::start() {
-        Ok(server) => Some(TestRedis {
-            url: server.url(),
-            _server: Some(server),
-            prefix,
-        }),
-        Err(reason) => {
-            let required = std::env::var("FLASHSALE_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-            eprintln!("\n*** Redis unavailable: {reason} ***");
-            assert!(
-                !required,
-                "Redis is required (FLASHSALE_REQUIRE_SERVICES=1): {reason}"
-            );
-            eprintln!("*** skipping this test ***\n");
-            None
-        }
-    }
-}
+pub(crate) use test_support::test_redis;

@@ -10,17 +10,6 @@ use loadtest::replay::{Outcome, ReplayResult, Sample};
 use loadtest::report::{Parameters, SystemSample, build};
 
 /// The installed Chromium's command, if any.
-pub(crate) fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|name| {
-            Command::new(name)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
-
 fn report_page() -> String {
     let samples = (0..600)
         .map(|n| Sample {
@@ -62,13 +51,8 @@ fn report_page() -> String {
 
 #[test]
 fn the_report_opens_in_chromium_and_shows_its_charts() {
-    let Some(browser) = chromium() else {
-        let required = std::env::var("FLASHSALE_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "Chromium is required (FLASHSALE_REQUIRE_SERVICES=1)"
-        );
-        eprintln!("\n*** Chromium is not installed: skipping the browser test ***\n");
+    let Some(browser) = test_support::chromium() else {
+        test_support::service_missing("Chromium", "not installed");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -2,7 +2,7 @@
 //! store, requiring identical replies at every step — the embedded store
 //! may stand in for Redis only if nobody can tell them apart.
 
-use seckill::{FLAG_CHANNEL, ItemKeys, PREWARM, Reply, StockStore};
+use seckill::{ItemKeys, PREWARM, Reply, StockStore};
 
 use crate::helpers::{embedded_store, redis_store, test_redis};
 
@@ -95,7 +95,11 @@ async fn run_sequence(store: &StockStore, prefix: &str) -> Vec<String> {
     // Raw replies, bad arguments included, compared as the stores give them.
     let keys = ItemKeys::new(prefix, "raw").to_vec();
     for stock in ["-1", "1.5", "ten", "7"] {
-        let args = [stock.to_owned(), "raw".to_owned(), FLAG_CHANNEL.to_owned()];
+        let args = [
+            stock.to_owned(),
+            "raw".to_owned(),
+            stock::flag_channel(prefix),
+        ];
         let reply: Result<Reply, _> = store.runner().run(&PREWARM, &keys, &args).await;
         record(&format!("raw prewarm {stock}"), format!("{reply:?}"));
     }
@@ -134,7 +138,7 @@ async fn redis_and_the_embedded_store_answer_identically() {
     }
     let mut messages = Vec::new();
     while let Ok((channel, payload)) = flags.try_recv() {
-        assert_eq!(channel, FLAG_CHANNEL);
+        assert_eq!(channel, stock::flag_channel(""));
         messages.push(payload);
     }
     assert_eq!(

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use deadpool_redis::{Config, Pool, Runtime};
 
-use crate::error::SeckillError;
+use crate::error::StockError;
 use crate::metrics::POOL_WAIT_SECONDS;
 use crate::reply::Reply;
 use crate::scripts::{ALL, LuaScript};
@@ -32,12 +32,12 @@ impl std::fmt::Debug for RedisScripts {
 
 impl RedisScripts {
     /// A pool of up to `max_connections` to the Redis at `url`.
-    pub fn connect(url: &str, max_connections: usize) -> Result<Self, SeckillError> {
+    pub fn connect(url: &str, max_connections: usize) -> Result<Self, StockError> {
         let mut config = Config::from_url(url);
         config.pool = Some(deadpool_redis::PoolConfig::new(max_connections.max(1)));
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| SeckillError::Store(format!("cannot create the Redis pool: {e}")))?;
+            .map_err(|e| StockError::Store(format!("cannot create the Redis pool: {e}")))?;
         let scripts = ALL
             .iter()
             .map(|s| (s.name, redis::Script::new(s.source)))
@@ -46,22 +46,22 @@ impl RedisScripts {
     }
 
     /// Checks the server answers (PING), so a wrong URL fails at startup.
-    pub async fn ping(&self) -> Result<(), SeckillError> {
+    pub async fn ping(&self) -> Result<(), StockError> {
         let mut conn = self.connection().await?;
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await
             .map(|_| ())
-            .map_err(|e| SeckillError::Store(format!("Redis did not answer PING: {e}")))
+            .map_err(|e| StockError::Store(format!("Redis did not answer PING: {e}")))
     }
 
-    async fn connection(&self) -> Result<deadpool_redis::Connection, SeckillError> {
+    async fn connection(&self) -> Result<deadpool_redis::Connection, StockError> {
         let started = std::time::Instant::now();
         let connection = self
             .pool
             .get()
             .await
-            .map_err(|e| SeckillError::Store(format!("no Redis connection: {e}")));
+            .map_err(|e| StockError::Store(format!("no Redis connection: {e}")));
         metrics::histogram!(POOL_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
         connection
     }
@@ -74,11 +74,11 @@ impl ScriptRunner for RedisScripts {
         script: &LuaScript,
         keys: &[String],
         args: &[String],
-    ) -> Result<Reply, SeckillError> {
+    ) -> Result<Reply, StockError> {
         let compiled = self
             .scripts
             .get(script.name)
-            .ok_or_else(|| SeckillError::Invalid(format!("unknown script {}", script.name)))?;
+            .ok_or_else(|| StockError::Invalid(format!("unknown script {}", script.name)))?;
         let mut invocation = compiled.prepare_invoke();
         for key in keys {
             invocation.key(key);
@@ -90,7 +90,7 @@ impl ScriptRunner for RedisScripts {
         let value: redis::Value = invocation
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| SeckillError::Store(format!("{} failed: {e}", script.name)))?;
+            .map_err(|e| StockError::Store(format!("{} failed: {e}", script.name)))?;
         Ok(Reply::from_redis(value))
     }
 }

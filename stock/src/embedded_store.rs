@@ -21,7 +21,7 @@ use mlua::{Function, Lua, Value, Variadic};
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
-use crate::error::SeckillError;
+use crate::error::StockError;
 use crate::reply::Reply;
 use crate::scripts::{ALL, LuaScript};
 use crate::stock_store::ScriptRunner;
@@ -54,8 +54,8 @@ impl std::fmt::Debug for EmbeddedScripts {
 
 impl EmbeddedScripts {
     /// A fresh, empty store with every script compiled.
-    pub fn new() -> Result<Self, SeckillError> {
-        let lua_error = |e: mlua::Error| SeckillError::Store(format!("embedded Lua: {e}"));
+    pub fn new() -> Result<Self, StockError> {
+        let lua_error = |e: mlua::Error| StockError::Store(format!("embedded Lua: {e}"));
         let lua = Lua::new();
         let keyspace: Keyspace = Arc::new(Mutex::new(HashMap::new()));
         let (published, _) = broadcast::channel(1024);
@@ -99,13 +99,13 @@ impl EmbeddedScripts {
         script: &LuaScript,
         keys: &[String],
         args: &[String],
-    ) -> Result<Reply, SeckillError> {
-        let failed = |e: mlua::Error| SeckillError::Store(format!("{} failed: {e}", script.name));
+    ) -> Result<Reply, StockError> {
+        let failed = |e: mlua::Error| StockError::Store(format!("{} failed: {e}", script.name));
         let state = self.state.lock();
         let function = state
             .scripts
             .get(script.name)
-            .ok_or_else(|| SeckillError::Invalid(format!("unknown script {}", script.name)))?;
+            .ok_or_else(|| StockError::Invalid(format!("unknown script {}", script.name)))?;
         let globals = state.lua.globals();
         globals
             .set(
@@ -126,7 +126,7 @@ impl EmbeddedScripts {
             )
             .map_err(failed)?;
         let value: Value = function.call(()).map_err(failed)?;
-        to_reply(&value).map_err(|e| SeckillError::Store(format!("{}: {e}", script.name)))
+        to_reply(&value).map_err(|e| StockError::Store(format!("{}: {e}", script.name)))
     }
 }
 
@@ -137,7 +137,7 @@ impl ScriptRunner for EmbeddedScripts {
         script: &LuaScript,
         keys: &[String],
         args: &[String],
-    ) -> Result<Reply, SeckillError> {
+    ) -> Result<Reply, StockError> {
         // A script is a few microseconds of in-memory work: run it here.
         self.run_now(script, keys, args)
     }

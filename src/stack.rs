@@ -1,8 +1,16 @@
 //! The whole stack in this process, from the crates' libraries: the
 //! broker, the stock store (embedded Lua, or Redis), seckill, an order
 //! worker (SQLite, or PostgreSQL) and the gateway in front, served on a
-//! loopback port — what a replay hits when no deployment is given, and
-//! what the audit can then inspect directly.
+//! loopback port — what the all-in-one binary serves and a replay hits
+//! when no deployment is given, and what the audit can then inspect
+//! directly.
+//!
+//! One shutdown token stops it ([`Stack::stop`]), in the order a clean
+//! stop needs: every listener stops accepting and finishes its requests
+//! (each purchase ends its transaction before answering); the worker
+//! finishes its batch, commits its offsets and leaves its group; the
+//! followers end; the broker flushes, persists its offsets and removes its
+//! abort marker, so the next open of its directory reports a clean stop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,12 +20,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use broker::{Broker, BrokerConfig, FlushMode};
 use gateway::{ActivitySource, Edge, EdgeSettings, FlagFeed, Upstream, Upstreams};
+use loadtest::audit::{AuditInput, ItemFacts, OrderFact, QueuedAnswer};
 use order_worker::{DEFAULT_GROUP, OrderStore, OrderWorker, WorkerSettings};
+use parking_lot::Mutex;
 use seckill::{Activity, EmbeddedScripts, ORDERS_TOPIC, RedisScripts, Seckill, StockStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::audit::{AuditInput, ItemFacts, OrderFact, QueuedAnswer};
+/// Longest wait for open connections to finish their requests at stop.
+const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -42,6 +54,9 @@ pub struct StackConfig {
     pub seckill_listen: Option<SocketAddr>,
     /// Where the order worker's API listens, if at all.
     pub worker_listen: Option<SocketAddr>,
+    /// The broker's flush: sync (group commit, a purchase is acknowledged
+    /// once on disk), as deployed, by default.
+    pub flush: FlushMode,
 }
 
 impl StackConfig {
@@ -59,6 +74,7 @@ impl StackConfig {
             gateway_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             seckill_listen: None,
             worker_listen: None,
+            flush: FlushMode::sync(),
         }
     }
 }
@@ -72,6 +88,11 @@ pub struct Stack {
     orders: OrderStore,
     seckill: Arc<Seckill>,
     worker: Arc<OrderWorker>,
+    /// Stops every listener.
+    shutdown: CancellationToken,
+    /// The listeners, each ending once drained after `shutdown`.
+    servers: Mutex<Vec<JoinHandle<()>>>,
+    /// Followers and other background work, ended at stop.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -81,9 +102,12 @@ impl Stack {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let mut broker_config = BrokerConfig::new(config.data_dir.join("broker"));
-        broker_config.flush = FlushMode::async_default();
-        broker_config.max_disk_usage_ratio = 1.0;
-        let broker = Broker::open(broker_config).context("the broker")?;
+        broker_config.flush = config.flush;
+        let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config))
+            .await?
+            .context("the broker")?;
+        let shutdown = CancellationToken::new();
+        let mut servers = Vec::new();
 
         let mut tasks = Vec::new();
         let embedded = match &config.redis_url {
@@ -100,11 +124,12 @@ impl Stack {
             (None, None) => unreachable!("embedded is set when Redis is not"),
         };
         let seckill = Seckill::new(broker.clone(), store.clone(), 1)?;
-        match (&config.redis_url, &embedded) {
-            (Some(url), _) => tasks.push(seckill.follow_redis_flags(url)),
-            (None, Some(scripts)) => tasks.push(seckill.follow_embedded_flags(scripts)),
-            (None, None) => {}
-        }
+        let feed = match (&config.redis_url, &embedded) {
+            (Some(url), _) => FlagFeed::Redis(url),
+            (None, Some(scripts)) => FlagFeed::Embedded(scripts),
+            (None, None) => FlagFeed::None,
+        };
+        tasks.extend(seckill.follow_flags(feed, seckill::FLAG_RESYNC_INTERVAL));
         for (item, stock) in &config.items {
             seckill.activities().upsert(Activity {
                 item: item.clone(),
@@ -167,22 +192,12 @@ impl Stack {
         };
         tasks.extend(edge.start(feed));
         if let Some(listen) = config.seckill_listen {
-            let listener = TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
             let router = seckill::http::router(Arc::clone(&seckill));
-            tasks.push(tokio::spawn(async move {
-                let _ = axum::serve(listener, router).await;
-            }));
+            servers.push(serve_router(listen, router, &shutdown).await?.1);
         }
         if let Some(listen) = config.worker_listen {
-            let listener = TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
             let router = order_worker::http::router(Arc::clone(&worker), None);
-            tasks.push(tokio::spawn(async move {
-                let _ = axum::serve(listener, router).await;
-            }));
+            servers.push(serve_router(listen, router, &shutdown).await?.1);
         }
         let listener = TcpListener::bind(config.gateway_listen)
             .await
@@ -190,11 +205,11 @@ impl Stack {
         let addr = listener.local_addr()?;
         let timeout = edge.settings().header_read_timeout;
         let gateway = gateway::http::router(edge, None);
-        tasks.push(tokio::spawn(gateway::server::serve(
+        servers.push(tokio::spawn(gateway::server::serve(
             listener,
             gateway,
             timeout,
-            std::future::pending(),
+            shutdown.clone().cancelled_owned(),
         )));
         Ok(Stack {
             addr,
@@ -203,6 +218,8 @@ impl Stack {
             orders,
             seckill,
             worker,
+            shutdown,
+            servers: Mutex::new(servers),
             tasks,
         })
     }
@@ -213,14 +230,11 @@ impl Stack {
         self: &Arc<Self>,
         listen: SocketAddr,
     ) -> anyhow::Result<SocketAddr> {
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
-        let router = crate::live::router(Arc::clone(self));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        // The page holds the stack only weakly, so serving it never keeps
+        // the stack alive past its stop.
+        let router = crate::live::router(Arc::downgrade(self));
+        let (addr, server) = serve_router(listen, router, &self.shutdown).await?;
+        self.servers.lock().push(server);
         Ok(addr)
     }
 
@@ -277,12 +291,12 @@ impl Stack {
     }
 
     /// The system now, for the report's time series (`at_ms` from `start`).
-    pub async fn sample(&self, start: Instant) -> anyhow::Result<crate::report::SystemSample> {
+    pub async fn sample(&self, start: Instant) -> anyhow::Result<loadtest::report::SystemSample> {
         let mut stock_left = 0;
         for activity in self.seckill.activities().list() {
             stock_left += self.store.status(&activity.item).await?.stock.max(0);
         }
-        Ok(crate::report::SystemSample {
+        Ok(loadtest::report::SystemSample {
             at_ms: start.elapsed().as_millis() as u64,
             stock_left,
             backlog: self.backlog(),
@@ -313,14 +327,48 @@ impl Stack {
         .await
     }
 
-    /// Stops the worker (committing), then the rest.
-    pub async fn stop(self) {
+    /// Stops cleanly, in the order of the module doc; callable through
+    /// any handle, once (later calls find nothing left to stop).
+    pub async fn stop(&self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let servers: Vec<_> = std::mem::take(&mut *self.servers.lock());
+        for server in servers {
+            // A connection that will not finish within the limit is cut:
+            // its request is the client's to retry.
+            let abort = server.abort_handle();
+            if tokio::time::timeout(DRAIN_LIMIT, server).await.is_err() {
+                abort.abort();
+            }
+        }
         self.worker.stop().await;
         for task in &self.tasks {
             task.abort();
         }
-        let _ = self.broker.shutdown().await;
+        self.broker.shutdown().await.context("broker shutdown")?;
+        Ok(())
     }
+}
+
+/// Serves `router` on `listen` until `shutdown`, then drains.
+async fn serve_router(
+    listen: SocketAddr,
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let stop = shutdown.clone().cancelled_owned();
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!(error = %e, %addr, "server failed");
+        }
+    });
+    Ok((addr, server))
 }
 
 /// The audit's view of `activities` in a stock store and an order

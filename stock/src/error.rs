@@ -1,9 +1,10 @@
-//! The seckill crate's error type. "Sold out" and "duplicate" are not
-//! errors: they are [`crate::Reservation`] outcomes.
+//! The stock side's error type (the seckill service uses it too, under
+//! the name `SeckillError`). "Sold out" and "duplicate" are not errors:
+//! they are [`crate::Reservation`] outcomes.
 
 /// What can go wrong talking to a stock store.
 #[derive(Debug, thiserror::Error)]
-pub enum SeckillError {
+pub enum StockError {
     /// The store could not run the script (connection, pool, Lua error).
     #[error("stock store: {0}")]
     Store(String),

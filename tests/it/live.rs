@@ -7,11 +7,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flashsale::stack::{Stack, StackConfig};
 use loadtest::generate::{Population, Shape, generate};
 use loadtest::replay::{Quiet, ReplayConfig, replay};
-use loadtest::stack::{Stack, StackConfig};
-
-use crate::html::chromium;
 
 /// The page's DOM after its script has run for a while.
 fn rendered_dom(browser: &str, url: &str) -> String {
@@ -42,13 +40,8 @@ fn text_of(dom: &str, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_page_shows_the_spike_being_absorbed() {
-    let Some(browser) = chromium() else {
-        let required = std::env::var("FLASHSALE_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "Chromium is required (FLASHSALE_REQUIRE_SERVICES=1)"
-        );
-        eprintln!("\n*** Chromium is not installed: skipping the live page test ***\n");
+    let Some(browser) = test_support::chromium() else {
+        test_support::service_missing("Chromium", "not installed");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -97,4 +90,5 @@ async fn the_live_page_shows_the_spike_being_absorbed() {
     assert!(during.contains("SOLD OUT"), "{during}");
     assert_ne!(text_of(&before, "written"), text_of(&during, "written"));
     stack.drained(Duration::from_secs(60)).await.unwrap();
+    stack.stop().await.unwrap();
 }

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flashsale::stack::{Stack, StackConfig};
 use loadtest::audit::audit;
 use loadtest::generate::{Population, Shape, generate};
 use loadtest::replay::{Outcome, Quiet, ReplayConfig, replay};
 use loadtest::runner::answers;
-use loadtest::stack::{Stack, StackConfig};
-use seckill::ThrowawayRedis;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
+use test_support::ThrowawayRedis;
 
 const STOCK: u64 = 150;
 
@@ -87,7 +87,7 @@ async fn spike_and_audit(redis_url: Option<String>, database_url: Option<String>
         );
     }
     assert!(report.passed());
-    stack.stop().await;
+    stack.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::error::SeckillError;
+use crate::error::StockError;
 use crate::reply::Reply;
 use crate::scripts::{BUYERS, HOLDER, LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};
-use crate::store_keys::{FLAG_CHANNEL, ItemKeys, validate_item_id};
+use crate::store_keys::{ItemKeys, flag_channel, validate_item_id};
 
 /// Runs a Lua script atomically: real Redis, or the embedded store.
 #[async_trait]
@@ -25,7 +25,7 @@ pub trait ScriptRunner: Send + Sync + Debug {
         script: &LuaScript,
         keys: &[String],
         args: &[String],
-    ) -> Result<Reply, SeckillError>;
+    ) -> Result<Reply, StockError>;
 }
 
 /// The outcome of one purchase attempt.
@@ -117,18 +117,27 @@ pub struct ItemStatus {
 pub struct StockStore {
     runner: Arc<dyn ScriptRunner>,
     prefix: String,
+    flag_channel: String,
 }
 
 impl StockStore {
     /// A store over `runner`, its keys under `prefix` (usually empty).
     pub fn new(runner: Arc<dyn ScriptRunner>, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
         StockStore {
             runner,
-            prefix: prefix.into(),
+            flag_channel: flag_channel(&prefix),
+            prefix,
         }
     }
 
-    fn keys(&self, item: &str) -> Result<Vec<String>, SeckillError> {
+    /// The channel this store's scripts publish flag changes on (under
+    /// the key prefix).
+    pub fn flag_channel(&self) -> &str {
+        &self.flag_channel
+    }
+
+    fn keys(&self, item: &str) -> Result<Vec<String>, StockError> {
         validate_item_id(item)?;
         Ok(ItemKeys::new(&self.prefix, item).to_vec())
     }
@@ -139,13 +148,13 @@ impl StockStore {
         item: &str,
         user: &str,
         order_id: &str,
-    ) -> Result<Reservation, SeckillError> {
+    ) -> Result<Reservation, StockError> {
         if user.is_empty() || order_id.is_empty() {
-            return Err(SeckillError::Invalid(
+            return Err(StockError::Invalid(
                 "user and order id must not be empty".into(),
             ));
         }
-        let args = [user, order_id, item, FLAG_CHANNEL].map(str::to_owned);
+        let args = [user, order_id, item, &self.flag_channel].map(str::to_owned);
         let reply = self.runner.run(&RESERVE, &self.keys(item)?, &args).await?;
         let fields = Fields::of(&RESERVE, &reply, 4)?;
         Ok(match fields.text(0)? {
@@ -171,8 +180,8 @@ impl StockStore {
         item: &str,
         user: &str,
         order_id: &str,
-    ) -> Result<Release, SeckillError> {
-        let args = [user, order_id, item, FLAG_CHANNEL].map(str::to_owned);
+    ) -> Result<Release, StockError> {
+        let args = [user, order_id, item, &self.flag_channel].map(str::to_owned);
         let reply = self.runner.run(&RELEASE, &self.keys(item)?, &args).await?;
         let fields = Fields::of(&RELEASE, &reply, 3)?;
         Ok(match fields.text(0)? {
@@ -186,8 +195,12 @@ impl StockStore {
     }
 
     /// Loads `stock` units for `item` unless it is already warmed.
-    pub async fn prewarm(&self, item: &str, stock: u64) -> Result<Prewarm, SeckillError> {
-        let args = [stock.to_string(), item.to_owned(), FLAG_CHANNEL.to_owned()];
+    pub async fn prewarm(&self, item: &str, stock: u64) -> Result<Prewarm, StockError> {
+        let args = [
+            stock.to_string(),
+            item.to_owned(),
+            self.flag_channel.clone(),
+        ];
         let reply = self.runner.run(&PREWARM, &self.keys(item)?, &args).await?;
         let fields = Fields::of(&PREWARM, &reply, 3)?;
         Ok(match fields.text(0)? {
@@ -197,19 +210,23 @@ impl StockStore {
             "exists" => Prewarm::Exists {
                 stock: fields.int(1)?,
             },
-            "invalid" => return Err(SeckillError::Invalid(format!("stock {stock} is not valid"))),
+            "invalid" => return Err(StockError::Invalid(format!("stock {stock} is not valid"))),
             _ => return Err(fields.unexpected()),
         })
     }
 
     /// Adds `units` (at least 1) to a warmed item.
-    pub async fn restock(&self, item: &str, units: u64) -> Result<Restock, SeckillError> {
+    pub async fn restock(&self, item: &str, units: u64) -> Result<Restock, StockError> {
         if units == 0 {
-            return Err(SeckillError::Invalid(
+            return Err(StockError::Invalid(
                 "a restock adds at least one unit".into(),
             ));
         }
-        let args = [units.to_string(), item.to_owned(), FLAG_CHANNEL.to_owned()];
+        let args = [
+            units.to_string(),
+            item.to_owned(),
+            self.flag_channel.clone(),
+        ];
         let reply = self.runner.run(&RESTOCK, &self.keys(item)?, &args).await?;
         let fields = Fields::of(&RESTOCK, &reply, 3)?;
         Ok(match fields.text(0)? {
@@ -223,7 +240,7 @@ impl StockStore {
     }
 
     /// Reads an item's state.
-    pub async fn status(&self, item: &str) -> Result<ItemStatus, SeckillError> {
+    pub async fn status(&self, item: &str) -> Result<ItemStatus, StockError> {
         let reply = self.runner.run(&STATUS, &self.keys(item)?, &[]).await?;
         let fields = Fields::of(&STATUS, &reply, 5)?;
         Ok(ItemStatus {
@@ -240,7 +257,7 @@ impl StockStore {
     }
 
     /// The order `user` holds for `item`, if any.
-    pub async fn holder(&self, item: &str, user: &str) -> Result<Option<String>, SeckillError> {
+    pub async fn holder(&self, item: &str, user: &str) -> Result<Option<String>, StockError> {
         let reply = self
             .runner
             .run(&HOLDER, &self.keys(item)?, &[user.to_owned()])
@@ -248,7 +265,7 @@ impl StockStore {
         match reply {
             Reply::Nil => Ok(None),
             Reply::Bulk(order_id) => Ok(Some(order_id)),
-            other => Err(SeckillError::UnexpectedReply {
+            other => Err(StockError::UnexpectedReply {
                 script: HOLDER.name,
                 reply: format!("{other:?}"),
             }),
@@ -256,9 +273,9 @@ impl StockStore {
     }
 
     /// Every reservation of `item`: (user, order id), sorted by user.
-    pub async fn buyers(&self, item: &str) -> Result<Vec<(String, String)>, SeckillError> {
+    pub async fn buyers(&self, item: &str) -> Result<Vec<(String, String)>, StockError> {
         let reply = self.runner.run(&BUYERS, &self.keys(item)?, &[]).await?;
-        let unexpected = |reply: &Reply| SeckillError::UnexpectedReply {
+        let unexpected = |reply: &Reply| StockError::UnexpectedReply {
             script: BUYERS.name,
             reply: format!("{reply:?}"),
         };
@@ -295,35 +312,35 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    fn of(script: &LuaScript, reply: &'a Reply, len: usize) -> Result<Self, SeckillError> {
+    fn of(script: &LuaScript, reply: &'a Reply, len: usize) -> Result<Self, StockError> {
         match reply {
             Reply::Array(items) if items.len() == len => Ok(Fields {
                 script: script.name,
                 reply,
                 items,
             }),
-            _ => Err(SeckillError::UnexpectedReply {
+            _ => Err(StockError::UnexpectedReply {
                 script: script.name,
                 reply: format!("{reply:?}"),
             }),
         }
     }
 
-    fn unexpected(&self) -> SeckillError {
-        SeckillError::UnexpectedReply {
+    fn unexpected(&self) -> StockError {
+        StockError::UnexpectedReply {
             script: self.script,
             reply: format!("{:?}", self.reply),
         }
     }
 
-    fn text(&self, i: usize) -> Result<&'a str, SeckillError> {
+    fn text(&self, i: usize) -> Result<&'a str, StockError> {
         match &self.items[i] {
             Reply::Bulk(s) => Ok(s),
             _ => Err(self.unexpected()),
         }
     }
 
-    fn int(&self, i: usize) -> Result<i64, SeckillError> {
+    fn int(&self, i: usize) -> Result<i64, StockError> {
         match &self.items[i] {
             Reply::Int(n) => Ok(*n),
             _ => Err(self.unexpected()),

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use crate::error::SeckillError;
+use crate::error::StockError;
 use crate::store_keys::validate_item_id;
 
 /// Largest stock an activity may have.
@@ -33,20 +33,20 @@ pub struct Activity {
 
 impl Activity {
     /// Checks the fields fit together.
-    pub fn validate(&self) -> Result<(), SeckillError> {
+    pub fn validate(&self) -> Result<(), StockError> {
         validate_item_id(&self.item)?;
         if self.stock > MAX_STOCK {
-            return Err(SeckillError::Invalid(format!(
+            return Err(StockError::Invalid(format!(
                 "stock must be at most {MAX_STOCK}"
             )));
         }
         if self.per_user_limit != 1 {
-            return Err(SeckillError::Invalid(
+            return Err(StockError::Invalid(
                 "per_user_limit must be 1: a user holds at most one order per item".into(),
             ));
         }
         if self.starts_at_ms >= self.ends_at_ms {
-            return Err(SeckillError::Invalid(
+            return Err(StockError::Invalid(
                 "starts_at_ms must be before ends_at_ms".into(),
             ));
         }
@@ -86,7 +86,7 @@ pub struct Activities {
 
 impl Activities {
     /// Adds or replaces an activity.
-    pub fn upsert(&self, activity: Activity) -> Result<(), SeckillError> {
+    pub fn upsert(&self, activity: Activity) -> Result<(), StockError> {
         activity.validate()?;
         self.by_item.write().insert(activity.item.clone(), activity);
         Ok(())

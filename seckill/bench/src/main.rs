@@ -2,7 +2,7 @@
 //! the same Lua script driven directly, measured in one run.
 //!
 //! ```text
-//! cargo run --release -p seckill --bin seckill-bench -- [--quick] [--json FILE]
+//! cargo run --release -p seckill-bench -- [--quick] [--json FILE]
 //! ```
 //!
 //! Rows, each with the same number of concurrent buyers:
@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 use broker::{Broker, BrokerConfig, FlushMode};
 use seckill::{
     Activity, EmbeddedScripts, ItemKeys, PurchaseOutcome, RESERVE, RedisScripts, Reservation,
-    Seckill, StockStore, ThrowawayRedis,
+    Seckill, StockStore,
 };
 use serde::Serialize;
+use test_support::ThrowawayRedis;
 
 const CONCURRENCY: usize = 64;
 const STOCK: u64 = 1_000_000_000;

@@ -3,7 +3,7 @@
 //! shared-dict flag check) and a bare hyper hello-world, in one run.
 //!
 //! ```text
-//! cargo run --release -p gateway --bin gateway-bench -- [--quick] [--json FILE]
+//! cargo run --release -p gateway-bench -- [--quick] [--json FILE]
 //! ```
 //!
 //! Every server runs in its own process with two worker threads (nginx:
@@ -128,11 +128,14 @@ fn serve(kind: &str) {
 async fn serve_gateway(listener: TcpListener, hook: Option<LuaHook>) {
     // As in production: the Prometheus recorder installed, so metric
     // updates cost what they cost there.
-    let _metrics = seckill::telemetry::install_metrics_with(gateway::metrics::HISTOGRAM_BUCKETS)
-        .expect("metrics recorder");
-    let activities = Arc::new(seckill::Activities::default());
+    let _metrics = service_kit::telemetry::install_metrics(&[
+        gateway::metrics::HISTOGRAM_BUCKETS,
+        stock::metrics::HISTOGRAM_BUCKETS,
+    ])
+    .expect("metrics recorder");
+    let activities = Arc::new(stock::Activities::default());
     activities
-        .upsert(seckill::Activity {
+        .upsert(stock::Activity {
             item: "sku".into(),
             stock: 1,
             per_user_limit: 1,

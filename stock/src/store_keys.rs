@@ -4,10 +4,18 @@
 //! (`{item}`), so one script touches one slot. A prefix lets tests (and
 //! several deployments) share one Redis without seeing each other's keys.
 
-use crate::error::SeckillError;
+use crate::error::StockError;
 
-/// The channel sold-out flag changes are published on.
-pub const FLAG_CHANNEL: &str = "sk:flags";
+/// The flag channel's name under a deployment's key prefix.
+const FLAG_CHANNEL: &str = "sk:flags";
+
+/// The channel the sold-out flag changes of the deployment using `prefix`
+/// are published on. It is under the prefix like every key, so two
+/// deployments sharing one Redis never apply each other's flags (a flag
+/// with a higher version from the other one would pin an item shut).
+pub fn flag_channel(prefix: &str) -> String {
+    format!("{prefix}{FLAG_CHANNEL}")
+}
 
 /// Longest item id.
 const MAX_ITEM_LEN: usize = 64;
@@ -50,7 +58,7 @@ impl ItemKeys {
 
 /// Item ids are 1–64 characters of `[A-Za-z0-9_-]`: they end up inside a
 /// hash tag, where a brace would break the tag.
-pub fn validate_item_id(item: &str) -> Result<(), SeckillError> {
+pub fn validate_item_id(item: &str) -> Result<(), StockError> {
     let ok = !item.is_empty()
         && item.len() <= MAX_ITEM_LEN
         && item
@@ -59,9 +67,26 @@ pub fn validate_item_id(item: &str) -> Result<(), SeckillError> {
     if ok {
         Ok(())
     } else {
-        Err(SeckillError::Invalid(format!(
+        Err(StockError::Invalid(format!(
             "item id {item:?} must be 1..={MAX_ITEM_LEN} characters of letters, digits, '_' or '-'"
         )))
+    }
+}
+
+/// User ids are 1–64 characters of `[A-Za-z0-9_-]`: a bounded field of the
+/// buyers hash, and safe in a log line.
+pub fn validate_user_id(user: &str) -> Result<(), StockError> {
+    let ok = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(StockError::Invalid(
+            "user id must be 1..=64 characters of letters, digits, '_' or '-'".into(),
+        ))
     }
 }
 

@@ -9,7 +9,7 @@
 //! | `GET` | `/` | the page |
 //! | `GET` | `/live/state` | JSON `{at_ms, backlog, orders_written, items: [{item, stock, stock_left, sold, sold_out}]}` |
 
-use std::sync::Arc;
+use std::sync::Weak;
 
 use axum::Router;
 use axum::extract::State;
@@ -48,15 +48,23 @@ pub struct LiveState {
     pub items: Vec<ItemState>,
 }
 
-/// The page's routes over `stack`.
-pub fn router(stack: Arc<Stack>) -> Router {
+/// The page's routes over `stack` (held weakly: a page left open in a
+/// browser must not keep a stopped stack alive).
+pub fn router(stack: Weak<Stack>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/live/state", get(state))
         .with_state(stack)
 }
 
-async fn state(State(stack): State<Arc<Stack>>) -> Response {
+async fn state(State(stack): State<Weak<Stack>>) -> Response {
+    let Some(stack) = stack.upgrade() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"error": "the stack has stopped", "code": "stopped"})),
+        )
+            .into_response();
+    };
     match stack.live_state().await {
         Ok(state) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(state)).into_response(),
         Err(e) => (
