@@ -210,6 +210,27 @@ fn count(outcome: &'static str) {
     metrics::counter!(REQUESTS, "outcome" => outcome).increment(1);
 }
 
+/// A request between its shedding permit and its answer, counted in the
+/// in-flight gauge until dropped — also when the client goes away and the
+/// request's future is dropped mid-flight, which a decrement at the end of
+/// the handler would miss.
+struct InFlight<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(permit: tokio::sync::SemaphorePermit<'a>) -> Self {
+        metrics::gauge!(IN_FLIGHT).increment(1.0);
+        InFlight { _permit: permit }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        metrics::gauge!(IN_FLIGHT).decrement(1.0);
+    }
+}
+
 /// Every request: load shedding, the global limit, the request timeout,
 /// and the access log.
 async fn bounded(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
@@ -217,7 +238,7 @@ async fn bounded(State(edge): State<Arc<Edge>>, request: Request, next: Next) ->
     // The access log's fields, copied only when the log is on.
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (request.method().clone(), request.uri().path().to_owned()));
-    let Ok(_permit) = edge.shedder.try_acquire() else {
+    let Ok(permit) = edge.shedder.try_acquire() else {
         count("shed");
         return with_retry_after(
             error(
@@ -228,7 +249,7 @@ async fn bounded(State(edge): State<Arc<Edge>>, request: Request, next: Next) ->
             1,
         );
     };
-    metrics::gauge!(IN_FLIGHT).increment(1.0);
+    let _in_flight = InFlight::enter(permit);
     let response = if edge.global.as_ref().is_some_and(|l| l.check().is_err()) {
         count("rate_limited_global");
         with_retry_after(
@@ -252,7 +273,6 @@ async fn bounded(State(edge): State<Arc<Edge>>, request: Request, next: Next) ->
             }
         }
     };
-    metrics::gauge!(IN_FLIGHT).decrement(1.0);
     let elapsed = started.elapsed();
     metrics::histogram!(REQUEST_SECONDS).record(elapsed.as_secs_f64());
     if let Some((method, path)) = logged {
@@ -464,5 +484,77 @@ async fn render_metrics(State(state): State<GatewayState>) -> Response {
             "not_found",
             "metrics are not enabled in this process",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::routing::post;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::edge::{ActivitySource, EdgeSettings};
+    use crate::upstream::{Upstream, Upstreams};
+
+    /// The in-flight gauge's value in a Prometheus rendering.
+    fn in_flight(rendered: &str) -> f64 {
+        rendered
+            .lines()
+            .find_map(|line| line.strip_prefix("gateway_in_flight_requests "))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
+    /// Defect 10: the gauge went up when a request entered and down only
+    /// when the handler returned, so every client that disconnected
+    /// mid-request (its future dropped) left it one higher for good.
+    #[test]
+    fn the_in_flight_gauge_comes_down_when_a_client_disconnects() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // A current-thread runtime inside the local recorder's scope: every
+        // poll, of every task, records into `recorder`.
+        metrics::with_local_recorder(&recorder, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let never_answers = axum::Router::new().route(
+                    "/api/seckill/{item}",
+                    post(std::future::pending::<&'static str>),
+                );
+                let edge = Edge::new(
+                    EdgeSettings::default(),
+                    ActivitySource::Shared(Default::default()),
+                    None,
+                    Upstreams::new(
+                        vec![Upstream::in_process("seckill", never_answers)],
+                        Duration::from_secs(60),
+                    ),
+                    Upstreams::new(Vec::new(), Duration::from_secs(60)),
+                    None,
+                );
+                let gateway = router(Arc::clone(&edge), None);
+                for user in ["alice", "bob", "carol"] {
+                    let request = axum::http::Request::post("/api/seckill/sku")
+                        .header(USER_HEADER, user)
+                        .body(Body::empty())
+                        .unwrap();
+                    let answer = gateway.clone().oneshot(request);
+                    // The client gives up while the request is upstream.
+                    let gave_up = tokio::time::timeout(Duration::from_millis(50), answer).await;
+                    assert!(gave_up.is_err(), "the upstream never answers");
+                }
+                assert_eq!(in_flight(&handle.render()), 0.0, "{}", handle.render());
+                assert_eq!(
+                    edge.shedder.available_permits(),
+                    EdgeSettings::default().max_in_flight
+                );
+            });
+        });
     }
 }

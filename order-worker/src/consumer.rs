@@ -21,8 +21,9 @@ use seckill::{ORDERS_TOPIC, PAYMENT_TIMEOUTS_TOPIC};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::handling::{Stopped, handle_batch};
+use crate::handling::handle_batch;
 use crate::metrics::{DLQ_DEPTH, LAG};
+use crate::retrying::backoff;
 use crate::worker::Shared;
 
 /// Largest pull answer in bytes (orders are ~150 bytes each).
@@ -51,23 +52,6 @@ impl Drop for TaskGuard {
 struct QueueTask {
     stop: CancellationToken,
     guard: TaskGuard,
-}
-
-/// Waits `min * 2^attempt` (capped) unless `stop` fires first.
-pub(crate) async fn backoff(
-    shared: &Shared,
-    attempt: u32,
-    stop: &CancellationToken,
-) -> Result<(), Stopped> {
-    let settings = &shared.settings;
-    let wait = settings
-        .retry_backoff_min
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(settings.retry_backoff_max);
-    tokio::select! {
-        () = tokio::time::sleep(wait) => Ok(()),
-        () = stop.cancelled() => Err(Stopped),
-    }
 }
 
 /// One broker's group membership, until `stop`.

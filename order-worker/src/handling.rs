@@ -35,12 +35,10 @@ use broker::{ConsumerApi, RetryOutcome, StoredMessage};
 use seckill::{PAYMENT_TIMEOUTS_TOPIC, Release};
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::backoff;
 use crate::messages::{PaymentTimeout, decode_order};
-use crate::metrics::{
-    BATCH_SIZE, DB_RETRIES, GIVEN_BACK, ORDERS_WRITTEN, RELEASES, TIMEOUTS, WRITE_SECONDS,
-};
+use crate::metrics::{BATCH_SIZE, GIVEN_BACK, ORDERS_WRITTEN, RELEASES, TIMEOUTS, WRITE_SECONDS};
 use crate::order_store::{BatchOutcome, CancelOutcome, NewOrder, OrderStoreError};
+use crate::retrying::{database_error_may_pass, retry, retry_until_done};
 use crate::worker::{Counters, Shared};
 
 /// The worker is stopping: the batch was not finished and must not be
@@ -141,46 +139,22 @@ async fn write_with_retry(
     batch: &[NewOrder],
     stop: &CancellationToken,
 ) -> Step<Result<BatchOutcome, OrderStoreError>> {
-    let mut attempt = 0;
-    loop {
+    let write = || async {
         let started = Instant::now();
-        match shared.orders.write_batch(batch).await {
-            Ok(outcome) => {
-                metrics::histogram!(WRITE_SECONDS).record(started.elapsed().as_secs_f64());
-                metrics::histogram!(BATCH_SIZE).record(batch.len() as f64);
-                return Ok(Ok(outcome));
-            }
-            Err(e) if is_transient(&e) => {
-                attempt += 1;
-                shared.count(|c| &c.db_retries, 1);
-                metrics::counter!(DB_RETRIES).increment(1);
-                tracing::warn!(error = %e, attempt, "database write failed; retrying");
-                backoff(shared, attempt, stop).await?;
-            }
-            Err(e) => return Ok(Err(e)),
-        }
-    }
-}
-
-/// True for database errors that may pass on their own.
-pub(crate) fn is_transient(error: &OrderStoreError) -> bool {
-    let OrderStoreError::Database(error) = error else {
-        return false;
+        let outcome = shared.orders.write_batch(batch).await?;
+        metrics::histogram!(WRITE_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(BATCH_SIZE).record(batch.len() as f64);
+        Ok(outcome)
     };
-    match error {
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // PostgreSQL: connection exceptions (08…), serialization
-            // failure, deadlock, lock not available, shutting down (57P…),
-            // too many connections (53300). SQLite: busy (5), locked (6).
-            code.starts_with("08")
-                || code.starts_with("57P")
-                || matches!(&*code, "40001" | "40P01" | "55P03" | "53300" | "5" | "6")
-        }
-        // Everything else sqlx reports is about the connection, the pool
-        // or the I/O, not the data.
-        _ => true,
-    }
+    retry(
+        shared,
+        stop,
+        "a database write",
+        database_error_may_pass,
+        true,
+        write,
+    )
+    .await
 }
 
 async fn after_write(
@@ -223,17 +197,10 @@ async fn after_write(
         .collect();
     if !timeouts.is_empty() {
         let count = timeouts.len() as u64;
-        let mut attempt = 0;
-        loop {
-            match origin.api.send_by_key(timeouts.clone()).await {
-                Ok(_) => break,
-                Err(e) => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "sending payment timeouts failed; retrying");
-                    backoff(shared, attempt, stop).await?;
-                }
-            }
-        }
+        retry_until_done(shared, stop, "sending payment timeouts", || {
+            origin.api.send_by_key(timeouts.clone())
+        })
+        .await?;
         shared.count(|c| &c.timeouts_sent, count);
     }
 
@@ -265,21 +232,21 @@ async fn handle_timeout(
         Ok(timeout) => timeout,
         Err(reason) => return give_back(shared, origin, message.queue_offset, &reason, stop).await,
     };
-    let mut attempt = 0;
-    let outcome = loop {
-        match shared.orders.cancel_unpaid(&timeout.order_id).await {
-            Ok(outcome) => break outcome,
-            Err(e) if is_transient(&e) => {
-                attempt += 1;
-                shared.count(|c| &c.db_retries, 1);
-                metrics::counter!(DB_RETRIES).increment(1);
-                tracing::warn!(error = %e, attempt, "cancelling failed; retrying");
-                backoff(shared, attempt, stop).await?;
-            }
-            Err(e) => {
-                let reason = format!("the database refused the cancellation: {e}");
-                return give_back(shared, origin, message.queue_offset, &reason, stop).await;
-            }
+    let cancel = || shared.orders.cancel_unpaid(&timeout.order_id);
+    let outcome = match retry(
+        shared,
+        stop,
+        "cancelling",
+        database_error_may_pass,
+        true,
+        cancel,
+    )
+    .await?
+    {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let reason = format!("the database refused the cancellation: {e}");
+            return give_back(shared, origin, message.queue_offset, &reason, stop).await;
         }
     };
     let label = match &outcome {
@@ -321,21 +288,14 @@ async fn release(
     reason: &'static str,
     stop: &CancellationToken,
 ) -> Step {
-    let mut attempt = 0;
-    loop {
-        match shared.stock.release(item, user, order_id).await {
-            Ok(Release::Released { .. }) => {
-                metrics::counter!(RELEASES, "reason" => reason).increment(1);
-                return Ok(());
-            }
-            Ok(Release::NotHeld) => return Ok(()),
-            Err(e) => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, order_id, "releasing stock failed; retrying");
-                backoff(shared, attempt, stop).await?;
-            }
-        }
+    let released = retry_until_done(shared, stop, "releasing stock", || {
+        shared.stock.release(item, user, order_id)
+    })
+    .await?;
+    if let Release::Released { .. } = released {
+        metrics::counter!(RELEASES, "reason" => reason).increment(1);
     }
+    Ok(())
 }
 
 /// Gives a message back to the broker: its group's retry topic, or the
@@ -355,40 +315,31 @@ async fn give_back(
         reason,
         "giving a message back"
     );
-    let mut attempt = 0;
-    loop {
-        match origin
-            .api
-            .reconsume_later(
-                &shared.settings.group,
-                origin.topic,
-                origin.queue_id,
+    let outcome = retry_until_done(shared, stop, "giving a message back", || {
+        origin.api.reconsume_later(
+            &shared.settings.group,
+            origin.topic,
+            origin.queue_id,
+            queue_offset,
+            reason,
+        )
+    })
+    .await?;
+    match outcome {
+        RetryOutcome::Retry { .. } => {
+            shared.count(|c| &c.retried, 1);
+            metrics::counter!(GIVEN_BACK, "outcome" => "retry").increment(1);
+        }
+        RetryOutcome::DeadLetter { .. } => {
+            shared.count(|c| &c.dead_lettered, 1);
+            metrics::counter!(GIVEN_BACK, "outcome" => "dead_letter").increment(1);
+            tracing::error!(
+                topic = origin.topic,
                 queue_offset,
                 reason,
-            )
-            .await
-        {
-            Ok(RetryOutcome::Retry { .. }) => {
-                shared.count(|c| &c.retried, 1);
-                metrics::counter!(GIVEN_BACK, "outcome" => "retry").increment(1);
-                return Ok(());
-            }
-            Ok(RetryOutcome::DeadLetter { .. }) => {
-                shared.count(|c| &c.dead_lettered, 1);
-                metrics::counter!(GIVEN_BACK, "outcome" => "dead_letter").increment(1);
-                tracing::error!(
-                    topic = origin.topic,
-                    queue_offset,
-                    reason,
-                    "a message went to the dead-letter topic"
-                );
-                return Ok(());
-            }
-            Err(e) => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, "giving a message back failed; retrying");
-                backoff(shared, attempt, stop).await?;
-            }
+                "a message went to the dead-letter topic"
+            );
         }
     }
+    Ok(())
 }

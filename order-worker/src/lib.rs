@@ -25,6 +25,7 @@ pub mod metrics;
 mod order_store;
 mod rate_gate;
 pub mod reconcile;
+mod retrying;
 mod schema;
 mod worker;
 

@@ -17,7 +17,7 @@ use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 
-use crate::schema::MIGRATIONS;
+use crate::schema::MIGRATOR;
 
 /// Why the order store failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,16 +28,15 @@ pub enum OrderStoreError {
     /// A URL that names neither PostgreSQL nor SQLite.
     #[error("unsupported database URL (use postgres:// or sqlite://)")]
     UnsupportedUrl,
+    /// The schema could not be brought up to date.
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
     /// An order that cannot be written whatever happens (bad fields).
     #[error("invalid order: {0}")]
     InvalidOrder(String),
 }
 
 type Result<T> = std::result::Result<T, OrderStoreError>;
-
-/// The advisory lock key migrations take on PostgreSQL ("flashsale" in
-/// a few bytes; any constant shared by all workers would do).
-const MIGRATION_LOCK: i64 = 0x666c_6173_6873;
 
 /// An order to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,61 +179,17 @@ impl OrderStore {
                 .await?;
         }
         let store = OrderStore { pool };
-        store.migrate(!sqlite).await?;
+        store.migrate().await?;
         Ok(store)
     }
 
-    /// Applies pending migrations. Several workers may start at once on
-    /// one PostgreSQL database: a connection-level advisory lock makes them take
-    /// turns (concurrent `CREATE TABLE IF NOT EXISTS` can still collide in
-    /// PostgreSQL's catalog). SQLite's single connection and file lock do
+    /// Applies pending migrations (see `schema`): sqlx's migrator takes an
+    /// advisory lock on PostgreSQL, so several workers starting at once on
+    /// one database take turns; SQLite's single connection and file lock do
     /// the same there.
-    async fn migrate(&self, postgres: bool) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        if postgres {
-            sqlx::query("SELECT pg_advisory_lock($1)")
-                .bind(MIGRATION_LOCK)
-                .execute(&mut *conn)
-                .await?;
-        }
-        let applied = async {
-            sqlx::query(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
-            )
-            .execute(&mut *conn)
-            .await?;
-            for (version, statements) in MIGRATIONS {
-                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                let applied =
-                    sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
-                        .bind(*version)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if applied.is_some() {
-                    continue;
-                }
-                for statement in *statements {
-                    sqlx::query(statement).execute(&mut *tx).await?;
-                }
-                sqlx::query(
-                    "INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)",
-                )
-                .bind(*version)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-            }
-            Ok::<(), OrderStoreError>(())
-        }
-        .await;
-        if postgres {
-            sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(MIGRATION_LOCK)
-                .execute(&mut *conn)
-                .await?;
-        }
-        applied
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
     }
 
     /// Records an item's stock unless it is recorded already.
@@ -551,7 +506,10 @@ impl OrderStore {
     }
 }
 
-/// `$first, $first+1, …` — `count` numbered placeholders.
+/// `$first, $first+1, …` — `count` numbered placeholders. Written by hand
+/// rather than with `QueryBuilder::push_values`: over the `Any` driver the
+/// builder writes `?` placeholders, which PostgreSQL refuses (sqlx issue
+/// 3000, open), while `$N` works on both databases.
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
         .map(|n| format!("${n}"))

@@ -1,5 +1,10 @@
-//! The order database's schema, as versioned migrations that run the same
-//! SQL on PostgreSQL and SQLite.
+//! The order database's schema: the versioned migrations in
+//! `order-worker/migrations/`, embedded at build time by `sqlx::migrate!`
+//! and applied by sqlx's migrator (recorded in `_sqlx_migrations`, each
+//! checked against its checksum; on PostgreSQL under an advisory lock, so
+//! workers starting together on one database take turns).
+//!
+//! The same SQL runs on PostgreSQL and SQLite:
 //!
 //! - `item_stock` holds each item's stock and how much is sold, with
 //!   CHECK constraints: the database itself refuses to oversell, whatever
@@ -9,29 +14,7 @@
 //!   cancelled: one live order per user per item, and a user whose unpaid
 //!   order was cancelled may buy again.
 
-/// Migrations in order; each runs once, recorded in `schema_migrations`.
-pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE IF NOT EXISTS item_stock (
-            item TEXT PRIMARY KEY,
-            initial_stock BIGINT NOT NULL CHECK (initial_stock >= 0),
-            sold BIGINT NOT NULL DEFAULT 0 CHECK (sold >= 0),
-            CHECK (sold <= initial_stock)
-        )",
-        "CREATE TABLE IF NOT EXISTS orders (
-            order_id TEXT PRIMARY KEY,
-            item TEXT NOT NULL REFERENCES item_stock (item),
-            user_id TEXT NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('created', 'paid', 'cancelled')),
-            created_at_ms BIGINT NOT NULL,
-            written_at_ms BIGINT NOT NULL,
-            paid_at_ms BIGINT,
-            cancelled_at_ms BIGINT
-        )",
-        "CREATE UNIQUE INDEX IF NOT EXISTS orders_one_live_per_user
-            ON orders (item, user_id) WHERE status <> 'cancelled'",
-        "CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id)",
-        "CREATE INDEX IF NOT EXISTS orders_by_written ON orders (item, written_at_ms)",
-    ],
-)];
+use sqlx::migrate::Migrator;
+
+/// Every migration, in version order.
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
