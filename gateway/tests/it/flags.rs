@@ -29,7 +29,21 @@ async fn flags_follow_publications_and_heal_by_resync() {
         None,
     );
     let tasks = edge.start(FlagFeed::Redis(&redis.url));
-    tokio::time::sleep(Duration::from_millis(300)).await; // subscribed
+    // Subscribed once a message published on the flag channel arrives (a
+    // marker item no activity has, so resyncs never touch it).
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !edge.flags().is_sold_out("subscribed") {
+        assert!(std::time::Instant::now() < deadline, "never subscribed");
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(store.flag_channel())
+            .arg("subscribed soldout 1")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // 1. Publications: the last unit sold sets the flag, a release clears it.
     store.reserve("hot", "alice", "o-1").await.unwrap();
@@ -45,8 +59,6 @@ async fn flags_follow_publications_and_heal_by_resync() {
 
     // 2. The subscription is dropped; the change made meanwhile is healed
     //    by the resync that follows the resubscription (or the periodic one).
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")
