@@ -33,15 +33,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::checkpoint::{Checkpoint, CheckpointFile};
 use crate::clock::Clock;
-use crate::commit_log::{CommitLog, LogWriter, RecoveryReport};
+use crate::commit_log::{CommitLog, LogWriter};
 use crate::config::{BrokerConfig, FlushMode};
 use crate::consume_queue::{ConsumeQueue, QueueEntry};
-use crate::consumer_groups::{Assignment, GroupRegistry, JoinRequest};
+use crate::consumer_groups::GroupRegistry;
 use crate::delay_scheduler::{self, DelayScheduler};
 use crate::error::{BrokerError, Result};
 use crate::fs_util::{create_dir_durable, fsync_dir};
@@ -58,107 +57,12 @@ use crate::retention;
 use crate::store_paths::StorePaths;
 use crate::system_topics::{DELAY_TOPIC, is_system_topic, property, retry_topic};
 use crate::tag_filter::TagFilter;
-use crate::topics::{TopicConfig, TopicRegistry};
+use crate::topics::TopicRegistry;
 use crate::transactions::{self, Transactions};
-
-/// Where a sent message landed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SendResult {
-    /// Message id: the record's commit-log offset in hex (unique per broker).
-    pub msg_id: String,
-    /// Topic.
-    pub topic: String,
-    /// Queue within the topic.
-    pub queue_id: u32,
-    /// Position in the queue.
-    pub queue_offset: u64,
-    /// Position in the commit log.
-    pub commit_log_offset: u64,
-}
-
-/// A pull: up to `max_messages` / `max_bytes` from one queue, starting at
-/// `offset`, held up to `hold_ms` if nothing is there yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PullRequest {
-    /// Consumer group (offset owner) pulling; for tracing and stats.
-    pub group: String,
-    /// Topic.
-    pub topic: String,
-    /// Queue id.
-    pub queue_id: u32,
-    /// First queue offset wanted.
-    pub offset: u64,
-    /// Most messages to return (at least 1).
-    pub max_messages: u32,
-    /// Byte budget; at least one message is returned even if larger.
-    pub max_bytes: u32,
-    /// Longest time to hold the pull when the queue has nothing new
-    /// (capped by `max_long_poll`; 0 = return at once).
-    pub hold_ms: u64,
-    /// Tag filter: `None` or `"*"` for every message, else tags joined by
-    /// `||` (`"vip || gift"`). Messages without a matching tag are skipped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<String>,
-}
-
-/// What a pull found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PullStatus {
-    /// Messages returned.
-    Found,
-    /// Nothing new before the hold expired.
-    NoNewMessages,
-    /// The offset is below the queue's first entry; resume at `next_offset`.
-    OffsetTooSmall,
-    /// The offset is past the queue's end; resume at `next_offset`.
-    OffsetTooBig,
-}
-
-/// The answer to a pull.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PullResult {
-    /// What happened.
-    pub status: PullStatus,
-    /// Messages, in queue order.
-    pub messages: Vec<StoredMessage>,
-    /// Offset to pull from next.
-    pub next_offset: u64,
-    /// First offset still in the queue.
-    pub min_offset: u64,
-    /// Visible length of the queue.
-    pub max_offset: u64,
-}
-
-/// Offsets of one queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueStats {
-    /// Topic.
-    pub topic: String,
-    /// Queue id.
-    pub queue_id: u32,
-    /// First offset still present.
-    pub min_offset: u64,
-    /// Visible length (next offset to be consumed at the head).
-    pub max_offset: u64,
-}
-
-/// How far one offset owner is behind on one queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LagStats {
-    /// Offset owner (group, or `group%member` in broadcasting mode).
-    pub group: String,
-    /// Topic.
-    pub topic: String,
-    /// Queue id.
-    pub queue_id: u32,
-    /// Committed offset.
-    pub committed: u64,
-    /// Visible length of the queue.
-    pub max_offset: u64,
-    /// `max_offset - committed`.
-    pub lag: u64,
-}
+use crate::types::{
+    Assignment, JoinRequest, LagStats, PullRequest, PullResult, PullStatus, QueueStats,
+    RecoveryReport, SendResult, TopicConfig,
+};
 
 /// One queue: its index and the published length long polls wait on.
 #[derive(Debug)]

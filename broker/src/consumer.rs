@@ -11,12 +11,13 @@
 
 use async_trait::async_trait;
 
-use crate::broker::{Broker, PullRequest, PullResult, QueueStats, SendResult};
-use crate::consumer_groups::{Assignment, JoinRequest};
+use crate::broker::Broker;
 use crate::error::Result;
 use crate::producer::queue_for_key;
 use crate::record::{Message, StoredMessage};
-use crate::retry::RetryOutcome;
+use crate::types::{
+    Assignment, JoinRequest, PullRequest, PullResult, QueueStats, RetryOutcome, SendResult,
+};
 
 /// Everything a consumer needs from a broker.
 #[async_trait]

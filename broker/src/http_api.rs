@@ -113,19 +113,17 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{
-    Broker, LagStats, PullRequest, PullResult, PullStatus, QueueStats, SendResult,
-};
-use crate::commit_log::RecoveryReport;
+use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::consumer_groups::{Assignment, ConsumeMode, JoinRequest};
 use crate::error::BrokerError;
 use crate::http_checker::HttpTransactionChecker;
 use crate::record::Message;
-use crate::retry::RetryOutcome;
 use crate::system_topics::dlq_topic;
-use crate::topics::TopicConfig;
-use crate::transactions::{HalfSendResult, TransactionState};
+use crate::types::{
+    Assignment, ConsumeMode, HalfSendResult, JoinRequest, LagStats, PullRequest, PullResult,
+    PullStatus, QueueStats, RecoveryReport, RetryOutcome, SendResult, TopicConfig,
+    TransactionState,
+};
 use crate::wire;
 
 /// Most messages one pull answer carries, whatever the request asks.

@@ -54,7 +54,8 @@ use reqwest::{Client, Url};
 
 use crate::error::{BrokerError, Result};
 use crate::http_api::CheckAnswer;
-use crate::transactions::{HalfMessage, TransactionChecker, TransactionState};
+use crate::transactions::{HalfMessage, TransactionChecker};
+use crate::types::TransactionState;
 use crate::wire;
 
 /// Largest answer body read from a checker; a JSON state is a few bytes.

@@ -35,9 +35,7 @@ use async_trait::async_trait;
 use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
-use crate::broker::{LagStats, PullRequest, PullResult, QueueStats, SendResult};
 use crate::consumer::ConsumerApi;
-use crate::consumer_groups::{Assignment, JoinRequest};
 use crate::error::{BrokerError, Result};
 use crate::http_api::{
     CommitOffset, CommittedOffset, CreateTopic, EndTransaction, EndTransactionResponse, ErrorBody,
@@ -46,10 +44,11 @@ use crate::http_api::{
 use crate::http_checker::HttpTransactionChecker;
 use crate::producer::QueueSelector;
 use crate::record::{Message, StoredMessage};
-use crate::retry::RetryOutcome;
 use crate::system_topics::dlq_topic;
-use crate::topics::TopicConfig;
-use crate::transactions::{HalfSendResult, TransactionState};
+use crate::types::{
+    Assignment, HalfSendResult, JoinRequest, LagStats, PullRequest, PullResult, QueueStats,
+    RetryOutcome, SendResult, TopicConfig, TransactionState,
+};
 use crate::wire;
 
 /// Timeout of every call but a pull's (which gets its hold plus

@@ -26,6 +26,7 @@
 //! | retry topic, dead letters, re-drive | `retry` |
 //! | transactional half messages, check-back | `transactions` |
 //! | the broker that ties them together | `broker` |
+//! | requests and results shared by the library, the codec and the client | `types` |
 //! | producer and queue selection | `producer` |
 //! | the consumer trait (local or remote) | `consumer` |
 //! | HTTP API (JSON admin, binary batches) | [`http_api`] |
@@ -90,23 +91,25 @@ mod tag_filter;
 mod time_lookup;
 mod topics;
 mod transactions;
+mod types;
 pub mod wire;
 
-pub use broker::{Broker, LagStats, PullRequest, PullResult, PullStatus, QueueStats, SendResult};
-pub use commit_log::RecoveryReport;
+pub use broker::Broker;
 pub use config::{BrokerConfig, FlushMode};
 pub use consume_queue::ENTRY_LEN as CONSUME_QUEUE_ENTRY_LEN;
 pub use consumer::ConsumerApi;
-pub use consumer_groups::{Assignment, ConsumeMode, JoinRequest, QueueRef, allocate_averagely};
+pub use consumer_groups::allocate_averagely;
 pub use delay_scheduler::{DELAY_LEVELS_MS, delay_level_ms};
 pub use error::{BrokerError, Result};
 pub use producer::{Producer, QueueSelector, queue_for_key};
 pub use record::{Message, StoredMessage};
-pub use retention::RetentionReport;
-pub use retry::RetryOutcome;
-pub use time_lookup::OffsetReset;
-pub use topics::{MAX_QUEUES, TopicConfig, validate_topic_name};
-pub use transactions::{HalfMessage, HalfSendResult, TransactionChecker, TransactionState};
+pub use topics::{MAX_QUEUES, validate_topic_name};
+pub use transactions::{HalfMessage, TransactionChecker};
+pub use types::{
+    Assignment, ConsumeMode, HalfSendResult, JoinRequest, LagStats, OffsetReset, PullRequest,
+    PullResult, PullStatus, QueueRef, QueueStats, RecoveryReport, RetentionReport, RetryOutcome,
+    SendResult, TopicConfig, TransactionState,
+};
 
 pub use http_api::{ApiError, router};
 pub use http_checker::HttpTransactionChecker;

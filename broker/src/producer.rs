@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::task::JoinHandle;
 
-use crate::broker::{Broker, SendResult};
+use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::record::Message;
+use crate::types::SendResult;
 
 /// How to choose a message's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,23 +14,12 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::broker::{Broker, Inner};
 use crate::error::Result;
 use crate::system_topics::{DELAY_TOPIC, HALF_TOPIC};
-
-/// What one retention pass removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetentionReport {
-    /// Commit-log segments deleted.
-    pub segments_deleted: u64,
-    /// Consume-queue files deleted.
-    pub queue_files_deleted: u64,
-    /// First log offset still stored.
-    pub log_min_offset: u64,
-}
+use crate::types::RetentionReport;
 
 impl Inner {
     /// The log offset from which data must be kept for pending delays and

@@ -14,36 +14,17 @@
 //! The broker reads the failed message itself from (topic, queue, offset),
 //! so a remote consumer sends back a position, not the body.
 
-use serde::{Deserialize, Serialize};
-
-use crate::broker::{Broker, PullRequest, PullResult, SendResult};
+use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::metrics::{DEAD_LETTERS, RETRIES};
 use crate::record::Message;
 use crate::system_topics::{dlq_topic, property, retry_topic};
+use crate::types::{PullRequest, PullResult, RetryOutcome, SendResult};
 
 /// Longest failure reason kept with a message.
 const MAX_REASON_LEN: usize = 1024;
 /// The first retry's delay level (10 s); each retry adds one.
 const FIRST_RETRY_LEVEL: u32 = 3;
-
-/// Where a failed message went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "outcome")]
-pub enum RetryOutcome {
-    /// To the retry topic, due at `deliver_at_ms`.
-    Retry {
-        /// Which retry this is (1-based).
-        attempt: u32,
-        /// Delay level used.
-        delay_level: u32,
-    },
-    /// To the dead-letter topic, after `failures` failed consumptions.
-    DeadLetter {
-        /// Failed consumptions in total.
-        failures: u32,
-    },
-}
 
 impl Broker {
     /// Gives back the message at `topic`/`queue_id`/`queue_offset` that

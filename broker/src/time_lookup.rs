@@ -7,22 +7,9 @@
 //! consume queue finds the offset in O(log n) header reads (48 bytes each,
 //! no bodies).
 
-use serde::{Deserialize, Serialize};
-
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
-
-/// Where to move a group's offsets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "to", content = "timestamp_ms")]
-pub enum OffsetReset {
-    /// The first message still stored.
-    Earliest,
-    /// The end: only messages arriving from now on.
-    Latest,
-    /// The first message stored at or after this time (ms since the epoch).
-    Timestamp(i64),
-}
+use crate::types::OffsetReset;
 
 impl Broker {
     /// The offset of the first message of `topic`/`queue_id` stored at or

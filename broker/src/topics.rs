@@ -8,20 +8,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{BrokerError, Result};
 use crate::fs_util::{create_dir_durable, write_atomically};
 use crate::record::MAX_TOPIC_LEN;
-
-/// A topic and its queue count.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicConfig {
-    /// Topic name.
-    pub name: String,
-    /// Number of queues.
-    pub queues: u32,
-}
+use crate::types::TopicConfig;
 
 /// Largest queue count a topic may have.
 pub const MAX_QUEUES: u32 = 1024;

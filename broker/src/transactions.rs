@@ -28,31 +28,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
-use crate::broker::{Broker, Inner, SendResult};
+use crate::broker::{Broker, Inner};
 use crate::delay_scheduler::restore_real;
 use crate::error::{BrokerError, Result};
 use crate::fs_util::write_atomically;
 use crate::metrics::{HALF_PENDING, TRANSACTION_CHECKS};
 use crate::record::{Message, StoredMessage};
 use crate::system_topics::{HALF_OP_TOPIC, HALF_TOPIC, property};
+use crate::types::{HalfSendResult, SendResult, TransactionState};
 
 /// How long a checker may take before its answer counts as unknown.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A producer's answer about a transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TransactionState {
-    /// Make the message visible.
-    Commit,
-    /// Discard the message.
-    Rollback,
-    /// Not decided yet; ask again later.
-    Unknown,
-}
 
 /// A half message as shown to a checker: the real message and where it
 /// would go.
@@ -77,15 +65,6 @@ pub struct HalfMessage {
 pub trait TransactionChecker: Send + Sync + std::fmt::Debug {
     /// The state of the transaction that sent `half`.
     async fn check(&self, half: &HalfMessage) -> TransactionState;
-}
-
-/// Where a half message was stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HalfSendResult {
-    /// Offset in the half topic: pass it to [`Broker::end_transaction`].
-    pub half_offset: u64,
-    /// Message id of the half record.
-    pub msg_id: String,
 }
 
 #[derive(Debug, Clone)]

@@ -56,8 +56,8 @@ use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::broker::{PullResult, PullStatus};
 use crate::record::{self, Message, StoredMessage};
+use crate::types::{PullResult, PullStatus};
 
 /// Content type of a batch body.
 pub const CONTENT_TYPE: &str = "application/x-flashsale-batch";
