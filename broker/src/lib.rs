@@ -31,7 +31,8 @@
 //! | the consumer trait (local or remote) | `consumer` |
 //! | HTTP API (JSON admin, binary batches) | [`http_api`] |
 //! | binary batch format of sends and pulls | [`wire`] |
-//! | HTTP client implementing the consumer trait | `http_client` |
+//! | HTTP client implementing the consumer trait | `http_api::client` |
+//! | HTTP callback as a transaction checker | `http_api::checker` |
 //! | metric names | [`metrics`] |
 //!
 //! ```no_run
@@ -75,8 +76,6 @@ mod error;
 mod fs_util;
 mod group_commit;
 pub mod http_api;
-mod http_checker;
-mod http_client;
 mod key_index;
 mod long_poll;
 pub mod metrics;
@@ -104,13 +103,12 @@ pub use error::{BrokerError, Result};
 pub use producer::{Producer, QueueSelector, queue_for_key};
 pub use record::{Message, StoredMessage};
 pub use topics::{MAX_QUEUES, validate_topic_name};
-pub use transactions::{HalfMessage, TransactionChecker};
 pub use types::{
-    Assignment, ConsumeMode, HalfSendResult, JoinRequest, LagStats, OffsetReset, PullRequest,
-    PullResult, PullStatus, QueueRef, QueueStats, RecoveryReport, RetentionReport, RetryOutcome,
-    SendResult, TopicConfig, TransactionState,
+    Assignment, ConsumeMode, HalfMessage, HalfSendResult, JoinRequest, LagStats, OffsetReset,
+    PullRequest, PullResult, PullStatus, QueueRef, QueueStats, RecoveryReport, RetentionReport,
+    RetryOutcome, SendResult, TopicConfig, TransactionChecker, TransactionState,
 };
 
+pub use http_api::checker::HttpTransactionChecker;
+pub use http_api::client::BrokerHttpClient;
 pub use http_api::{ApiError, router};
-pub use http_checker::HttpTransactionChecker;
-pub use http_client::BrokerHttpClient;

@@ -26,7 +26,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, watch};
 
@@ -37,35 +36,10 @@ use crate::fs_util::write_atomically;
 use crate::metrics::{HALF_PENDING, TRANSACTION_CHECKS};
 use crate::record::{Message, StoredMessage};
 use crate::system_topics::{HALF_OP_TOPIC, HALF_TOPIC, property};
-use crate::types::{HalfSendResult, SendResult, TransactionState};
+use crate::types::{HalfMessage, HalfSendResult, SendResult, TransactionChecker, TransactionState};
 
 /// How long a checker may take before its answer counts as unknown.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A half message as shown to a checker: the real message and where it
-/// would go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HalfMessage {
-    /// The half message's offset in the half topic (the transaction id).
-    pub half_offset: u64,
-    /// Producer group that sent it.
-    pub producer_group: String,
-    /// Real destination queue.
-    pub queue_id: u32,
-    /// The message as it will be delivered on commit.
-    pub message: Message,
-    /// When the broker stored the half message (ms since the epoch).
-    pub stored_at_ms: i64,
-}
-
-/// Answers check-backs for one producer group: "did this transaction
-/// commit?". The seckill service answers from its stock store's buyer
-/// records; a remote producer registers an HTTP callback.
-#[async_trait]
-pub trait TransactionChecker: Send + Sync + std::fmt::Debug {
-    /// The state of the transaction that sent `half`.
-    async fn check(&self, half: &HalfMessage) -> TransactionState;
-}
 
 #[derive(Debug, Clone)]
 struct Pending {

@@ -11,9 +11,10 @@
 //! Everything here is plain data with serde derives; behaviour that needs
 //! the store stays with the module that owns it.
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::record::StoredMessage;
+use crate::record::{Message, StoredMessage};
 
 /// Where a sent message landed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,4 +269,29 @@ pub enum OffsetReset {
     Latest,
     /// The first message stored at or after this time (ms since the epoch).
     Timestamp(i64),
+}
+
+/// A half message as shown to a checker: the real message and where it
+/// would go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HalfMessage {
+    /// The half message's offset in the half topic (the transaction id).
+    pub half_offset: u64,
+    /// Producer group that sent it.
+    pub producer_group: String,
+    /// Real destination queue.
+    pub queue_id: u32,
+    /// The message as it will be delivered on commit.
+    pub message: Message,
+    /// When the broker stored the half message (ms since the epoch).
+    pub stored_at_ms: i64,
+}
+
+/// Answers check-backs for one producer group: "did this transaction
+/// commit?". The seckill service answers from its stock store's buyer
+/// records; a remote producer registers an HTTP callback.
+#[async_trait]
+pub trait TransactionChecker: Send + Sync + std::fmt::Debug {
+    /// The state of the transaction that sent `half`.
+    async fn check(&self, half: &HalfMessage) -> TransactionState;
 }

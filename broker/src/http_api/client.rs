@@ -35,13 +35,13 @@ use async_trait::async_trait;
 use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
-use crate::consumer::ConsumerApi;
-use crate::error::{BrokerError, Result};
-use crate::http_api::{
+use super::checker::HttpTransactionChecker;
+use super::json::{
     CommitOffset, CommittedOffset, CreateTopic, EndTransaction, EndTransactionResponse, ErrorBody,
     JoinGroup, OpenTransactions, PullParams, Reconsume, RegisterChecker, SendResponse, TopicInfo,
 };
-use crate::http_checker::HttpTransactionChecker;
+use crate::consumer::ConsumerApi;
+use crate::error::{BrokerError, Result};
 use crate::producer::QueueSelector;
 use crate::record::{Message, StoredMessage};
 use crate::system_topics::dlq_topic;
