@@ -25,14 +25,29 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
-use crate::broker::{Inner, QueueState};
+use crate::commit_log::{CommitLog, Segment};
 use crate::config::FlushMode;
 use crate::error::{BrokerError, Result};
 use crate::metrics::{FLUSH_SECONDS, GROUP_COMMIT_BATCH};
+use crate::queues::QueueState;
 
 /// How long an idle sync-mode flusher sleeps before re-checking; wake-ups
 /// normally come from writers, this only bounds a missed one.
 const IDLE_RECHECK: Duration = Duration::from_millis(50);
+
+/// What the flusher makes durable. The storage core implements it; the
+/// flusher sees the log and three hooks, not the store's other state.
+pub(crate) trait FlushTarget {
+    /// The commit log: its written and flushed offsets.
+    fn log(&self) -> &CommitLog;
+    /// The log's written end and the segment it lies in, read together
+    /// under the append lock so the segment holds every byte below the end.
+    fn written_end(&self) -> (u64, Arc<Segment>);
+    /// Latches a storage failure: every later write is refused.
+    fn fail(&self, failure: &str);
+    /// Records that the log is durable up to `offset` (the checkpoint).
+    fn note_log_flushed(&self, offset: u64);
+}
 
 /// A queue's new visible length, to publish once the log is durable up to `end`.
 #[derive(Debug)]
@@ -100,7 +115,7 @@ impl GroupCommit {
     /// Waits until the log is durable up to `end` (sync mode).
     pub(crate) async fn wait_flushed(
         &self,
-        inner: &Inner,
+        log: &CommitLog,
         end: u64,
         timeout: Duration,
     ) -> Result<()> {
@@ -112,7 +127,7 @@ impl GroupCommit {
             // Checked under the lock the flusher advances `flushed` under,
             // so either this sees the new offset or the flusher sees the
             // waiter: no wake-up is missed.
-            if inner.log.flushed() >= end {
+            if log.flushed() >= end {
                 return Ok(());
             }
             let (tx, rx) = oneshot::channel();
@@ -130,19 +145,19 @@ impl GroupCommit {
         }
     }
 
-    /// Asks the flusher thread to exit after its current round.
     /// fdatasync calls made so far.
     pub(crate) fn syncs(&self) -> u64 {
         self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Asks the flusher thread to exit after its current round.
     pub(crate) fn stop(&self) {
         self.state.lock().stop = true;
         self.wake.notify_all();
     }
 
     /// The flusher thread's body.
-    pub(crate) fn run(&self, inner: &Inner) {
+    pub(crate) fn run(&self, target: &dyn FlushTarget) {
         let mut last_flush = Instant::now();
         loop {
             {
@@ -151,7 +166,7 @@ impl GroupCommit {
                     if state.stop || state.failed.is_some() {
                         return;
                     }
-                    let dirty = inner.log.written() - inner.log.flushed();
+                    let dirty = target.log().written() - target.log().flushed();
                     let wait = match self.mode {
                         FlushMode::Sync { .. } if dirty > 0 => break,
                         FlushMode::Sync { .. } => IDLE_RECHECK,
@@ -169,7 +184,7 @@ impl GroupCommit {
                 }
             }
             last_flush = Instant::now();
-            if let Err(e) = self.flush_once(inner) {
+            if let Err(e) = self.flush_once(target) {
                 tracing::error!(error = %e, "commit log flush failed; refusing further writes");
                 return;
             }
@@ -179,26 +194,23 @@ impl GroupCommit {
     /// One flush round: fsync what is written now, then acknowledge every
     /// waiter and publish every queue length it covers. Also used at
     /// shutdown. Returns the offset now durable.
-    pub(crate) fn flush_once(&self, inner: &Inner) -> Result<u64> {
-        let (target, segment) = {
-            let writer = inner.append.lock();
-            (inner.log.written(), writer.current_segment())
-        };
-        if target > inner.log.flushed() {
+    pub(crate) fn flush_once(&self, store: &dyn FlushTarget) -> Result<u64> {
+        let (target, segment) = store.written_end();
+        if target > store.log().flushed() {
             let started = Instant::now();
             if let Err(e) = segment.sync_data() {
                 let failure = e.to_string();
-                inner.fail(&failure);
+                store.fail(&failure);
                 self.fail_all(&failure);
                 return Err(e);
             }
             metrics::histogram!(FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
             self.syncs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.complete_up_to(inner, target);
-            inner.note_log_flushed(target);
+            self.complete_up_to(store.log(), target);
+            store.note_log_flushed(target);
         } else {
-            self.complete_up_to(inner, target);
+            self.complete_up_to(store.log(), target);
         }
         Ok(target)
     }
@@ -207,11 +219,11 @@ impl GroupCommit {
     /// covers, and acknowledges the writers it covers — all in one critical
     /// section, so a writer that sees its data flushed also finds it
     /// visible to its next pull.
-    fn complete_up_to(&self, inner: &Inner, durable: u64) {
+    fn complete_up_to(&self, log: &CommitLog, durable: u64) {
         let mut done = Vec::new();
         {
             let mut state = self.state.lock();
-            inner.log.set_flushed(durable);
+            log.set_flushed(durable);
             let mut i = 0;
             while i < state.waiters.len() {
                 if state.waiters[i].end <= durable {

@@ -191,37 +191,6 @@ impl KeyIndex {
     }
 }
 
-impl crate::broker::Broker {
-    /// Messages whose key is `key` (optionally only in `topic`), oldest
-    /// first, at most `max`. Records already removed by retention are
-    /// skipped.
-    pub fn messages_by_key(
-        &self,
-        key: &str,
-        topic: Option<&str>,
-        max: usize,
-    ) -> Result<Vec<crate::record::StoredMessage>> {
-        if key.is_empty() {
-            return Err(BrokerError::InvalidArgument("key must not be empty".into()));
-        }
-        let inner = self.inner();
-        let mut found = Vec::new();
-        for offset in inner.key_index.lookup(key) {
-            if found.len() >= max {
-                break;
-            }
-            if offset < inner.log.min_offset() {
-                continue;
-            }
-            let message = inner.log.read_at(offset)?;
-            if message.message.key == key && topic.is_none_or(|t| t == message.message.topic) {
-                found.push(message);
-            }
-        }
-        Ok(found)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

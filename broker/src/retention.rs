@@ -11,84 +11,92 @@
 //!
 //! Consumers whose offsets fall below what is left get `OffsetTooSmall`
 //! and move to the new start, as with any log that expires.
+//!
+//! Retention knows no feature's state: each feature that parks messages in
+//! the log (delays, transactions) implements [`RetentionHold`] and says
+//! which record it still needs; the pass keeps everything from the oldest
+//! of those onward. Deleting files and rewriting the key index is blocking
+//! work, so the periodic pass runs on Tokio's blocking pool, never on a
+//! runtime worker.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::broker::{Broker, Inner};
 use crate::error::Result;
-use crate::system_topics::{DELAY_TOPIC, HALF_TOPIC};
+use crate::store::Store;
 use crate::types::RetentionReport;
 
-impl Inner {
-    /// The log offset from which data must be kept for pending delays and
-    /// open transactions.
-    fn protected_from(&self) -> Result<u64> {
-        let mut protect = u64::MAX;
-        if let Some(offset) = self.delays.oldest_pending_offset() {
-            protect = protect.min(self.queue(DELAY_TOPIC, 0)?.entry(offset)?.commit_log_offset);
-        }
-        if let Some(offset) = self.transactions.oldest_open() {
-            protect = protect.min(self.queue(HALF_TOPIC, 0)?.entry(offset)?.commit_log_offset);
-        }
-        Ok(protect)
-    }
-
-    pub(crate) fn apply_retention(&self) -> Result<RetentionReport> {
-        let cutoff = self.clock.now_ms() - self.config.retention.as_millis() as i64;
-        let protect = self.protected_from()?;
-        let bases = self.log.segment_bases();
-        let mut report = RetentionReport::default();
-        for pair in bases.windows(2) {
-            let (base, next) = (pair[0], pair[1]);
-            if protect < next {
-                break;
-            }
-            // The next segment's first record is at least as new as
-            // everything here; an empty next segment means "now".
-            let newest_here = match self.log.store_timestamp_at(next) {
-                Ok(ms) => ms,
-                Err(_) => break,
-            };
-            if newest_here > cutoff {
-                break;
-            }
-            self.log.remove_segment(base)?;
-            report.segments_deleted += 1;
-        }
-        report.log_min_offset = self.log.min_offset();
-        if report.segments_deleted > 0 {
-            for queue in self.all_queues() {
-                report.queue_files_deleted += queue.delete_expired_files(report.log_min_offset)?;
-            }
-            self.key_index.retain_from(report.log_min_offset)?;
-            tracing::info!(?report, "retention deleted expired segments");
-        }
-        Ok(report)
-    }
+/// A feature that keeps records in the log until it is done with them.
+pub(crate) trait RetentionHold: Send + Sync + std::fmt::Debug {
+    /// The commit-log offset of the oldest record this feature still
+    /// needs, if any.
+    fn oldest_needed(&self, store: &Store) -> Result<Option<u64>>;
 }
 
-impl Broker {
-    /// Runs one retention pass now (it also runs every
-    /// `retention_check_interval`).
-    pub fn apply_retention(&self) -> Result<RetentionReport> {
-        self.inner().apply_retention()
+/// One retention pass: deletes every segment older than the retention time
+/// that holds nothing a feature in `holds` still needs. Blocking.
+pub(crate) fn apply_retention(
+    store: &Store,
+    holds: &[Arc<dyn RetentionHold>],
+) -> Result<RetentionReport> {
+    let cutoff = store.clock().now_ms() - store.config().retention.as_millis() as i64;
+    let mut protect = u64::MAX;
+    for hold in holds {
+        if let Some(offset) = hold.oldest_needed(store)? {
+            protect = protect.min(offset);
+        }
     }
+    let log = store.log();
+    let bases = log.segment_bases();
+    let mut report = RetentionReport::default();
+    for pair in bases.windows(2) {
+        let (base, next) = (pair[0], pair[1]);
+        if protect < next {
+            break;
+        }
+        // The next segment's first record is at least as new as
+        // everything here; an empty next segment means "now".
+        let newest_here = match log.store_timestamp_at(next) {
+            Ok(ms) => ms,
+            Err(_) => break,
+        };
+        if newest_here > cutoff {
+            break;
+        }
+        log.remove_segment(base)?;
+        report.segments_deleted += 1;
+    }
+    report.log_min_offset = log.min_offset();
+    if report.segments_deleted > 0 {
+        report.queue_files_deleted = store.forget_below(report.log_min_offset)?;
+        tracing::info!(?report, "retention deleted expired segments");
+    }
+    Ok(report)
 }
 
-/// The retention task.
-pub(crate) async fn run_retention(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+/// The retention task: a pass every `retention_check_interval`, on the
+/// blocking pool.
+pub(crate) async fn run_retention(
+    store: Arc<Store>,
+    holds: Vec<Arc<dyn RetentionHold>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let holds: Arc<[Arc<dyn RetentionHold>]> = holds.into();
     loop {
         tokio::select! {
-            () = tokio::time::sleep(inner.config.retention_check_interval) => {}
+            () = tokio::time::sleep(store.config().retention_check_interval) => {}
             _ = stop.changed() => return,
         }
         if *stop.borrow() {
             return;
         }
-        if let Err(e) = inner.apply_retention() {
-            tracing::error!(error = %e, "retention pass failed");
+        let (pass_store, pass_holds) = (Arc::clone(&store), Arc::clone(&holds));
+        let pass = tokio::task::spawn_blocking(move || apply_retention(&pass_store, &pass_holds));
+        match pass.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "retention pass failed"),
+            Err(e) => tracing::error!(error = %e, "retention task failed"),
         }
     }
 }
