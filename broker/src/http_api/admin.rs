@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 
-use super::errors::ApiResult;
+use super::errors::{ApiError, ApiResult};
 use super::extract::{ApiQuery, ApiState};
 use super::json::StatsQuery;
 use crate::types::{LagStats, QueueStats, RecoveryReport, RetentionReport};
@@ -44,5 +44,11 @@ pub(super) async fn recovery(State(state): State<ApiState>) -> Json<RecoveryRepo
 pub(super) async fn apply_retention(
     State(state): State<ApiState>,
 ) -> ApiResult<Json<RetentionReport>> {
-    Ok(Json(state.broker.apply_retention()?))
+    // Deleting segments and rewriting the key index is blocking file work:
+    // keep it off the async workers.
+    let broker = state.broker.clone();
+    let report = tokio::task::spawn_blocking(move || broker.apply_retention())
+        .await
+        .map_err(|e| ApiError::Internal(format!("retention task failed: {e}")))??;
+    Ok(Json(report))
 }
