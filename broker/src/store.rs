@@ -662,3 +662,6 @@ impl FlushTarget for Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
