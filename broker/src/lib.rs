@@ -29,6 +29,7 @@
 //! | requests and results shared by the library, the codec and the client | `types` |
 //! | producer and queue selection | `producer` |
 //! | the consumer trait (local or remote) | `consumer` |
+//! | the local broker as a consumer | `local_consumer` |
 //! | HTTP API (JSON admin, binary batches) | [`http_api`] |
 //! | binary batch format of sends and pulls | [`wire`] |
 //! | HTTP client implementing the consumer trait | `http_api::client` |
@@ -79,6 +80,7 @@ mod fs_util;
 mod group_commit;
 pub mod http_api;
 mod key_index;
+mod local_consumer;
 mod long_poll;
 pub mod metrics;
 mod offsets;
@@ -105,13 +107,14 @@ pub use consumer::ConsumerApi;
 pub use consumer_groups::allocate_averagely;
 pub use delay_scheduler::{DELAY_LEVELS_MS, delay_level_ms};
 pub use error::{BrokerError, Result};
-pub use producer::{Producer, QueueSelector, queue_for_key};
+pub use producer::Producer;
 pub use record::{Message, StoredMessage};
 pub use topics::{MAX_QUEUES, validate_topic_name};
 pub use types::{
     Assignment, ConsumeMode, HalfMessage, HalfSendResult, JoinRequest, LagStats, OffsetReset,
-    PullRequest, PullResult, PullStatus, QueueRef, QueueStats, RecoveryReport, RetentionReport,
-    RetryOutcome, SendResult, TopicConfig, TransactionChecker, TransactionState,
+    PullRequest, PullResult, PullStatus, QueueRef, QueueSelector, QueueStats, RecoveryReport,
+    RetentionReport, RetryOutcome, SendResult, TopicConfig, TransactionChecker, TransactionState,
+    queue_for_key,
 };
 
 pub use http_api::checker::HttpTransactionChecker;

@@ -1,15 +1,17 @@
 //! The broker's vocabulary: what callers send and what they get back.
 //!
 //! Requests and results that cross the library's edge — a send's
-//! placement, a pull and its answer, queue and lag statistics, group
-//! assignments, retry outcomes, transaction states, recovery and retention
-//! reports — live here, apart from the engine that produces them. The wire
+//! placement and queue selection, a pull and its answer, queue and lag
+//! statistics, group assignments, retry outcomes, transaction states and
+//! the checker contract, recovery and retention reports — live here, apart
+//! from the engine that produces them. The wire
 //! codec ([`crate::wire`]), the HTTP API and its client speak these types
 //! and import nothing of the store, so a remote consumer links the same
 //! shapes without reaching into commit logs or consume queues.
 //!
-//! Everything here is plain data with serde derives; behaviour that needs
-//! the store stays with the module that owns it.
+//! Everything here is plain data, plus the one rule producers, the HTTP
+//! API and its client must share exactly: [`queue_for_key`]. Behaviour
+//! that needs the store stays with the module that owns it.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -294,4 +296,21 @@ pub struct HalfMessage {
 pub trait TransactionChecker: Send + Sync + std::fmt::Debug {
     /// The state of the transaction that sent `half`.
     async fn check(&self, half: &HalfMessage) -> TransactionState;
+}
+
+/// How to choose a message's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueSelector {
+    /// The next queue in turn.
+    RoundRobin,
+    /// A queue chosen by a stable hash of the message key (ordered per key).
+    KeyHash,
+    /// This queue.
+    Queue(u32),
+}
+
+/// The queue a key hashes to among `queues` (stable across versions and
+/// processes: CRC32C), so one key's messages stay on one queue, in order.
+pub fn queue_for_key(key: &str, queues: u32) -> u32 {
+    crc32c::crc32c(key.as_bytes()) % queues.max(1)
 }

@@ -42,12 +42,11 @@ use super::json::{
 };
 use crate::consumer::ConsumerApi;
 use crate::error::{BrokerError, Result};
-use crate::producer::QueueSelector;
 use crate::record::{Message, StoredMessage};
 use crate::system_topics::dlq_topic;
 use crate::types::{
-    Assignment, HalfSendResult, JoinRequest, LagStats, PullRequest, PullResult, QueueStats,
-    RetryOutcome, SendResult, TopicConfig, TransactionState,
+    Assignment, HalfSendResult, JoinRequest, LagStats, PullRequest, PullResult, QueueSelector,
+    QueueStats, RetryOutcome, SendResult, TopicConfig, TransactionState,
 };
 use crate::wire;
 
