@@ -113,6 +113,8 @@ pub(crate) fn consume_queue_tag(message: &Message) -> u64 {
     }
 }
 
+/// The index, in memory. Producers' delayed sends take this lock, so no
+/// file work ever happens under it.
 #[derive(Debug)]
 struct State {
     pending: BTreeSet<(i64, u64)>,
@@ -120,9 +122,14 @@ struct State {
     watermark: u64,
     /// Delivered offsets at or above the watermark.
     delivered: BTreeSet<u64>,
-    /// Entries in the progress file (for compaction).
-    file_entries: u64,
+}
+
+/// The progress file; only the delivery task writes it.
+#[derive(Debug)]
+struct ProgressFile {
     file: File,
+    /// Entries in the file (for compaction).
+    entries: u64,
 }
 
 /// The delay index and its progress file.
@@ -130,6 +137,7 @@ struct State {
 pub(crate) struct DelayScheduler {
     path: PathBuf,
     state: Mutex<State>,
+    progress: Mutex<ProgressFile>,
     wake: Notify,
 }
 
@@ -157,12 +165,14 @@ impl DelayScheduler {
         let delivered: BTreeSet<u64> = words.filter(|&o| o >= watermark).collect();
         let file = OpenOptions::new().append(true).open(&path).map_err(io)?;
         Ok(DelayScheduler {
+            progress: Mutex::new(ProgressFile {
+                file,
+                entries: delivered.len() as u64,
+            }),
             state: Mutex::new(State {
                 pending: BTreeSet::new(),
-                file_entries: delivered.len() as u64,
                 watermark,
                 delivered,
-                file,
             }),
             path,
             wake: Notify::new(),
@@ -289,33 +299,45 @@ impl DelayScheduler {
     }
 
     /// Records deliveries (after the delivered messages are durable).
+    /// Blocking: an append and an fdatasync of the progress file, and now
+    /// and then its compaction. The index is updated first, under its lock;
+    /// the file work happens after the lock is released, so a producer's
+    /// delayed send never waits for this disk.
     fn mark_delivered(&self, offsets: &[u64]) -> Result<()> {
-        let mut state = self.state.lock();
+        let mut progress = self.progress.lock();
         let mut bytes = Vec::with_capacity(offsets.len() * 8);
-        for &offset in offsets {
-            state.delivered.insert(offset);
-            bytes.extend_from_slice(&offset.to_le_bytes());
-        }
-        let state = &mut *state;
-        while state.delivered.remove(&state.watermark) {
-            state.watermark += 1;
-        }
-        let io = |e| BrokerError::io("record delay progress", e);
-        state.file.write_all(&bytes).map_err(io)?;
-        state.file.sync_data().map_err(io)?;
-        state.file_entries += offsets.len() as u64;
-        if state.file_entries > 4 * (state.delivered.len() as u64 + 1024) {
-            // Compact: the watermark left most entries behind.
-            let mut content = state.watermark.to_le_bytes().to_vec();
-            for offset in &state.delivered {
-                content.extend_from_slice(&offset.to_le_bytes());
+        let compaction = {
+            let mut state = self.state.lock();
+            for &offset in offsets {
+                state.delivered.insert(offset);
+                bytes.extend_from_slice(&offset.to_le_bytes());
             }
+            let state = &mut *state;
+            while state.delivered.remove(&state.watermark) {
+                state.watermark += 1;
+            }
+            // Compact once the watermark left most of the file behind.
+            let entries = progress.entries + offsets.len() as u64;
+            let compact = entries > 4 * (state.delivered.len() as u64 + 1024);
+            compact.then(|| {
+                let mut content = state.watermark.to_le_bytes().to_vec();
+                for offset in &state.delivered {
+                    content.extend_from_slice(&offset.to_le_bytes());
+                }
+                (content, state.delivered.len() as u64)
+            })
+        };
+        let io = |e| BrokerError::io("record delay progress", e);
+        progress.file.write_all(&bytes).map_err(io)?;
+        progress.file.sync_data().map_err(io)?;
+        progress.entries += offsets.len() as u64;
+        if let Some((content, entries)) = compaction {
             write_atomically(&self.path, &content)?;
-            state.file = OpenOptions::new()
+            progress.file = OpenOptions::new()
                 .append(true)
                 .open(&self.path)
                 .map_err(io)?;
-            state.file_entries = state.delivered.len() as u64;
+            progress.entries = entries;
         }
         Ok(())
     }
@@ -339,7 +361,7 @@ impl DelayScheduler {
             if *stop.borrow() {
                 return;
             }
-            match self.deliver_due(&store).await {
+            match Arc::clone(&self).deliver_due(&store).await {
                 Ok(()) => {}
                 Err(e @ BrokerError::DiskFull { .. }) => {
                     // Due messages went back to the index; try again soon.
@@ -358,7 +380,7 @@ impl DelayScheduler {
 
     /// Moves every due message to its real topic, in due order, then records
     /// the progress once those messages are durable.
-    async fn deliver_due(&self, store: &Store) -> Result<()> {
+    async fn deliver_due(self: Arc<Self>, store: &Store) -> Result<()> {
         let due = self.take_due(store.clock().now_ms());
         if due.is_empty() {
             return Ok(());
@@ -394,7 +416,14 @@ impl DelayScheduler {
             delivered.push(offset);
         }
         store.wait_durable(end).await?;
-        self.mark_delivered(&delivered)?;
+        // The progress fsync is blocking: on the blocking pool, not on a
+        // runtime worker.
+        let scheduler = Arc::clone(&self);
+        tokio::task::spawn_blocking(move || scheduler.mark_delivered(&delivered))
+            .await
+            .map_err(|e| {
+                BrokerError::StorageFailed(format!("delay progress task failed: {e}"))
+            })??;
         deferred.map_or(Ok(()), Err)
     }
 }

@@ -353,10 +353,19 @@ impl Transactions {
                     .map_or(0, |q| q.consume_queue_len())
             });
             if persisted_watermark != Some(watermark) {
-                match self.write_watermark(watermark) {
-                    Ok(()) => persisted_watermark = Some(watermark),
-                    Err(e) => {
+                // An atomic file write (fsyncs and a rename): on the
+                // blocking pool, not on a runtime worker.
+                let transactions = Arc::clone(&self);
+                let written =
+                    tokio::task::spawn_blocking(move || transactions.write_watermark(watermark))
+                        .await;
+                match written {
+                    Ok(Ok(())) => persisted_watermark = Some(watermark),
+                    Ok(Err(e)) => {
                         tracing::warn!(error = %e, "could not persist the transaction watermark")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the transaction watermark task failed")
                     }
                 }
             }
