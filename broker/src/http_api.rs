@@ -1,6 +1,6 @@
 //! The broker's HTTP API: the library served by the process that embeds it.
 //!
-//! [`router`] turns a [`Broker`](crate::Broker) into an axum [`Router`] whose routes all
+//! [`router()`] turns a [`Broker`](crate::Broker) into an axum [`Router`](axum::Router) whose routes all
 //! live under `/broker/`, so it merges into the host's own router (the
 //! seckill service serves its API and its broker from one port). The
 //! remote side is [`crate::BrokerHttpClient`], which speaks exactly this.

@@ -2,36 +2,59 @@
 //!
 //! Every order of the flash sale passes through it: the spike is written
 //! here at disk speed and drained by the order workers at the database's
-//! pace. The parts, each in its own module:
+//! pace. The parts, each in its own module, in layers: each layer uses
+//! only the ones below it.
+//!
+//! **Vocabulary** — no engine behind it; the codec and the client use only this.
 //!
 //! | concept | module |
 //! |---|---|
+//! | requests and results, queue selection, the checker contract | `types` |
 //! | record format (magic, CRC32C, every field) | [`record`] |
+//! | reserved topics and properties | [`system_topics`] |
+//! | binary batch format of sends and pulls | [`wire`] |
+//! | the consumer trait (local or remote) | `consumer` |
+//!
+//! **Storage core** — `store` is one type with `open` (recovery), `append`
+//! and `read`, tested on its own; the rest are its parts.
+//!
+//! | concept | module |
+//! |---|---|
+//! | the storage core | `store` |
 //! | commit log segments, roll, recovery scan | `commit_log` |
 //! | consume queues (20-byte entries) | `consume_queue` |
+//! | a queue's visible length (what consumers may see) | `queues` |
 //! | group commit / async flush | `group_commit` |
 //! | checkpoint (torn tail vs corruption) | `checkpoint` |
-//! | long polling | `long_poll` |
-//! | tag filtering on pull | `tag_filter` |
+//! | failure latch (a failed write is final) | `failure_latch` |
+//! | disk-usage guard | `disk_guard` |
 //! | key index: messages by key | `key_index` |
-//! | retention by age | `retention` |
+//! | topics | `topics` |
+//! | on-disk names | `store_paths` |
+//! | the broker's clock (driven by Tokio's, for tests) | `clock` |
+//!
+//! **Features** — each holds its own state and uses the core, never
+//! another feature's fields.
+//!
+//! | concept | module |
+//! |---|---|
+//! | pulls: long polling, tag filtering | `pull`, `long_poll`, `tag_filter` |
+//! | delayed messages: 18 levels and arbitrary delays | `delay_scheduler` |
+//! | transactional half messages, check-back | `transactions` |
+//! | retry topic, dead letters, re-drive | `retry` |
+//! | retention by age (features say what they still need) | `retention` |
 //! | time lookup, offset reset (backtrack) | `time_lookup` |
 //! | consumer groups, queue allocation | `consumer_groups` |
 //! | committed offsets | `offsets` |
-//! | topics | `topics` |
-//! | on-disk names | `store_paths` |
-//! | delayed messages: 18 levels and arbitrary delays | `delay_scheduler` |
-//! | the broker's clock (driven by Tokio's, for tests) | `clock` |
-//! | reserved topics and properties | [`system_topics`] |
-//! | retry topic, dead letters, re-drive | `retry` |
-//! | transactional half messages, check-back | `transactions` |
-//! | the broker that ties them together | `broker` |
-//! | requests and results shared by the library, the codec and the client | `types` |
-//! | producer and queue selection | `producer` |
-//! | the consumer trait (local or remote) | `consumer` |
+//!
+//! **Façade and edges**
+//!
+//! | concept | module |
+//! |---|---|
+//! | the broker: every public method, wiring core and features | `broker` |
+//! | producer | `producer` |
 //! | the local broker as a consumer | `local_consumer` |
-//! | HTTP API (JSON admin, binary batches) | [`http_api`] |
-//! | binary batch format of sends and pulls | [`wire`] |
+//! | HTTP API: router, JSON shapes, errors, handlers by area | [`http_api`] |
 //! | HTTP client implementing the consumer trait | `http_api::client` |
 //! | HTTP callback as a transaction checker | `http_api::checker` |
 //! | metric names | [`metrics`] |

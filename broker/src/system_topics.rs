@@ -5,8 +5,8 @@
 //! Topics starting with `%` are the broker's own. Ordinary producers may not
 //! send to them; the delay, retry and transaction machinery does. The two
 //! rules every such feature shares live here too: what a producer may not
-//! write ([`check_user_message`]), and how a message parked in a system
-//! topic names its real destination ([`restore_real`]).
+//! write (`check_user_message`), and how a message parked in a system
+//! topic names its real destination (`restore_real`).
 
 use crate::error::{BrokerError, Result};
 use crate::record::Message;
