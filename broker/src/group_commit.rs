@@ -261,3 +261,145 @@ impl GroupCommit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Group commit against a bare commit log: no store, no broker. The
+    //! target below is what the store provides, reduced to the log, its
+    //! writer and two recorded hooks.
+
+    use super::*;
+    use crate::commit_log::LogWriter;
+    use crate::consume_queue::ConsumeQueue;
+    use crate::record::{self, Message, Placement};
+
+    #[derive(Debug)]
+    struct BareLog {
+        log: CommitLog,
+        writer: Mutex<LogWriter>,
+        failures: Mutex<Vec<String>>,
+        flushed_notes: Mutex<Vec<u64>>,
+    }
+
+    impl BareLog {
+        fn open(dir: &std::path::Path) -> BareLog {
+            let (log, writer, _) = CommitLog::open(dir, 1 << 20, None, false).unwrap();
+            BareLog {
+                log,
+                writer: Mutex::new(writer),
+                failures: Mutex::new(Vec::new()),
+                flushed_notes: Mutex::new(Vec::new()),
+            }
+        }
+
+        /// Appends one record and returns the log offset it ends at.
+        fn append(&self, body: &str) -> u64 {
+            let message = Message::new("t", body.to_owned());
+            let len = record::encoded_len(&message).unwrap();
+            let mut writer = self.writer.lock();
+            let offset = writer.position_for(&self.log, len).unwrap();
+            let placement = Placement {
+                queue_id: 0,
+                queue_offset: 0,
+                commit_log_offset: offset,
+                store_timestamp_ms: 1,
+            };
+            record::encode_into(&message, placement, len, writer.buffer());
+            writer.advance(len);
+            writer.write_buffer(&self.log).unwrap();
+            writer.next_offset()
+        }
+    }
+
+    impl FlushTarget for BareLog {
+        fn log(&self) -> &CommitLog {
+            &self.log
+        }
+
+        fn written_end(&self) -> (u64, Arc<Segment>) {
+            let writer = self.writer.lock();
+            (self.log.written(), writer.current_segment())
+        }
+
+        fn fail(&self, failure: &str) {
+            self.failures.lock().push(failure.to_owned());
+        }
+
+        fn note_log_flushed(&self, offset: u64) {
+            self.flushed_notes.lock().push(offset);
+        }
+    }
+
+    fn queue(dir: &std::path::Path) -> Arc<QueueState> {
+        let (consume_queue, _) = ConsumeQueue::open(dir, 16, u64::MAX).unwrap();
+        Arc::new(QueueState::new("t", 0, consume_queue))
+    }
+
+    #[test]
+    fn one_flush_makes_every_append_durable_and_then_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = BareLog::open(&dir.path().join("log"));
+        let queue = queue(&dir.path().join("queue"));
+        let group_commit = GroupCommit::new(FlushMode::sync());
+        let mut end = 0;
+        for (i, body) in ["a", "b", "c"].iter().enumerate() {
+            end = target.append(body);
+            let pending = PendingVisibility {
+                end,
+                queue: Arc::clone(&queue),
+                visible_len: i as u64 + 1,
+            };
+            group_commit.appended(pending, end - target.log.flushed());
+        }
+        // Sync mode: nothing is visible before a flush covers it.
+        assert_eq!(queue.visible_len(), 0);
+        assert_eq!(group_commit.flush_once(&target).unwrap(), end);
+        assert_eq!(group_commit.syncs(), 1);
+        assert_eq!(target.log.flushed(), end);
+        assert_eq!(queue.visible_len(), 3);
+        assert_eq!(*target.flushed_notes.lock(), [end]);
+        // Nothing new: no second fdatasync.
+        assert_eq!(group_commit.flush_once(&target).unwrap(), end);
+        assert_eq!(group_commit.syncs(), 1);
+        assert!(target.failures.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_acknowledged_by_the_flush_that_covers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Arc::new(BareLog::open(dir.path()));
+        let group_commit = Arc::new(GroupCommit::new(FlushMode::sync()));
+        let first = target.append("first");
+        let second = target.append("second");
+        let waiter = {
+            let (target, group_commit) = (Arc::clone(&target), Arc::clone(&group_commit));
+            tokio::spawn(async move {
+                group_commit
+                    .wait_flushed(&target.log, second, Duration::from_secs(5))
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        group_commit.flush_once(&*target).unwrap();
+        waiter.await.unwrap().unwrap();
+        // Already durable: answered at once, without the flusher.
+        group_commit
+            .wait_flushed(&target.log, first, Duration::from_millis(1))
+            .await
+            .unwrap();
+        assert_eq!(group_commit.syncs(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_uncovered_write_times_out_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = BareLog::open(dir.path());
+        let group_commit = GroupCommit::new(FlushMode::sync());
+        let end = target.append("never flushed");
+        let waited = group_commit
+            .wait_flushed(&target.log, end, Duration::from_millis(20))
+            .await;
+        assert!(matches!(waited, Err(BrokerError::FlushTimeout(_))));
+    }
+}
