@@ -3,6 +3,7 @@
 
 use super::messages::batch_response;
 use crate::system_topics::dlq_topic;
+use crate::topics::validate_topic_name;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -116,7 +117,7 @@ pub(super) async fn dead_letters(
     let result = if state.broker.topic(&dlq_topic(&group)).is_none() {
         // Nothing was ever dead-lettered: answer as an empty queue would,
         // without creating the topic (a GET must not make state).
-        crate::validate_topic_name(&dlq_topic(&group))?;
+        validate_topic_name(&dlq_topic(&group))?;
         PullResult {
             status: if query.offset == 0 {
                 PullStatus::NoNewMessages

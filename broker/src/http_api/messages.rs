@@ -19,7 +19,7 @@ use super::json::{CreateTopic, PullParams, QueueOffsets, SendParams, SendRespons
 use super::limits::{DEFAULT_PULL_MESSAGES, MAX_PULL_MESSAGES};
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::types::{PullResult, PullStatus, SendResult, TopicConfig};
+use crate::types::{PullResult, PullStatus, SendResult, TopicConfig, queue_for_key};
 use crate::wire;
 
 pub(super) async fn create_topic(
@@ -187,7 +187,7 @@ pub(super) async fn send(
 fn split_by_key_hash(messages: Vec<Message>, queues: u32) -> Vec<QueueBatch> {
     let mut by_queue: BTreeMap<u32, (Vec<usize>, Vec<Message>)> = BTreeMap::new();
     for (position, message) in messages.into_iter().enumerate() {
-        let queue = crate::queue_for_key(&message.key, queues);
+        let queue = queue_for_key(&message.key, queues);
         let entry = by_queue.entry(queue).or_default();
         entry.0.push(position);
         entry.1.push(message);
