@@ -1,5 +1,6 @@
-//! One consume queue as the broker serves it: the 20-byte index of
-//! [`crate::consume_queue`] plus the length consumers may see.
+//! The consume queues as the store serves them: each queue's 20-byte index
+//! ([`crate::consume_queue`]) plus the length consumers may see, and the
+//! table of every topic's queues, opened on first use.
 //!
 //! The visible length is a `watch` channel rather than the index's own
 //! length because the two differ on purpose: in sync flush mode an entry
@@ -7,12 +8,105 @@
 //! covers its record (see `group_commit`), so no consumer reads data a
 //! power loss could still take back. Long polls wait on the same channel.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use crate::commit_log::CommitLog;
 use crate::consume_queue::{ConsumeQueue, QueueEntry};
 use crate::error::Result;
 use crate::record::StoredMessage;
+use crate::store_paths::StorePaths;
+use crate::types::TopicConfig;
+
+/// The queues of one topic, by queue id.
+type TopicQueues = Arc<[Arc<QueueState>]>;
+
+/// Every topic's queues. A topic's queues are opened together, once: at
+/// startup for the topics found on disk, else on first use.
+#[derive(Debug)]
+pub(crate) struct QueueTable {
+    entries_per_file: u64,
+    by_topic: RwLock<HashMap<String, TopicQueues>>,
+}
+
+impl QueueTable {
+    pub(crate) fn new(entries_per_file: u64) -> Self {
+        QueueTable {
+            entries_per_file,
+            by_topic: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Opens the queues of a topic found at startup, cutting entries that
+    /// point at or past `log_end`. Returns how many entries it cut.
+    pub(crate) fn open_topic(
+        &self,
+        paths: &StorePaths,
+        topic: &TopicConfig,
+        log_end: u64,
+    ) -> Result<u64> {
+        let mut dropped_entries = 0;
+        let mut states = Vec::with_capacity(topic.queues as usize);
+        for queue_id in 0..topic.queues {
+            let dir = paths.consume_queue_dir(&topic.name, queue_id);
+            let (consume_queue, dropped) =
+                ConsumeQueue::open(&dir, self.entries_per_file, log_end)?;
+            dropped_entries += dropped;
+            states.push(Arc::new(QueueState::new(
+                &topic.name,
+                queue_id,
+                consume_queue,
+            )));
+        }
+        self.by_topic
+            .write()
+            .insert(topic.name.clone(), states.into());
+        Ok(dropped_entries)
+    }
+
+    /// The queues of `topic`, opening them on first use with
+    /// `queue_count()` queues, against a log that ends at `log_end()`.
+    /// Both are asked only when the queues must be opened; `log_end` under
+    /// the table's write lock, so no append to the topic can come between.
+    pub(crate) fn get_or_open(
+        &self,
+        paths: &StorePaths,
+        topic: &str,
+        queue_count: impl FnOnce() -> Result<u32>,
+        log_end: impl FnOnce() -> u64,
+    ) -> Result<TopicQueues> {
+        if let Some(queues) = self.by_topic.read().get(topic) {
+            return Ok(Arc::clone(queues));
+        }
+        let count = queue_count()?;
+        let mut by_topic = self.by_topic.write();
+        if let Some(existing) = by_topic.get(topic) {
+            return Ok(Arc::clone(existing));
+        }
+        let log_end = log_end();
+        let mut states = Vec::with_capacity(count as usize);
+        for queue_id in 0..count {
+            let dir = paths.consume_queue_dir(topic, queue_id);
+            let (consume_queue, _) = ConsumeQueue::open(&dir, self.entries_per_file, log_end)?;
+            states.push(Arc::new(QueueState::new(topic, queue_id, consume_queue)));
+        }
+        let states: TopicQueues = states.into();
+        by_topic.insert(topic.to_owned(), Arc::clone(&states));
+        Ok(states)
+    }
+
+    /// Every open queue of every topic.
+    pub(crate) fn all(&self) -> Vec<Arc<QueueState>> {
+        self.by_topic
+            .read()
+            .values()
+            .flat_map(|qs| qs.iter().cloned())
+            .collect()
+    }
+}
 
 /// One queue: its index and the published length long polls wait on.
 #[derive(Debug)]

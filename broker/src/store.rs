@@ -31,18 +31,17 @@
 //! flusher thread ([`Store::run_flusher`]), and consume-queue flushes on
 //! whoever calls [`Store::flush_derived`] (the broker's maintenance thread).
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::checkpoint::{Checkpoint, CheckpointFile};
 use crate::clock::Clock;
 use crate::commit_log::{CommitLog, LogWriter, Segment};
 use crate::config::{BrokerConfig, FlushMode};
-use crate::consume_queue::{ConsumeQueue, QueueEntry};
+use crate::consume_queue::QueueEntry;
 use crate::disk_guard::DiskGuard;
 use crate::error::{BrokerError, Result};
 use crate::failure_latch::FailureLatch;
@@ -50,7 +49,7 @@ use crate::fs_util::{create_dir_durable, fsync_dir};
 use crate::group_commit::{FlushTarget, GroupCommit, PendingVisibility};
 use crate::key_index::{KeyIndex, key_hash};
 use crate::metrics::{APPENDED_BYTES, APPENDED_MESSAGES};
-use crate::queues::QueueState;
+use crate::queues::{QueueState, QueueTable};
 use crate::record::{self, Message, Placement, StoredMessage};
 use crate::store_paths::StorePaths;
 use crate::system_topics::is_system_topic;
@@ -74,7 +73,7 @@ pub(crate) struct Store {
     /// The append lock. Held while a batch is encoded, written and
     /// dispatched; everything that must happen in log order happens here.
     append: Mutex<LogWriter>,
-    queues: RwLock<HashMap<String, Arc<[Arc<QueueState>]>>>,
+    queues: QueueTable,
     topics: TopicRegistry,
     key_index: KeyIndex,
     group_commit: GroupCommit,
@@ -134,7 +133,7 @@ impl Store {
             group_commit: GroupCommit::new(config.flush),
             checkpoint: Mutex::new((checkpoint_file, checkpoint.unwrap_or_default())),
             append: Mutex::new(writer),
-            queues: RwLock::new(HashMap::new()),
+            queues: QueueTable::new(config.consume_queue_entries_per_file),
             failure: FailureLatch::default(),
             disk: DiskGuard::new(config.max_disk_usage_ratio),
             closing: AtomicBool::new(false),
@@ -148,7 +147,8 @@ impl Store {
         let log_end = recovery.log_end;
         let queue_root_existed = store.paths.consume_queue_root().is_dir();
         for topic in store.topics.list() {
-            store.load_topic(&topic, log_end, &mut recovery)?;
+            recovery.dropped_queue_entries +=
+                store.queues.open_topic(&store.paths, &topic, log_end)?;
         }
         // Re-dispatch what the consume queues may be missing. After a
         // crash: everything past the last consume-queue flush. With the
@@ -282,62 +282,22 @@ impl Store {
 
     /// Every open queue of every topic.
     pub(crate) fn all_queues(&self) -> Vec<Arc<QueueState>> {
-        self.queues
-            .read()
-            .values()
-            .flat_map(|qs| qs.iter().cloned())
-            .collect()
-    }
-
-    /// Opens the consume queues of a topic found at startup.
-    fn load_topic(
-        &mut self,
-        topic: &TopicConfig,
-        log_end: u64,
-        recovery: &mut RecoveryReport,
-    ) -> Result<()> {
-        let mut states = Vec::with_capacity(topic.queues as usize);
-        for queue_id in 0..topic.queues {
-            let dir = self.paths.consume_queue_dir(&topic.name, queue_id);
-            let (consume_queue, dropped) =
-                ConsumeQueue::open(&dir, self.config.consume_queue_entries_per_file, log_end)?;
-            recovery.dropped_queue_entries += dropped;
-            states.push(Arc::new(QueueState::new(
-                &topic.name,
-                queue_id,
-                consume_queue,
-            )));
-        }
-        self.queues
-            .write()
-            .insert(topic.name.clone(), states.into());
-        Ok(())
+        self.queues.all()
     }
 
     /// The queues of `topic`, opening them on first use.
     fn topic_queues(&self, topic: &str) -> Result<Arc<[Arc<QueueState>]>> {
-        if let Some(queues) = self.queues.read().get(topic) {
-            return Ok(Arc::clone(queues));
-        }
-        let config = self
-            .topics
-            .get(topic)
-            .ok_or_else(|| BrokerError::TopicNotFound(topic.to_owned()))?;
-        let mut queues = self.queues.write();
-        if let Some(existing) = queues.get(topic) {
-            return Ok(Arc::clone(existing));
-        }
-        let log_end = self.log.written();
-        let mut states = Vec::with_capacity(config.queues as usize);
-        for queue_id in 0..config.queues {
-            let dir = self.paths.consume_queue_dir(topic, queue_id);
-            let (consume_queue, _) =
-                ConsumeQueue::open(&dir, self.config.consume_queue_entries_per_file, log_end)?;
-            states.push(Arc::new(QueueState::new(topic, queue_id, consume_queue)));
-        }
-        let states: Arc<[Arc<QueueState>]> = states.into();
-        queues.insert(topic.to_owned(), Arc::clone(&states));
-        Ok(states)
+        self.queues.get_or_open(
+            &self.paths,
+            topic,
+            || {
+                self.topics
+                    .get(topic)
+                    .map(|config| config.queues)
+                    .ok_or_else(|| BrokerError::TopicNotFound(topic.to_owned()))
+            },
+            || self.log.written(),
+        )
     }
 
     // -- append ------------------------------------------------------------
