@@ -13,6 +13,10 @@
 //!
 //! The broker reads the failed message itself from (topic, queue, offset),
 //! so a remote consumer sends back a position, not the body.
+//!
+//! Retry keeps no state of its own: its functions take the store, and the
+//! delay scheduler whose append routes a retry's delay level (a retry *is*
+//! a delayed message), and the façade exposes them as `Broker` methods.
 
 use crate::delay_scheduler::DelayScheduler;
 use crate::error::{BrokerError, Result};

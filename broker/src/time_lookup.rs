@@ -5,7 +5,8 @@
 //! Store timestamps are assigned under the append lock from a monotonic
 //! clock, so they are sorted within a queue and a binary search over the
 //! consume queue finds the offset in O(log n) header reads (48 bytes each,
-//! no bodies).
+//! no bodies). Committing a reset and telling the group is the façade's:
+//! this module only reads the store.
 
 use crate::error::Result;
 use crate::store::Store;

@@ -20,6 +20,11 @@
 //! between applying a commit and writing its op can never commit it twice.
 //! The scan covers at most the life of the oldest open transaction, which
 //! the 15-check limit bounds (about 8 minutes at the defaults).
+//!
+//! [`Transactions`] holds the open set and the checkers; the store is an
+//! argument of every call, never a field, so the feature is the storage
+//! core plus this state. Retention asks it ([`RetentionHold`]) for the
+//! oldest open half, whose record must stay readable.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
