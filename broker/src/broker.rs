@@ -564,9 +564,9 @@ impl Inner {
                     return;
                 }
             }
-            // Read the log end first: every entry for records below it was
-            // written under the append lock before this point.
-            let covered = self.store.log().written();
+            // Read the log end first: every entry for records below it is
+            // written by then, so the flush below covers them.
+            let covered = self.store.dispatched_end();
             if let Err(e) = self.store.measure_disk_usage() {
                 tracing::warn!(error = %e, "could not measure disk usage");
             }

@@ -520,11 +520,19 @@ impl Store {
         Ok(files_deleted)
     }
 
+    /// The log's end up to which every record's consume-queue and
+    /// key-index entries are written. Read under the append lock: an
+    /// append publishes the log's new end before it writes its entries, so
+    /// [`CommitLog::written`] alone may run ahead of them.
+    pub(crate) fn dispatched_end(&self) -> u64 {
+        let _writer = self.append.lock();
+        self.log.written()
+    }
+
     /// Fsyncs the consume queues and the key index, then records in the
     /// checkpoint that entries for every record below `covered` are
-    /// durable. `covered` must be read (as [`CommitLog::written`]) before
-    /// the call: entries below it were written under the append lock
-    /// before that moment.
+    /// durable. `covered` must be read ([`Store::dispatched_end`]) before
+    /// the call.
     pub(crate) fn flush_derived(&self, covered: u64) -> Result<()> {
         self.flush_consume_queues()?;
         self.note_consume_queues_flushed(covered)
