@@ -100,3 +100,67 @@ pub(crate) async fn run_retention(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::record::{Message, tag_hash};
+
+    /// A feature that still needs everything from one log offset on.
+    #[derive(Debug)]
+    struct NeedsFrom(Option<u64>);
+
+    impl RetentionHold for NeedsFrom {
+        fn oldest_needed(&self, _store: &Store) -> Result<Option<u64>> {
+            Ok(self.0)
+        }
+    }
+
+    fn expired_store(dir: &std::path::Path) -> (Store, Vec<u64>) {
+        let mut config = BrokerConfig::new(dir);
+        config.segment_size = 4096;
+        config.max_message_size = 1024;
+        config.max_disk_usage_ratio = 1.0;
+        // Everything is older than no time at all.
+        config.retention = std::time::Duration::ZERO;
+        let store = Store::open(config, |m| tag_hash(&m.tags)).unwrap();
+        let offsets = (0..200)
+            .map(|i| {
+                let (results, _) = store
+                    .append(0, vec![Message::new("t", format!("message {i}"))])
+                    .unwrap();
+                results[0].commit_log_offset
+            })
+            .collect();
+        (store, offsets)
+    }
+
+    #[test]
+    fn expired_segments_go_but_never_the_one_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = expired_store(dir.path());
+        let segments = store.log().segment_bases();
+        assert!(segments.len() > 2);
+        let report = apply_retention(&store, &[]).unwrap();
+        assert_eq!(report.segments_deleted, segments.len() as u64 - 1);
+        assert_eq!(store.log().segment_bases(), [*segments.last().unwrap()]);
+        assert_eq!(report.log_min_offset, *segments.last().unwrap());
+    }
+
+    #[test]
+    fn a_feature_keeps_every_segment_from_its_oldest_needed_record_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, offsets) = expired_store(dir.path());
+        let segments = store.log().segment_bases();
+        let needed = offsets[60];
+        let holds: Vec<Arc<dyn RetentionHold>> =
+            vec![Arc::new(NeedsFrom(None)), Arc::new(NeedsFrom(Some(needed)))];
+        let report = apply_retention(&store, &holds).unwrap();
+        let kept_from = *segments.iter().rev().find(|&&base| base <= needed).unwrap();
+        assert_eq!(report.log_min_offset, kept_from);
+        assert!(report.segments_deleted > 0, "{report:?}");
+        assert!(store.log().min_offset() <= needed);
+        assert!(store.read("t", 0, 60).is_ok());
+    }
+}
