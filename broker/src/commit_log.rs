@@ -36,6 +36,7 @@ use crate::record::{
     self, BLANK_MAGIC, BLANK_RECORD_LEN, DecodeError, Frame, MESSAGE_MAGIC, StoredMessage,
 };
 use crate::store_paths::{parse_segment_file_name, segment_file_name};
+use crate::types::RecoveryReport;
 
 /// One segment file.
 #[derive(Debug)]
@@ -78,26 +79,6 @@ pub(crate) struct LogWriter {
     /// Log offset of `buf[0]`. Not always `next - buf.len()`: a blank
     /// record is 8 bytes but covers the rest of its segment.
     buf_start: u64,
-}
-
-/// What recovery found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RecoveryReport {
-    /// The previous stop was a crash (the abort marker was present).
-    pub crashed: bool,
-    /// Log offset where recovery started checking records.
-    pub verified_from: u64,
-    /// End of the recovered log.
-    pub log_end: u64,
-    /// Bytes cut off a torn tail.
-    pub truncated_bytes: u64,
-    /// Records re-dispatched into consume queues.
-    pub redispatched: u64,
-    /// Consume-queue entries dropped for pointing past the log's end.
-    pub dropped_queue_entries: u64,
-    /// Newest store timestamp among the records checked (0 if none), so
-    /// new timestamps never go back in time after a restart.
-    pub newest_store_timestamp_ms: i64,
 }
 
 impl CommitLog {

@@ -18,75 +18,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::{BrokerError, Result};
-
-/// How a group shares its topics' messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsumeMode {
-    /// Each message once per group; queues split over members.
-    Clustering,
-    /// Each message to every member.
-    Broadcasting,
-}
-
-impl ConsumeMode {
-    /// Name used in errors and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            ConsumeMode::Clustering => "clustering",
-            ConsumeMode::Broadcasting => "broadcasting",
-        }
-    }
-
-    /// Who owns the committed offsets of `member` of `group`.
-    pub fn offset_owner(self, group: &str, member: &str) -> String {
-        match self {
-            ConsumeMode::Clustering => group.to_owned(),
-            ConsumeMode::Broadcasting => format!("{group}%{member}"),
-        }
-    }
-}
-
-/// A member's request to join a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinRequest {
-    /// Group name.
-    pub group: String,
-    /// Member id, unique within the group (e.g. host:pid:uuid).
-    pub member: String,
-    /// Consumption mode; must match the group's.
-    pub mode: ConsumeMode,
-    /// Topics to consume.
-    pub topics: Vec<String>,
-}
-
-/// One queue of one topic.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct QueueRef {
-    /// Topic name.
-    pub topic: String,
-    /// Queue id.
-    pub queue_id: u32,
-}
-
-/// What a member should consume now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assignment {
-    /// Changes whenever membership or subscriptions change.
-    pub generation: u64,
-    /// The group's mode.
-    pub mode: ConsumeMode,
-    /// Owner name to commit offsets under (see [`ConsumeMode::offset_owner`]).
-    pub offset_owner: String,
-    /// The queues this member owns.
-    pub queues: Vec<QueueRef>,
-    /// Live members of the group, sorted.
-    pub members: Vec<String>,
-}
+use crate::types::{Assignment, ConsumeMode, JoinRequest, QueueRef};
 
 #[derive(Debug)]
 struct Member {

@@ -19,6 +19,12 @@
 //! crash can deliver a message twice (consumers are idempotent) but never
 //! lose one. The file is compacted when the watermark leaves most of it
 //! behind.
+//!
+//! The scheduler owns the delay topic's encoding: [`consume_queue_tag`]
+//! is what the storage core stores in a consume-queue entry's tag field,
+//! and [`DelayScheduler::append`] is the one way into the store that
+//! routes delayed messages here. Retention asks it
+//! ([`RetentionHold`]) for the oldest record a pending delay still needs.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -29,12 +35,14 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
-use crate::broker::Inner;
 use crate::error::{BrokerError, Result};
 use crate::fs_util::{create_dir_durable, write_atomically};
 use crate::metrics::DELAYED_PENDING;
-use crate::record::Message;
-use crate::system_topics::{DELAY_TOPIC, property};
+use crate::record::{Message, tag_hash};
+use crate::retention::RetentionHold;
+use crate::store::Store;
+use crate::system_topics::{DELAY_TOPIC, property, restore_real};
+use crate::types::SendResult;
 
 /// How long delivery waits before retrying while the disk is too full.
 const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -90,25 +98,23 @@ pub(crate) fn to_delay_topic(mut message: Message, queue_id: u32, due_ms: i64) -
     message
 }
 
-/// The real message and queue of a message taken from a system topic.
-pub(crate) fn restore_real(mut message: Message) -> Result<(Message, u32)> {
-    let props = &mut message.properties;
-    let topic = props.remove(property::REAL_TOPIC);
-    let queue = props
-        .remove(property::REAL_QUEUE)
-        .and_then(|q| q.parse().ok());
-    props.remove(property::DELIVER_AT_MS);
-    match (topic, queue) {
-        (Some(topic), Some(queue)) => {
-            message.topic = topic;
-            Ok((message, queue))
-        }
-        _ => Err(BrokerError::InvalidMessage(
-            "a system-topic message lacks its real topic or queue".into(),
-        )),
+/// What a consume-queue entry stores in its tag-hash field: the tag hash,
+/// or for the delay topic the due time (RocketMQ's schedule topic does the
+/// same), so the delay index is rebuilt from consume-queue entries alone.
+pub(crate) fn consume_queue_tag(message: &Message) -> u64 {
+    if message.topic == DELAY_TOPIC {
+        message
+            .properties
+            .get(property::DELIVER_AT_MS)
+            .and_then(|at| at.parse::<u64>().ok())
+            .unwrap_or(0)
+    } else {
+        tag_hash(&message.tags)
     }
 }
 
+/// The index, in memory. Producers' delayed sends take this lock, so no
+/// file work ever happens under it.
 #[derive(Debug)]
 struct State {
     pending: BTreeSet<(i64, u64)>,
@@ -116,9 +122,14 @@ struct State {
     watermark: u64,
     /// Delivered offsets at or above the watermark.
     delivered: BTreeSet<u64>,
-    /// Entries in the progress file (for compaction).
-    file_entries: u64,
+}
+
+/// The progress file; only the delivery task writes it.
+#[derive(Debug)]
+struct ProgressFile {
     file: File,
+    /// Entries in the file (for compaction).
+    entries: u64,
 }
 
 /// The delay index and its progress file.
@@ -126,6 +137,7 @@ struct State {
 pub(crate) struct DelayScheduler {
     path: PathBuf,
     state: Mutex<State>,
+    progress: Mutex<ProgressFile>,
     wake: Notify,
 }
 
@@ -153,12 +165,14 @@ impl DelayScheduler {
         let delivered: BTreeSet<u64> = words.filter(|&o| o >= watermark).collect();
         let file = OpenOptions::new().append(true).open(&path).map_err(io)?;
         Ok(DelayScheduler {
+            progress: Mutex::new(ProgressFile {
+                file,
+                entries: delivered.len() as u64,
+            }),
             state: Mutex::new(State {
                 pending: BTreeSet::new(),
-                file_entries: delivered.len() as u64,
                 watermark,
                 delivered,
-                file,
             }),
             path,
             wake: Notify::new(),
@@ -170,8 +184,67 @@ impl DelayScheduler {
         self.state.lock().watermark
     }
 
+    /// The broker's own append (retries, re-drives, producers' sends):
+    /// messages asking for a delay go to the delay topic and into the
+    /// index, the rest straight to `queue_id` of their topic. A batch is
+    /// all delayed or all immediate.
+    pub(crate) fn append(
+        &self,
+        store: &Store,
+        queue_id: u32,
+        mut messages: Vec<Message>,
+    ) -> Result<(Vec<SendResult>, u64)> {
+        let now = store.clock().now_ms();
+        let mut due = Vec::with_capacity(messages.len());
+        for message in &messages {
+            due.push(due_time(message, now)?);
+        }
+        if due.iter().all(Option::is_none) {
+            return store.append(queue_id, messages);
+        }
+        if due.iter().any(Option::is_none) {
+            return Err(BrokerError::InvalidArgument(
+                "a batch cannot mix delayed and immediate messages".into(),
+            ));
+        }
+        // Validate the real destination now, not when the delay expires.
+        let topic = messages[0].topic.clone();
+        store.ensure_topic(&topic)?;
+        store.queue(&topic, queue_id)?;
+        let due: Vec<i64> = due.into_iter().map(|d| d.expect("all delayed")).collect();
+        messages = messages
+            .into_iter()
+            .zip(&due)
+            .map(|(m, &due)| to_delay_topic(m, queue_id, due))
+            .collect();
+        let (results, end) = store.append(0, messages)?;
+        for (result, &due_ms) in results.iter().zip(&due) {
+            self.schedule(result.queue_offset, due_ms);
+        }
+        Ok((results, end))
+    }
+
+    /// Loads the index from the delay topic's consume queue, whose entries
+    /// carry due times.
+    pub(crate) fn restore_from(&self, store: &Store) -> Result<()> {
+        if store.topic(DELAY_TOPIC).is_none() {
+            return Ok(());
+        }
+        let queue = store.queue(DELAY_TOPIC, 0)?;
+        let mut offset = self.watermark().max(queue.consume_queue_min());
+        let end = queue.consume_queue_len();
+        while offset < end {
+            let entries = queue.consume_queue().read(offset, 4096)?;
+            for (i, entry) in entries.iter().enumerate() {
+                self.restore(offset + i as u64, entry.tag_hash as i64);
+            }
+            offset += entries.len() as u64;
+        }
+        Ok(())
+    }
+
     /// Adds a delay-queue entry found at startup, unless already delivered.
-    pub(crate) fn restore(&self, offset: u64, due_ms: i64) {
+    fn restore(&self, offset: u64, due_ms: i64) {
         let mut state = self.state.lock();
         if offset >= state.watermark && !state.delivered.contains(&offset) {
             state.pending.insert((due_ms, offset));
@@ -180,7 +253,7 @@ impl DelayScheduler {
     }
 
     /// Schedules a message just appended to the delay queue.
-    pub(crate) fn schedule(&self, offset: u64, due_ms: i64) {
+    fn schedule(&self, offset: u64, due_ms: i64) {
         let mut state = self.state.lock();
         let earliest = state.pending.first().is_none_or(|&(due, _)| due_ms < due);
         state.pending.insert((due_ms, offset));
@@ -226,43 +299,54 @@ impl DelayScheduler {
     }
 
     /// Records deliveries (after the delivered messages are durable).
+    /// Blocking: an append and an fdatasync of the progress file, and now
+    /// and then its compaction. The index is updated first, under its lock;
+    /// the file work happens after the lock is released, so a producer's
+    /// delayed send never waits for this disk.
     fn mark_delivered(&self, offsets: &[u64]) -> Result<()> {
-        let mut state = self.state.lock();
+        let mut progress = self.progress.lock();
         let mut bytes = Vec::with_capacity(offsets.len() * 8);
-        for &offset in offsets {
-            state.delivered.insert(offset);
-            bytes.extend_from_slice(&offset.to_le_bytes());
-        }
-        let state = &mut *state;
-        while state.delivered.remove(&state.watermark) {
-            state.watermark += 1;
-        }
-        let io = |e| BrokerError::io("record delay progress", e);
-        state.file.write_all(&bytes).map_err(io)?;
-        state.file.sync_data().map_err(io)?;
-        state.file_entries += offsets.len() as u64;
-        if state.file_entries > 4 * (state.delivered.len() as u64 + 1024) {
-            // Compact: the watermark left most entries behind.
-            let mut content = state.watermark.to_le_bytes().to_vec();
-            for offset in &state.delivered {
-                content.extend_from_slice(&offset.to_le_bytes());
+        let compaction = {
+            let mut state = self.state.lock();
+            for &offset in offsets {
+                state.delivered.insert(offset);
+                bytes.extend_from_slice(&offset.to_le_bytes());
             }
+            let state = &mut *state;
+            while state.delivered.remove(&state.watermark) {
+                state.watermark += 1;
+            }
+            // Compact once the watermark left most of the file behind.
+            let entries = progress.entries + offsets.len() as u64;
+            let compact = entries > 4 * (state.delivered.len() as u64 + 1024);
+            compact.then(|| {
+                let mut content = state.watermark.to_le_bytes().to_vec();
+                for offset in &state.delivered {
+                    content.extend_from_slice(&offset.to_le_bytes());
+                }
+                (content, state.delivered.len() as u64)
+            })
+        };
+        let io = |e| BrokerError::io("record delay progress", e);
+        progress.file.write_all(&bytes).map_err(io)?;
+        progress.file.sync_data().map_err(io)?;
+        progress.entries += offsets.len() as u64;
+        if let Some((content, entries)) = compaction {
             write_atomically(&self.path, &content)?;
-            state.file = OpenOptions::new()
+            progress.file = OpenOptions::new()
                 .append(true)
                 .open(&self.path)
                 .map_err(io)?;
-            state.file_entries = state.delivered.len() as u64;
+            progress.entries = entries;
         }
         Ok(())
     }
 
     /// The scheduler task: sleeps until the earliest due time, then moves
     /// every due message to its real topic.
-    pub(crate) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(self: Arc<Self>, store: Arc<Store>, mut stop: watch::Receiver<bool>) {
         loop {
-            let scheduler = &inner.delays;
-            let wake_at = scheduler.next_due().map(|due| inner.clock.instant_at(due));
+            let wake_at = self.next_due().map(|due| store.clock().instant_at(due));
             let sleep = async {
                 match wake_at {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -271,13 +355,13 @@ impl DelayScheduler {
             };
             tokio::select! {
                 () = sleep => {}
-                () = scheduler.wake.notified() => continue,
+                () = self.wake.notified() => continue,
                 _ = stop.changed() => return,
             }
             if *stop.borrow() {
                 return;
             }
-            match deliver_due(&inner).await {
+            match Arc::clone(&self).deliver_due(&store).await {
                 Ok(()) => {}
                 Err(e @ BrokerError::DiskFull { .. }) => {
                     // Due messages went back to the index; try again soon.
@@ -293,46 +377,69 @@ impl DelayScheduler {
             }
         }
     }
+
+    /// Moves every due message to its real topic, in due order, then records
+    /// the progress once those messages are durable.
+    async fn deliver_due(self: Arc<Self>, store: &Store) -> Result<()> {
+        let due = self.take_due(store.clock().now_ms());
+        if due.is_empty() {
+            return Ok(());
+        }
+        let queue = store.queue(DELAY_TOPIC, 0)?;
+        let mut delivered = Vec::with_capacity(due.len());
+        let mut end = 0;
+        let mut deferred = None;
+        for (i, &(due_ms, offset)) in due.iter().enumerate() {
+            let stored = queue.read_message(store.log(), offset)?;
+            match restore_real(stored.message) {
+                Ok((message, queue_id)) => match store.append(queue_id, vec![message]) {
+                    Ok((_, batch_end)) => end = end.max(batch_end),
+                    Err(e @ (BrokerError::ShuttingDown | BrokerError::StorageFailed(_))) => {
+                        // Not delivered: it stays in the log and is found again
+                        // at the next start.
+                        return Err(e);
+                    }
+                    Err(e @ BrokerError::DiskFull { .. }) => {
+                        // Not delivered: back into the index, this one and the rest.
+                        self.put_back(&due[i..]);
+                        deferred = Some(e);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(offset, due_ms, error = %e, "a delayed message cannot be delivered; it stays in the delay topic");
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(offset, error = %e, "a malformed message in the delay topic is skipped")
+                }
+            }
+            delivered.push(offset);
+        }
+        store.wait_durable(end).await?;
+        // The progress fsync is blocking: on the blocking pool, not on a
+        // runtime worker.
+        let scheduler = Arc::clone(&self);
+        tokio::task::spawn_blocking(move || scheduler.mark_delivered(&delivered))
+            .await
+            .map_err(|e| {
+                BrokerError::StorageFailed(format!("delay progress task failed: {e}"))
+            })??;
+        deferred.map_or(Ok(()), Err)
+    }
 }
 
-/// Moves every due message to its real topic, in due order, then records
-/// the progress once those messages are durable.
-async fn deliver_due(inner: &Inner) -> Result<()> {
-    let due = inner.delays.take_due(inner.clock.now_ms());
-    if due.is_empty() {
-        return Ok(());
-    }
-    let queue = inner.queue(DELAY_TOPIC, 0)?;
-    let mut delivered = Vec::with_capacity(due.len());
-    let mut end = 0;
-    let mut deferred = None;
-    for (i, &(due_ms, offset)) in due.iter().enumerate() {
-        let stored = queue.read_message(inner, offset)?;
-        match restore_real(stored.message) {
-            Ok((message, queue_id)) => match inner.append_system(queue_id, vec![message]) {
-                Ok((_, batch_end)) => end = end.max(batch_end),
-                Err(e @ (BrokerError::ShuttingDown | BrokerError::StorageFailed(_))) => {
-                    // Not delivered: it stays in the log and is found again
-                    // at the next start.
-                    return Err(e);
-                }
-                Err(e @ BrokerError::DiskFull { .. }) => {
-                    // Not delivered: back into the index, this one and the rest.
-                    inner.delays.put_back(&due[i..]);
-                    deferred = Some(e);
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(offset, due_ms, error = %e, "a delayed message cannot be delivered; it stays in the delay topic");
-                }
-            },
-            Err(e) => {
-                tracing::error!(offset, error = %e, "a malformed message in the delay topic is skipped")
-            }
+impl RetentionHold for DelayScheduler {
+    /// The record of the oldest pending delay: a four-day delay outlives a
+    /// three-day retention of everything around it, but not of itself.
+    fn oldest_needed(&self, store: &Store) -> Result<Option<u64>> {
+        match self.oldest_pending_offset() {
+            Some(offset) => Ok(Some(
+                store
+                    .queue(DELAY_TOPIC, 0)?
+                    .entry(offset)?
+                    .commit_log_offset,
+            )),
+            None => Ok(None),
         }
-        delivered.push(offset);
     }
-    inner.wait_durable(end).await?;
-    inner.delays.mark_delivered(&delivered)?;
-    deferred.map_or(Ok(()), Err)
 }

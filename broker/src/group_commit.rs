@@ -25,14 +25,29 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
-use crate::broker::{Inner, QueueState};
+use crate::commit_log::{CommitLog, Segment};
 use crate::config::FlushMode;
 use crate::error::{BrokerError, Result};
 use crate::metrics::{FLUSH_SECONDS, GROUP_COMMIT_BATCH};
+use crate::queues::QueueState;
 
 /// How long an idle sync-mode flusher sleeps before re-checking; wake-ups
 /// normally come from writers, this only bounds a missed one.
 const IDLE_RECHECK: Duration = Duration::from_millis(50);
+
+/// What the flusher makes durable. The storage core implements it; the
+/// flusher sees the log and three hooks, not the store's other state.
+pub(crate) trait FlushTarget {
+    /// The commit log: its written and flushed offsets.
+    fn log(&self) -> &CommitLog;
+    /// The log's written end and the segment it lies in, read together
+    /// under the append lock so the segment holds every byte below the end.
+    fn written_end(&self) -> (u64, Arc<Segment>);
+    /// Latches a storage failure: every later write is refused.
+    fn fail(&self, failure: &str);
+    /// Records that the log is durable up to `offset` (the checkpoint).
+    fn note_log_flushed(&self, offset: u64);
+}
 
 /// A queue's new visible length, to publish once the log is durable up to `end`.
 #[derive(Debug)]
@@ -100,7 +115,7 @@ impl GroupCommit {
     /// Waits until the log is durable up to `end` (sync mode).
     pub(crate) async fn wait_flushed(
         &self,
-        inner: &Inner,
+        log: &CommitLog,
         end: u64,
         timeout: Duration,
     ) -> Result<()> {
@@ -112,7 +127,7 @@ impl GroupCommit {
             // Checked under the lock the flusher advances `flushed` under,
             // so either this sees the new offset or the flusher sees the
             // waiter: no wake-up is missed.
-            if inner.log.flushed() >= end {
+            if log.flushed() >= end {
                 return Ok(());
             }
             let (tx, rx) = oneshot::channel();
@@ -130,19 +145,19 @@ impl GroupCommit {
         }
     }
 
-    /// Asks the flusher thread to exit after its current round.
     /// fdatasync calls made so far.
     pub(crate) fn syncs(&self) -> u64 {
         self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Asks the flusher thread to exit after its current round.
     pub(crate) fn stop(&self) {
         self.state.lock().stop = true;
         self.wake.notify_all();
     }
 
     /// The flusher thread's body.
-    pub(crate) fn run(&self, inner: &Inner) {
+    pub(crate) fn run(&self, target: &dyn FlushTarget) {
         let mut last_flush = Instant::now();
         loop {
             {
@@ -151,7 +166,7 @@ impl GroupCommit {
                     if state.stop || state.failed.is_some() {
                         return;
                     }
-                    let dirty = inner.log.written() - inner.log.flushed();
+                    let dirty = target.log().written() - target.log().flushed();
                     let wait = match self.mode {
                         FlushMode::Sync { .. } if dirty > 0 => break,
                         FlushMode::Sync { .. } => IDLE_RECHECK,
@@ -169,7 +184,7 @@ impl GroupCommit {
                 }
             }
             last_flush = Instant::now();
-            if let Err(e) = self.flush_once(inner) {
+            if let Err(e) = self.flush_once(target) {
                 tracing::error!(error = %e, "commit log flush failed; refusing further writes");
                 return;
             }
@@ -179,26 +194,23 @@ impl GroupCommit {
     /// One flush round: fsync what is written now, then acknowledge every
     /// waiter and publish every queue length it covers. Also used at
     /// shutdown. Returns the offset now durable.
-    pub(crate) fn flush_once(&self, inner: &Inner) -> Result<u64> {
-        let (target, segment) = {
-            let writer = inner.append.lock();
-            (inner.log.written(), writer.current_segment())
-        };
-        if target > inner.log.flushed() {
+    pub(crate) fn flush_once(&self, store: &dyn FlushTarget) -> Result<u64> {
+        let (target, segment) = store.written_end();
+        if target > store.log().flushed() {
             let started = Instant::now();
             if let Err(e) = segment.sync_data() {
                 let failure = e.to_string();
-                inner.fail(&failure);
+                store.fail(&failure);
                 self.fail_all(&failure);
                 return Err(e);
             }
             metrics::histogram!(FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
             self.syncs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.complete_up_to(inner, target);
-            inner.note_log_flushed(target);
+            self.complete_up_to(store.log(), target);
+            store.note_log_flushed(target);
         } else {
-            self.complete_up_to(inner, target);
+            self.complete_up_to(store.log(), target);
         }
         Ok(target)
     }
@@ -207,11 +219,11 @@ impl GroupCommit {
     /// covers, and acknowledges the writers it covers — all in one critical
     /// section, so a writer that sees its data flushed also finds it
     /// visible to its next pull.
-    fn complete_up_to(&self, inner: &Inner, durable: u64) {
+    fn complete_up_to(&self, log: &CommitLog, durable: u64) {
         let mut done = Vec::new();
         {
             let mut state = self.state.lock();
-            inner.log.set_flushed(durable);
+            log.set_flushed(durable);
             let mut i = 0;
             while i < state.waiters.len() {
                 if state.waiters[i].end <= durable {
@@ -247,5 +259,147 @@ impl GroupCommit {
         for waiter in waiters {
             let _ = waiter.done.send(Err(failure.to_owned()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Group commit against a bare commit log: no store, no broker. The
+    //! target below is what the store provides, reduced to the log, its
+    //! writer and two recorded hooks.
+
+    use super::*;
+    use crate::commit_log::LogWriter;
+    use crate::consume_queue::ConsumeQueue;
+    use crate::record::{self, Message, Placement};
+
+    #[derive(Debug)]
+    struct BareLog {
+        log: CommitLog,
+        writer: Mutex<LogWriter>,
+        failures: Mutex<Vec<String>>,
+        flushed_notes: Mutex<Vec<u64>>,
+    }
+
+    impl BareLog {
+        fn open(dir: &std::path::Path) -> BareLog {
+            let (log, writer, _) = CommitLog::open(dir, 1 << 20, None, false).unwrap();
+            BareLog {
+                log,
+                writer: Mutex::new(writer),
+                failures: Mutex::new(Vec::new()),
+                flushed_notes: Mutex::new(Vec::new()),
+            }
+        }
+
+        /// Appends one record and returns the log offset it ends at.
+        fn append(&self, body: &str) -> u64 {
+            let message = Message::new("t", body.to_owned());
+            let len = record::encoded_len(&message).unwrap();
+            let mut writer = self.writer.lock();
+            let offset = writer.position_for(&self.log, len).unwrap();
+            let placement = Placement {
+                queue_id: 0,
+                queue_offset: 0,
+                commit_log_offset: offset,
+                store_timestamp_ms: 1,
+            };
+            record::encode_into(&message, placement, len, writer.buffer());
+            writer.advance(len);
+            writer.write_buffer(&self.log).unwrap();
+            writer.next_offset()
+        }
+    }
+
+    impl FlushTarget for BareLog {
+        fn log(&self) -> &CommitLog {
+            &self.log
+        }
+
+        fn written_end(&self) -> (u64, Arc<Segment>) {
+            let writer = self.writer.lock();
+            (self.log.written(), writer.current_segment())
+        }
+
+        fn fail(&self, failure: &str) {
+            self.failures.lock().push(failure.to_owned());
+        }
+
+        fn note_log_flushed(&self, offset: u64) {
+            self.flushed_notes.lock().push(offset);
+        }
+    }
+
+    fn queue(dir: &std::path::Path) -> Arc<QueueState> {
+        let (consume_queue, _) = ConsumeQueue::open(dir, 16, u64::MAX).unwrap();
+        Arc::new(QueueState::new("t", 0, consume_queue))
+    }
+
+    #[test]
+    fn one_flush_makes_every_append_durable_and_then_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = BareLog::open(&dir.path().join("log"));
+        let queue = queue(&dir.path().join("queue"));
+        let group_commit = GroupCommit::new(FlushMode::sync());
+        let mut end = 0;
+        for (i, body) in ["a", "b", "c"].iter().enumerate() {
+            end = target.append(body);
+            let pending = PendingVisibility {
+                end,
+                queue: Arc::clone(&queue),
+                visible_len: i as u64 + 1,
+            };
+            group_commit.appended(pending, end - target.log.flushed());
+        }
+        // Sync mode: nothing is visible before a flush covers it.
+        assert_eq!(queue.visible_len(), 0);
+        assert_eq!(group_commit.flush_once(&target).unwrap(), end);
+        assert_eq!(group_commit.syncs(), 1);
+        assert_eq!(target.log.flushed(), end);
+        assert_eq!(queue.visible_len(), 3);
+        assert_eq!(*target.flushed_notes.lock(), [end]);
+        // Nothing new: no second fdatasync.
+        assert_eq!(group_commit.flush_once(&target).unwrap(), end);
+        assert_eq!(group_commit.syncs(), 1);
+        assert!(target.failures.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_acknowledged_by_the_flush_that_covers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Arc::new(BareLog::open(dir.path()));
+        let group_commit = Arc::new(GroupCommit::new(FlushMode::sync()));
+        let first = target.append("first");
+        let second = target.append("second");
+        let waiter = {
+            let (target, group_commit) = (Arc::clone(&target), Arc::clone(&group_commit));
+            tokio::spawn(async move {
+                group_commit
+                    .wait_flushed(&target.log, second, Duration::from_secs(5))
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        group_commit.flush_once(&*target).unwrap();
+        waiter.await.unwrap().unwrap();
+        // Already durable: answered at once, without the flusher.
+        group_commit
+            .wait_flushed(&target.log, first, Duration::from_millis(1))
+            .await
+            .unwrap();
+        assert_eq!(group_commit.syncs(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_uncovered_write_times_out_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = BareLog::open(dir.path());
+        let group_commit = GroupCommit::new(FlushMode::sync());
+        let end = target.append("never flushed");
+        let waited = group_commit
+            .wait_flushed(&target.log, end, Duration::from_millis(20))
+            .await;
+        assert!(matches!(waited, Err(BrokerError::FlushTimeout(_))));
     }
 }

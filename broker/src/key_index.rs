@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
@@ -31,7 +32,9 @@ const ENTRY_LEN: usize = 16;
 
 #[derive(Debug)]
 struct Writer {
-    file: File,
+    /// Shared so a flush can fdatasync it without holding the writer lock,
+    /// which appends take under the append lock.
+    file: Arc<File>,
     /// Highest log offset indexed; re-dispatched records at or below it
     /// are already in the file.
     last_indexed: Option<u64>,
@@ -93,7 +96,7 @@ impl KeyIndex {
         let index = KeyIndex {
             path: path.to_path_buf(),
             writer: Mutex::new(Writer {
-                file,
+                file: Arc::new(file),
                 last_indexed,
                 entries: (valid / ENTRY_LEN) as u64,
             }),
@@ -121,16 +124,19 @@ impl KeyIndex {
         if added.is_empty() {
             return Ok(());
         }
-        writer
-            .file
+        (&*writer.file)
             .write_all(&bytes)
             .map_err(|e| BrokerError::io(format!("write key index {}", self.path.display()), e))?;
         writer.entries += added.len() as u64;
-        drop(writer);
+        // The map is updated before the writer lock is released, so
+        // whoever holds that lock sees file and map agree (the rewrite in
+        // `retain_from` relies on it).
         let mut map = self.map.write();
         for (hash, offset) in added {
             map.entry(hash).or_default().push(offset);
         }
+        drop(map);
+        drop(writer);
         self.dirty.store(true, Ordering::Release);
         Ok(())
     }
@@ -147,10 +153,12 @@ impl KeyIndex {
     /// Fsyncs what was added since the last flush.
     pub(crate) fn flush(&self) -> Result<()> {
         if self.dirty.swap(false, Ordering::AcqRel) {
-            let writer = self.writer.lock();
-            writer
-                .file
-                .sync_data()
+            // The fdatasync runs outside the writer lock: appends go on
+            // meanwhile. A rewrite may replace the file after the clone;
+            // the rewrite made its own file durable, and what is appended
+            // to it sets `dirty` again for the next flush.
+            let file = Arc::clone(&self.writer.lock().file);
+            file.sync_data()
                 .map_err(|e| BrokerError::io(format!("fdatasync {}", self.path.display()), e))?;
         }
         Ok(())
@@ -159,6 +167,9 @@ impl KeyIndex {
     /// Forgets entries below `log_min` (their records were deleted by
     /// retention) and rewrites the file once most of it is dead.
     pub(crate) fn retain_from(&self, log_min: u64) -> Result<()> {
+        // Held from the snapshot to the rewrite: an entry added in between
+        // would be in the map but missing from the rewritten file.
+        let mut writer = self.writer.lock();
         let live: Vec<(u64, u64)> = {
             let mut map = self.map.write();
             map.retain(|_, offsets| {
@@ -172,7 +183,6 @@ impl KeyIndex {
             live.sort_by_key(|&(_, offset)| offset);
             live
         };
-        let mut writer = self.writer.lock();
         if writer.entries < 2 * live.len() as u64 + 1024 {
             return Ok(());
         }
@@ -182,43 +192,16 @@ impl KeyIndex {
             bytes.extend_from_slice(&offset.to_le_bytes());
         }
         write_atomically(&self.path, &bytes)?;
-        writer.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| BrokerError::io(format!("reopen key index {}", self.path.display()), e))?;
+        writer.file = Arc::new(
+            OpenOptions::new()
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| {
+                    BrokerError::io(format!("reopen key index {}", self.path.display()), e)
+                })?,
+        );
         writer.entries = live.len() as u64;
         Ok(())
-    }
-}
-
-impl crate::broker::Broker {
-    /// Messages whose key is `key` (optionally only in `topic`), oldest
-    /// first, at most `max`. Records already removed by retention are
-    /// skipped.
-    pub fn messages_by_key(
-        &self,
-        key: &str,
-        topic: Option<&str>,
-        max: usize,
-    ) -> Result<Vec<crate::record::StoredMessage>> {
-        if key.is_empty() {
-            return Err(BrokerError::InvalidArgument("key must not be empty".into()));
-        }
-        let inner = self.inner();
-        let mut found = Vec::new();
-        for offset in inner.key_index.lookup(key) {
-            if found.len() >= max {
-                break;
-            }
-            if offset < inner.log.min_offset() {
-                continue;
-            }
-            let message = inner.log.read_at(offset)?;
-            if message.message.key == key && topic.is_none_or(|t| t == message.message.topic) {
-                found.push(message);
-            }
-        }
-        Ok(found)
     }
 }
 
@@ -250,5 +233,32 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 32);
         index.add(&[(key_hash("c"), 26)]).unwrap();
         assert_eq!(index.lookup("c"), [26]);
+    }
+
+    #[test]
+    fn a_rewrite_keeps_live_entries_and_later_appends_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        let (index, _) = KeyIndex::open(&path, u64::MAX).unwrap();
+        let entries: Vec<(u64, u64)> = (0..3000u64)
+            .map(|i| (key_hash(&format!("k{}", i % 10)), i))
+            .collect();
+        index.add(&entries).unwrap();
+        // 3000 entries, 500 live: most of the file is dead, so it is rewritten.
+        index.retain_from(2500).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            500 * ENTRY_LEN as u64
+        );
+        index.add(&[(key_hash("new"), 3000)]).unwrap();
+        index.flush().unwrap();
+        let k3: Vec<u64> = (2500..3000).filter(|i| i % 10 == 3).collect();
+        assert_eq!(index.lookup("k3"), k3);
+        drop(index);
+
+        let (index, existed) = KeyIndex::open(&path, u64::MAX).unwrap();
+        assert!(existed);
+        assert_eq!(index.lookup("k3"), k3);
+        assert_eq!(index.lookup("new"), [3000]);
     }
 }

@@ -2,35 +2,61 @@
 //!
 //! Every order of the flash sale passes through it: the spike is written
 //! here at disk speed and drained by the order workers at the database's
-//! pace. The parts, each in its own module:
+//! pace. The parts, each in its own module, in layers: each layer uses
+//! only the ones below it.
+//!
+//! **Vocabulary** — no engine behind it; the codec and the client use only this.
 //!
 //! | concept | module |
 //! |---|---|
+//! | requests and results, queue selection, the checker contract | `types` |
 //! | record format (magic, CRC32C, every field) | [`record`] |
+//! | reserved topics and properties | [`system_topics`] |
+//! | binary batch format of sends and pulls | [`wire`] |
+//! | the consumer trait (local or remote) | `consumer` |
+//!
+//! **Storage core** — `store` is one type with `open` (recovery), `append`
+//! and `read`, tested on its own; the rest are its parts.
+//!
+//! | concept | module |
+//! |---|---|
+//! | the storage core | `store` |
 //! | commit log segments, roll, recovery scan | `commit_log` |
 //! | consume queues (20-byte entries) | `consume_queue` |
+//! | a queue's visible length (what consumers may see) | `queues` |
 //! | group commit / async flush | `group_commit` |
 //! | checkpoint (torn tail vs corruption) | `checkpoint` |
-//! | long polling | `long_poll` |
-//! | tag filtering on pull | `tag_filter` |
+//! | failure latch (a failed write is final) | `failure_latch` |
+//! | disk-usage guard | `disk_guard` |
 //! | key index: messages by key | `key_index` |
-//! | retention by age | `retention` |
+//! | topics | `topics` |
+//! | on-disk names | `store_paths` |
+//! | the broker's clock (driven by Tokio's, for tests) | `clock` |
+//!
+//! **Features** — each holds its own state and uses the core, never
+//! another feature's fields.
+//!
+//! | concept | module |
+//! |---|---|
+//! | pulls: long polling, tag filtering | `pull`, `long_poll`, `tag_filter` |
+//! | delayed messages: 18 levels and arbitrary delays | `delay_scheduler` |
+//! | transactional half messages, check-back | `transactions` |
+//! | retry topic, dead letters, re-drive | `retry` |
+//! | retention by age (features say what they still need) | `retention` |
 //! | time lookup, offset reset (backtrack) | `time_lookup` |
 //! | consumer groups, queue allocation | `consumer_groups` |
 //! | committed offsets | `offsets` |
-//! | topics | `topics` |
-//! | on-disk names | `store_paths` |
-//! | delayed messages: 18 levels and arbitrary delays | `delay_scheduler` |
-//! | the broker's clock (driven by Tokio's, for tests) | `clock` |
-//! | reserved topics and properties | [`system_topics`] |
-//! | retry topic, dead letters, re-drive | `retry` |
-//! | transactional half messages, check-back | `transactions` |
-//! | the broker that ties them together | `broker` |
-//! | producer and queue selection | `producer` |
-//! | the consumer trait (local or remote) | `consumer` |
-//! | HTTP API (JSON admin, binary batches) | [`http_api`] |
-//! | binary batch format of sends and pulls | [`wire`] |
-//! | HTTP client implementing the consumer trait | `http_client` |
+//!
+//! **Façade and edges**
+//!
+//! | concept | module |
+//! |---|---|
+//! | the broker: every public method, wiring core and features | `broker` |
+//! | producer | `producer` |
+//! | the local broker as a consumer | `local_consumer` |
+//! | HTTP API: router, JSON shapes, errors, handlers by area | [`http_api`] |
+//! | HTTP client implementing the consumer trait | `http_api::client` |
+//! | HTTP callback as a transaction checker | `http_api::checker` |
 //! | metric names | [`metrics`] |
 //!
 //! ```no_run
@@ -70,44 +96,50 @@ mod consume_queue;
 mod consumer;
 mod consumer_groups;
 mod delay_scheduler;
+mod disk_guard;
 mod error;
+mod failure_latch;
 mod fs_util;
 mod group_commit;
 pub mod http_api;
-mod http_checker;
-mod http_client;
 mod key_index;
+mod local_consumer;
 mod long_poll;
 pub mod metrics;
 mod offsets;
 mod producer;
+mod pull;
+mod queues;
 pub mod record;
 mod retention;
 mod retry;
+mod store;
 mod store_paths;
 pub mod system_topics;
 mod tag_filter;
 mod time_lookup;
 mod topics;
 mod transactions;
+mod types;
 pub mod wire;
 
-pub use broker::{Broker, LagStats, PullRequest, PullResult, PullStatus, QueueStats, SendResult};
-pub use commit_log::RecoveryReport;
+pub use broker::Broker;
 pub use config::{BrokerConfig, FlushMode};
 pub use consume_queue::ENTRY_LEN as CONSUME_QUEUE_ENTRY_LEN;
 pub use consumer::ConsumerApi;
-pub use consumer_groups::{Assignment, ConsumeMode, JoinRequest, QueueRef, allocate_averagely};
+pub use consumer_groups::allocate_averagely;
 pub use delay_scheduler::{DELAY_LEVELS_MS, delay_level_ms};
 pub use error::{BrokerError, Result};
-pub use producer::{Producer, QueueSelector, queue_for_key};
+pub use producer::Producer;
 pub use record::{Message, StoredMessage};
-pub use retention::RetentionReport;
-pub use retry::RetryOutcome;
-pub use time_lookup::OffsetReset;
-pub use topics::{MAX_QUEUES, TopicConfig, validate_topic_name};
-pub use transactions::{HalfMessage, HalfSendResult, TransactionChecker, TransactionState};
+pub use topics::{MAX_QUEUES, validate_topic_name};
+pub use types::{
+    Assignment, ConsumeMode, HalfMessage, HalfSendResult, JoinRequest, LagStats, OffsetReset,
+    PullRequest, PullResult, PullStatus, QueueRef, QueueSelector, QueueStats, RecoveryReport,
+    RetentionReport, RetryOutcome, SendResult, TopicConfig, TransactionChecker, TransactionState,
+    queue_for_key,
+};
 
+pub use http_api::checker::HttpTransactionChecker;
+pub use http_api::client::BrokerHttpClient;
 pub use http_api::{ApiError, router};
-pub use http_checker::HttpTransactionChecker;
-pub use http_client::BrokerHttpClient;

@@ -15,26 +15,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::task::JoinHandle;
 
-use crate::broker::{Broker, SendResult};
+use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::record::Message;
-
-/// How to choose a message's queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueSelector {
-    /// The next queue in turn.
-    RoundRobin,
-    /// A queue chosen by a stable hash of the message key (ordered per key).
-    KeyHash,
-    /// This queue.
-    Queue(u32),
-}
-
-/// The queue a key hashes to among `queues` (stable across versions and
-/// processes: CRC32C), so one key's messages stay on one queue, in order.
-pub fn queue_for_key(key: &str, queues: u32) -> u32 {
-    crc32c::crc32c(key.as_bytes()) % queues.max(1)
-}
+use crate::types::{QueueSelector, SendResult, queue_for_key};
 
 /// Sends messages to a broker in this process.
 #[derive(Debug)]

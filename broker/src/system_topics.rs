@@ -3,7 +3,13 @@
 //! where ours differ).
 //!
 //! Topics starting with `%` are the broker's own. Ordinary producers may not
-//! send to them; the delay, retry and transaction machinery does.
+//! send to them; the delay, retry and transaction machinery does. The two
+//! rules every such feature shares live here too: what a producer may not
+//! write (`check_user_message`), and how a message parked in a system
+//! topic names its real destination (`restore_real`).
+
+use crate::error::{BrokerError, Result};
+use crate::record::Message;
 
 /// Delayed messages wait here until due (RocketMQ: `SCHEDULE_TOPIC_XXXX`).
 /// One queue, whatever the delays: the due time lives in the consume-queue
@@ -27,6 +33,50 @@ pub fn dlq_topic(group: &str) -> String {
 /// True for topics only the broker itself writes.
 pub fn is_system_topic(topic: &str) -> bool {
     topic.starts_with('%')
+}
+
+/// Refuses what only the broker may write: system topics, and the
+/// properties that route or resolve system messages.
+pub(crate) fn check_user_message(message: &Message) -> Result<()> {
+    if is_system_topic(&message.topic) {
+        return Err(BrokerError::InvalidTopic {
+            name: message.topic.clone(),
+            reason: "topics starting with '%' are reserved for the broker",
+        });
+    }
+    for reserved in [
+        property::REAL_TOPIC,
+        property::REAL_QUEUE,
+        property::HALF_OFFSET,
+        property::PRODUCER_GROUP,
+    ] {
+        if message.properties.contains_key(reserved) {
+            return Err(BrokerError::InvalidMessage(format!(
+                "property {reserved} is reserved for the broker"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The real message and queue of a message taken from a system topic (a
+/// due delayed message, a committed half message).
+pub(crate) fn restore_real(mut message: Message) -> Result<(Message, u32)> {
+    let props = &mut message.properties;
+    let topic = props.remove(property::REAL_TOPIC);
+    let queue = props
+        .remove(property::REAL_QUEUE)
+        .and_then(|q| q.parse().ok());
+    props.remove(property::DELIVER_AT_MS);
+    match (topic, queue) {
+        (Some(topic), Some(queue)) => {
+            message.topic = topic;
+            Ok((message, queue))
+        }
+        _ => Err(BrokerError::InvalidMessage(
+            "a system-topic message lacks its real topic or queue".into(),
+        )),
+    }
 }
 
 /// Message properties with a meaning to the broker.

@@ -7,21 +7,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{BrokerError, Result};
 use crate::fs_util::{create_dir_durable, write_atomically};
 use crate::record::MAX_TOPIC_LEN;
-
-/// A topic and its queue count.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicConfig {
-    /// Topic name.
-    pub name: String,
-    /// Number of queues.
-    pub queues: u32,
-}
+use crate::types::TopicConfig;
 
 /// Largest queue count a topic may have.
 pub const MAX_QUEUES: u32 = 1024;
@@ -53,7 +44,11 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
 #[derive(Debug)]
 pub(crate) struct TopicRegistry {
     path: PathBuf,
+    /// Read by every append; never held across file work.
     topics: RwLock<BTreeMap<String, TopicConfig>>,
+    /// Serialises creations, which rewrite the file (fsyncs included)
+    /// without holding `topics`, so appends to other topics go on.
+    creating: Mutex<()>,
 }
 
 impl TopicRegistry {
@@ -71,6 +66,7 @@ impl TopicRegistry {
         Ok(TopicRegistry {
             path,
             topics: RwLock::new(topics),
+            creating: Mutex::new(()),
         })
     }
 
@@ -91,8 +87,8 @@ impl TopicRegistry {
                 "a topic needs 1..={MAX_QUEUES} queues, not {queues}"
             )));
         }
-        let mut topics = self.topics.write();
-        if let Some(existing) = topics.get(name) {
+        let _creating = self.creating.lock();
+        if let Some(existing) = self.get(name) {
             if existing.queues != queues {
                 return Err(BrokerError::TopicConflict {
                     topic: name.to_owned(),
@@ -100,22 +96,23 @@ impl TopicRegistry {
                     requested: queues,
                 });
             }
-            return Ok(existing.clone());
+            return Ok(existing);
         }
         let config = TopicConfig {
             name: name.to_owned(),
             queues,
         };
-        topics.insert(name.to_owned(), config.clone());
-        let list: Vec<&TopicConfig> = topics.values().collect();
+        let mut list = self.list();
+        list.push(config.clone());
+        list.sort_by(|a, b| a.name.cmp(&b.name));
         let json = serde_json::to_vec_pretty(&list).expect("topics serialize");
         if let Some(dir) = self.path.parent() {
             create_dir_durable(dir)?;
         }
-        if let Err(e) = write_atomically(&self.path, &json) {
-            topics.remove(name);
-            return Err(e);
-        }
+        write_atomically(&self.path, &json)?;
+        // Visible only once durable: no append lands in a topic that a
+        // failed write would take back.
+        self.topics.write().insert(name.to_owned(), config.clone());
         Ok(config)
     }
 }

@@ -20,73 +20,31 @@
 //! between applying a commit and writing its op can never commit it twice.
 //! The scan covers at most the life of the oldest open transaction, which
 //! the 15-check limit bounds (about 8 minutes at the defaults).
+//!
+//! [`Transactions`] holds the open set and the checkers; the store is an
+//! argument of every call, never a field, so the feature is the storage
+//! core plus this state. Retention asks it ([`RetentionHold`]) for the
+//! oldest open half, whose record must stay readable.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
-use crate::broker::{Broker, Inner, SendResult};
-use crate::delay_scheduler::restore_real;
 use crate::error::{BrokerError, Result};
 use crate::fs_util::write_atomically;
 use crate::metrics::{HALF_PENDING, TRANSACTION_CHECKS};
 use crate::record::{Message, StoredMessage};
-use crate::system_topics::{HALF_OP_TOPIC, HALF_TOPIC, property};
+use crate::retention::RetentionHold;
+use crate::store::Store;
+use crate::system_topics::{HALF_OP_TOPIC, HALF_TOPIC, check_user_message, property, restore_real};
+use crate::types::{HalfMessage, HalfSendResult, SendResult, TransactionChecker, TransactionState};
 
 /// How long a checker may take before its answer counts as unknown.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A producer's answer about a transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TransactionState {
-    /// Make the message visible.
-    Commit,
-    /// Discard the message.
-    Rollback,
-    /// Not decided yet; ask again later.
-    Unknown,
-}
-
-/// A half message as shown to a checker: the real message and where it
-/// would go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HalfMessage {
-    /// The half message's offset in the half topic (the transaction id).
-    pub half_offset: u64,
-    /// Producer group that sent it.
-    pub producer_group: String,
-    /// Real destination queue.
-    pub queue_id: u32,
-    /// The message as it will be delivered on commit.
-    pub message: Message,
-    /// When the broker stored the half message (ms since the epoch).
-    pub stored_at_ms: i64,
-}
-
-/// Answers check-backs for one producer group: "did this transaction
-/// commit?". The seckill service answers from its stock store's buyer
-/// records; a remote producer registers an HTTP callback.
-#[async_trait]
-pub trait TransactionChecker: Send + Sync + std::fmt::Debug {
-    /// The state of the transaction that sent `half`.
-    async fn check(&self, half: &HalfMessage) -> TransactionState;
-}
-
-/// Where a half message was stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HalfSendResult {
-    /// Offset in the half topic: pass it to [`Broker::end_transaction`].
-    pub half_offset: u64,
-    /// Message id of the half record.
-    pub msg_id: String,
-}
 
 #[derive(Debug, Clone)]
 struct Pending {
@@ -160,26 +118,33 @@ impl Transactions {
     pub(crate) fn pending_count(&self) -> usize {
         self.pending.lock().len()
     }
-}
 
-impl Inner {
+    /// Registers the checker asked about `producer_group`'s open
+    /// transactions (replacing any earlier one).
+    pub(crate) fn register_checker(
+        &self,
+        producer_group: &str,
+        checker: Arc<dyn TransactionChecker>,
+    ) {
+        self.checkers
+            .write()
+            .insert(producer_group.to_owned(), checker);
+    }
+
     /// Rebuilds the open transactions from the log (see the module doc).
-    pub(crate) fn restore_transactions(&self) -> Result<()> {
-        if self.topics.get(HALF_TOPIC).is_none() {
+    pub(crate) fn restore_from(&self, store: &Store) -> Result<()> {
+        if store.topic(HALF_TOPIC).is_none() {
             return Ok(());
         }
-        let halves = self.queue(HALF_TOPIC, 0)?;
-        let watermark = self
-            .transactions
-            .read_watermark()
-            .max(halves.consume_queue_min());
+        let halves = store.queue(HALF_TOPIC, 0)?;
+        let watermark = self.read_watermark().max(halves.consume_queue_min());
         if watermark >= halves.consume_queue_len() {
             return Ok(());
         }
         let from = halves.entry(watermark)?.commit_log_offset;
         let mut open: BTreeMap<u64, Pending> = BTreeMap::new();
-        let timeout = self.config.transaction_timeout.as_millis() as i64;
-        self.log.for_each_record(from, |record| {
+        let timeout = store.config().transaction_timeout.as_millis() as i64;
+        store.log().for_each_record(from, |record| {
             let message = &record.message;
             if message.topic == HALF_TOPIC {
                 let producer_group = message
@@ -201,80 +166,135 @@ impl Inner {
             Ok(())
         })?;
         for (offset, pending) in open {
-            self.transactions.insert(offset, pending);
+            self.insert(offset, pending);
         }
         Ok(())
     }
 
-    async fn resolve(
+    /// Stores `message` as a half message of `producer_group` (see
+    /// [`crate::Broker::send_half`]).
+    pub(crate) async fn send_half(
         &self,
+        store: &Store,
+        producer_group: &str,
+        queue_id: u32,
+        message: Message,
+    ) -> Result<HalfSendResult> {
+        if producer_group.is_empty() {
+            return Err(BrokerError::InvalidArgument(
+                "producer group must not be empty".into(),
+            ));
+        }
+        if message.properties.contains_key(property::DELAY_LEVEL)
+            || message.properties.contains_key(property::DELIVER_AT_MS)
+        {
+            return Err(BrokerError::InvalidArgument(
+                "a transactional message cannot also be delayed".into(),
+            ));
+        }
+        check_user_message(&message)?;
+        store.ensure_topic(&message.topic)?;
+        store.queue(&message.topic, queue_id)?;
+        let mut half = message;
+        let real_topic = std::mem::replace(&mut half.topic, HALF_TOPIC.to_owned());
+        half.properties
+            .insert(property::REAL_TOPIC.into(), real_topic);
+        half.properties
+            .insert(property::REAL_QUEUE.into(), queue_id.to_string());
+        half.properties
+            .insert(property::PRODUCER_GROUP.into(), producer_group.to_owned());
+        let now = store.clock().now_ms();
+        let (mut results, end) = store.append(0, vec![half])?;
+        let result = results.pop().expect("one result");
+        self.insert(
+            result.queue_offset,
+            Pending {
+                producer_group: producer_group.to_owned(),
+                checks: 0,
+                next_check_ms: now + store.config().transaction_timeout.as_millis() as i64,
+            },
+        );
+        store.wait_durable(end).await?;
+        Ok(HalfSendResult {
+            half_offset: result.queue_offset,
+            msg_id: result.msg_id,
+        })
+    }
+
+    /// Commits or rolls back the transaction of the half message at
+    /// `half_offset`; a commit returns where the real message landed.
+    pub(crate) async fn resolve(
+        &self,
+        store: &Store,
         half_offset: u64,
         state: TransactionState,
     ) -> Result<Option<SendResult>> {
-        let Some(pending) = self.transactions.take(half_offset) else {
+        let Some(pending) = self.take(half_offset) else {
             return Err(BrokerError::InvalidArgument(format!(
                 "no open transaction with half offset {half_offset} (resolved already, or never sent)"
             )));
         };
-        let result = self.apply_resolution(half_offset, state).await;
+        let result = apply_resolution(store, half_offset, state).await;
         if result.is_err() {
             // Not resolved after all: the check-back will ask again.
-            self.transactions.insert(half_offset, pending);
+            self.insert(half_offset, pending);
         }
         result
     }
+}
 
-    async fn apply_resolution(
-        &self,
-        half_offset: u64,
-        state: TransactionState,
-    ) -> Result<Option<SendResult>> {
-        let committed = match state {
-            TransactionState::Commit => {
-                let half = self.queue(HALF_TOPIC, 0)?.read_message(self, half_offset)?;
-                let (mut message, queue_id) = restore_real(half.message)?;
-                message.properties.remove(property::PRODUCER_GROUP);
-                message
-                    .properties
-                    .insert(property::HALF_OFFSET.into(), half_offset.to_string());
-                let (mut results, _) = self.append_system(queue_id, vec![message])?;
-                results.pop()
-            }
-            TransactionState::Rollback => None,
-            TransactionState::Unknown => {
-                return Err(BrokerError::InvalidArgument(
-                    "a transaction ends with commit or rollback, not unknown".into(),
-                ));
-            }
-        };
-        let op = Message::new(HALF_OP_TOPIC, half_offset.to_string()).with_tags(match state {
-            TransactionState::Commit => "commit",
-            _ => "rollback",
-        });
-        let (_, end) = self.append_system(0, vec![op])?;
-        self.wait_durable(end).await?;
-        Ok(committed)
-    }
+/// Applies an ending: a commit appends the real message, then either
+/// ending appends its op record, and both wait for durability.
+async fn apply_resolution(
+    store: &Store,
+    half_offset: u64,
+    state: TransactionState,
+) -> Result<Option<SendResult>> {
+    let committed = match state {
+        TransactionState::Commit => {
+            let half = store.read(HALF_TOPIC, 0, half_offset)?;
+            let (mut message, queue_id) = restore_real(half.message)?;
+            message.properties.remove(property::PRODUCER_GROUP);
+            message
+                .properties
+                .insert(property::HALF_OFFSET.into(), half_offset.to_string());
+            let (mut results, _) = store.append(queue_id, vec![message])?;
+            results.pop()
+        }
+        TransactionState::Rollback => None,
+        TransactionState::Unknown => {
+            return Err(BrokerError::InvalidArgument(
+                "a transaction ends with commit or rollback, not unknown".into(),
+            ));
+        }
+    };
+    let op = Message::new(HALF_OP_TOPIC, half_offset.to_string()).with_tags(match state {
+        TransactionState::Commit => "commit",
+        _ => "rollback",
+    });
+    let (_, end) = store.append(0, vec![op])?;
+    store.wait_durable(end).await?;
+    Ok(committed)
+}
 
-    /// The half message at `half_offset`, as a checker sees it.
-    fn half_message(&self, half_offset: u64) -> Result<HalfMessage> {
-        let stored = self.queue(HALF_TOPIC, 0)?.read_message(self, half_offset)?;
-        let producer_group = stored
-            .message
-            .properties
-            .get(property::PRODUCER_GROUP)
-            .cloned()
-            .unwrap_or_default();
-        let (mut message, queue_id) = restore_real(stored.message)?;
-        message.properties.remove(property::PRODUCER_GROUP);
-        Ok(HalfMessage {
-            half_offset,
-            producer_group,
-            queue_id,
-            message,
-            stored_at_ms: stored.store_timestamp_ms,
-        })
-    }
+/// The half message at `half_offset`, as a checker sees it.
+fn half_message(store: &Store, half_offset: u64) -> Result<HalfMessage> {
+    let stored = store.read(HALF_TOPIC, 0, half_offset)?;
+    let producer_group = stored
+        .message
+        .properties
+        .get(property::PRODUCER_GROUP)
+        .cloned()
+        .unwrap_or_default();
+    let (mut message, queue_id) = restore_real(stored.message)?;
+    message.properties.remove(property::PRODUCER_GROUP);
+    Ok(HalfMessage {
+        half_offset,
+        producer_group,
+        queue_id,
+        message,
+        stored_at_ms: stored.store_timestamp_ms,
+    })
 }
 
 /// The half offset a record resolves: an op record's body, or a committed
@@ -288,190 +308,138 @@ fn resolved_half(record: &StoredMessage) -> Option<u64> {
     }
 }
 
-impl Broker {
-    /// Stores `message` as a half message of `producer_group`, invisible to
-    /// consumers until [`Broker::end_transaction`] commits it (or a check
-    /// with the group's checker does).
-    pub async fn send_half(
-        &self,
-        producer_group: &str,
-        queue_id: u32,
-        message: Message,
-    ) -> Result<HalfSendResult> {
-        if producer_group.is_empty() {
-            return Err(BrokerError::InvalidArgument(
-                "producer group must not be empty".into(),
-            ));
-        }
-        let inner = self.inner();
-        if message.properties.contains_key(property::DELAY_LEVEL)
-            || message.properties.contains_key(property::DELIVER_AT_MS)
-        {
-            return Err(BrokerError::InvalidArgument(
-                "a transactional message cannot also be delayed".into(),
-            ));
-        }
-        inner.check_user_message(&message)?;
-        inner.ensure_topic(&message.topic)?;
-        inner.queue(&message.topic, queue_id)?;
-        let mut half = message;
-        let real_topic = std::mem::replace(&mut half.topic, HALF_TOPIC.to_owned());
-        half.properties
-            .insert(property::REAL_TOPIC.into(), real_topic);
-        half.properties
-            .insert(property::REAL_QUEUE.into(), queue_id.to_string());
-        half.properties
-            .insert(property::PRODUCER_GROUP.into(), producer_group.to_owned());
-        let now = inner.clock.now_ms();
-        let (mut results, end) = inner.append_system(0, vec![half])?;
-        let result = results.pop().expect("one result");
-        inner.transactions.insert(
-            result.queue_offset,
-            Pending {
-                producer_group: producer_group.to_owned(),
-                checks: 0,
-                next_check_ms: now + inner.config.transaction_timeout.as_millis() as i64,
-            },
-        );
-        inner.wait_durable(end).await?;
-        Ok(HalfSendResult {
-            half_offset: result.queue_offset,
-            msg_id: result.msg_id,
-        })
-    }
-
-    /// Commits or rolls back the transaction of the half message at
-    /// `half_offset`. A commit returns where the real message landed.
-    pub async fn end_transaction(
-        &self,
-        half_offset: u64,
-        state: TransactionState,
-    ) -> Result<Option<SendResult>> {
-        self.inner().resolve(half_offset, state).await
-    }
-
-    /// Registers the checker asked about `producer_group`'s open
-    /// transactions (replacing any earlier one).
-    pub fn register_checker(&self, producer_group: &str, checker: Arc<dyn TransactionChecker>) {
-        self.inner()
-            .transactions
-            .checkers
-            .write()
-            .insert(producer_group.to_owned(), checker);
-    }
-
-    /// Half messages neither committed nor rolled back yet.
-    pub fn open_transactions(&self) -> usize {
-        self.inner().transactions.pending_count()
-    }
-}
-
-/// The check-back task: asks checkers about transactions past their time.
-pub(crate) async fn run_check_back(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
-    let mut persisted_watermark = None;
-    loop {
-        let next = inner
-            .transactions
-            .pending
-            .lock()
-            .values()
-            .map(|p| p.next_check_ms)
-            .min();
-        let sleep = async {
-            match next {
-                Some(at) => tokio::time::sleep_until(inner.clock.instant_at(at)).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = sleep => {}
-            () = inner.transactions.wake.notified() => continue,
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-        let now = inner.clock.now_ms();
-        let due: Vec<(u64, String)> = inner
-            .transactions
-            .pending
-            .lock()
-            .iter()
-            .filter(|(_, p)| p.next_check_ms <= now)
-            .map(|(offset, p)| (*offset, p.producer_group.clone()))
-            .collect();
-        for (half_offset, group) in due {
-            if let Err(e) = check_one(&inner, half_offset, &group).await {
-                tracing::warn!(half_offset, error = %e, "transaction check-back failed");
-                if matches!(e, BrokerError::ShuttingDown | BrokerError::StorageFailed(_)) {
-                    return;
+impl Transactions {
+    /// The check-back task: asks checkers about transactions past their time.
+    pub(crate) async fn run_check_back(
+        self: Arc<Self>,
+        store: Arc<Store>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut persisted_watermark = None;
+        loop {
+            let next = self.pending.lock().values().map(|p| p.next_check_ms).min();
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(store.clock().instant_at(at)).await,
+                    None => std::future::pending().await,
                 }
-            }
-        }
-        let watermark = {
-            let pending = inner.transactions.pending.lock();
-            pending.keys().next().copied()
-        };
-        let watermark = watermark.unwrap_or_else(|| {
-            inner
-                .queue(HALF_TOPIC, 0)
-                .map_or(0, |q| q.consume_queue_len())
-        });
-        if persisted_watermark != Some(watermark) {
-            match inner.transactions.write_watermark(watermark) {
-                Ok(()) => persisted_watermark = Some(watermark),
-                Err(e) => tracing::warn!(error = %e, "could not persist the transaction watermark"),
-            }
-        }
-    }
-}
-
-async fn check_one(inner: &Inner, half_offset: u64, group: &str) -> Result<()> {
-    let checker = inner.transactions.checkers.read().get(group).cloned();
-    let state = match checker {
-        Some(checker) => {
-            let half = inner.half_message(half_offset)?;
-            tokio::time::timeout(CHECK_TIMEOUT, checker.check(&half))
-                .await
-                .unwrap_or(TransactionState::Unknown)
-        }
-        // No checker registered (the producer is gone): an unknown answer.
-        None => TransactionState::Unknown,
-    };
-    metrics::counter!(TRANSACTION_CHECKS, "answer" => format!("{state:?}").to_lowercase())
-        .increment(1);
-    match state {
-        TransactionState::Commit | TransactionState::Rollback => {
-            // Resolved meanwhile by the producer: nothing left to do.
-            match inner.resolve(half_offset, state).await {
-                Ok(_) => Ok(()),
-                Err(BrokerError::InvalidArgument(_)) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
-        TransactionState::Unknown => {
-            let give_up = {
-                let mut pending = inner.transactions.pending.lock();
-                let Some(entry) = pending.get_mut(&half_offset) else {
-                    return Ok(());
-                };
-                entry.checks += 1;
-                entry.next_check_ms = inner.clock.now_ms()
-                    + inner.config.transaction_check_interval.as_millis() as i64;
-                entry.checks >= inner.config.transaction_max_checks
             };
-            if give_up {
-                tracing::warn!(
-                    half_offset,
-                    group,
-                    "no answer after the maximum checks; rolling back"
-                );
-                match inner.resolve(half_offset, TransactionState::Rollback).await {
-                    Ok(_) | Err(BrokerError::InvalidArgument(_)) => {}
-                    Err(e) => return Err(e),
+            tokio::select! {
+                () = sleep => {}
+                () = self.wake.notified() => continue,
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let now = store.clock().now_ms();
+            let due: Vec<(u64, String)> = self
+                .pending
+                .lock()
+                .iter()
+                .filter(|(_, p)| p.next_check_ms <= now)
+                .map(|(offset, p)| (*offset, p.producer_group.clone()))
+                .collect();
+            for (half_offset, group) in due {
+                if let Err(e) = self.check_one(&store, half_offset, &group).await {
+                    tracing::warn!(half_offset, error = %e, "transaction check-back failed");
+                    if matches!(e, BrokerError::ShuttingDown | BrokerError::StorageFailed(_)) {
+                        return;
+                    }
                 }
             }
-            Ok(())
+            let watermark = {
+                let pending = self.pending.lock();
+                pending.keys().next().copied()
+            };
+            let watermark = watermark.unwrap_or_else(|| {
+                store
+                    .queue(HALF_TOPIC, 0)
+                    .map_or(0, |q| q.consume_queue_len())
+            });
+            if persisted_watermark != Some(watermark) {
+                // An atomic file write (fsyncs and a rename): on the
+                // blocking pool, not on a runtime worker.
+                let transactions = Arc::clone(&self);
+                let written =
+                    tokio::task::spawn_blocking(move || transactions.write_watermark(watermark))
+                        .await;
+                match written {
+                    Ok(Ok(())) => persisted_watermark = Some(watermark),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "could not persist the transaction watermark")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the transaction watermark task failed")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn check_one(&self, store: &Store, half_offset: u64, group: &str) -> Result<()> {
+        let checker = self.checkers.read().get(group).cloned();
+        let state = match checker {
+            Some(checker) => {
+                let half = half_message(store, half_offset)?;
+                tokio::time::timeout(CHECK_TIMEOUT, checker.check(&half))
+                    .await
+                    .unwrap_or(TransactionState::Unknown)
+            }
+            // No checker registered (the producer is gone): an unknown answer.
+            None => TransactionState::Unknown,
+        };
+        metrics::counter!(TRANSACTION_CHECKS, "answer" => format!("{state:?}").to_lowercase())
+            .increment(1);
+        match state {
+            TransactionState::Commit | TransactionState::Rollback => {
+                // Resolved meanwhile by the producer: nothing left to do.
+                match self.resolve(store, half_offset, state).await {
+                    Ok(_) => Ok(()),
+                    Err(BrokerError::InvalidArgument(_)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            TransactionState::Unknown => {
+                let give_up = {
+                    let mut pending = self.pending.lock();
+                    let Some(entry) = pending.get_mut(&half_offset) else {
+                        return Ok(());
+                    };
+                    entry.checks += 1;
+                    entry.next_check_ms = store.clock().now_ms()
+                        + store.config().transaction_check_interval.as_millis() as i64;
+                    entry.checks >= store.config().transaction_max_checks
+                };
+                if give_up {
+                    tracing::warn!(
+                        half_offset,
+                        group,
+                        "no answer after the maximum checks; rolling back"
+                    );
+                    match self
+                        .resolve(store, half_offset, TransactionState::Rollback)
+                        .await
+                    {
+                        Ok(_) | Err(BrokerError::InvalidArgument(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl RetentionHold for Transactions {
+    /// The record of the oldest open half message: it must still be
+    /// readable when its check-back or its commit comes.
+    fn oldest_needed(&self, store: &Store) -> Result<Option<u64>> {
+        match self.oldest_open() {
+            Some(offset) => Ok(Some(
+                store.queue(HALF_TOPIC, 0)?.entry(offset)?.commit_log_offset,
+            )),
+            None => Ok(None),
         }
     }
 }

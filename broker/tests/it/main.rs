@@ -5,6 +5,7 @@ mod delays;
 mod helpers;
 mod http_api;
 mod http_helpers;
+mod http_router;
 mod http_transactions;
 mod lookup;
 mod model;

@@ -35,21 +35,19 @@ use async_trait::async_trait;
 use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
-use crate::broker::{LagStats, PullRequest, PullResult, QueueStats, SendResult};
-use crate::consumer::ConsumerApi;
-use crate::consumer_groups::{Assignment, JoinRequest};
-use crate::error::{BrokerError, Result};
-use crate::http_api::{
+use super::checker::HttpTransactionChecker;
+use super::json::{
     CommitOffset, CommittedOffset, CreateTopic, EndTransaction, EndTransactionResponse, ErrorBody,
     JoinGroup, OpenTransactions, PullParams, Reconsume, RegisterChecker, SendResponse, TopicInfo,
 };
-use crate::http_checker::HttpTransactionChecker;
-use crate::producer::QueueSelector;
+use crate::consumer::ConsumerApi;
+use crate::error::{BrokerError, Result};
 use crate::record::{Message, StoredMessage};
-use crate::retry::RetryOutcome;
 use crate::system_topics::dlq_topic;
-use crate::topics::TopicConfig;
-use crate::transactions::{HalfSendResult, TransactionState};
+use crate::types::{
+    Assignment, HalfSendResult, JoinRequest, LagStats, PullRequest, PullResult, QueueSelector,
+    QueueStats, RetryOutcome, SendResult, TopicConfig, TransactionState,
+};
 use crate::wire;
 
 /// Timeout of every call but a pull's (which gets its hold plus

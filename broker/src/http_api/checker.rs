@@ -52,9 +52,9 @@ use async_trait::async_trait;
 use reqwest::redirect::Policy;
 use reqwest::{Client, Url};
 
+use super::json::CheckAnswer;
 use crate::error::{BrokerError, Result};
-use crate::http_api::CheckAnswer;
-use crate::transactions::{HalfMessage, TransactionChecker, TransactionState};
+use crate::types::{HalfMessage, TransactionChecker, TransactionState};
 use crate::wire;
 
 /// Largest answer body read from a checker; a JSON state is a few bytes.
