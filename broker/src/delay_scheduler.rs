@@ -47,6 +47,10 @@ use crate::types::SendResult;
 /// How long delivery waits before retrying while the disk is too full.
 const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a delayed message that could not be read or appended waits
+/// before the next try (it stays pending meanwhile).
+const UNDELIVERABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// RocketMQ's delay levels, 1-based: `1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m
 /// 8m 9m 10m 20m 30m 1h 2h`.
 pub const DELAY_LEVELS_MS: [i64; 18] = [
@@ -380,51 +384,83 @@ impl DelayScheduler {
 
     /// Moves every due message to its real topic, in due order, then records
     /// the progress once those messages are durable.
+    ///
+    /// A message is marked delivered only once its copy is in its real
+    /// topic, or when it can never be (a malformed record). One that cannot
+    /// be read or appended now — a damaged record, a refusal such as a
+    /// message over today's size limit — stays pending and is tried again
+    /// after [`UNDELIVERABLE_RETRY`], logged each time; retention keeps it.
+    /// Storage failures and a full disk put the rest of the batch back.
     async fn deliver_due(self: Arc<Self>, store: &Store) -> Result<()> {
-        let due = self.take_due(store.clock().now_ms());
+        let now_ms = store.clock().now_ms();
+        let due = self.take_due(now_ms);
         if due.is_empty() {
             return Ok(());
         }
-        let queue = store.queue(DELAY_TOPIC, 0)?;
+        let queue = match store.queue(DELAY_TOPIC, 0) {
+            Ok(queue) => queue,
+            Err(e) => {
+                self.put_back(&due);
+                return Err(e);
+            }
+        };
+        let retry_at = now_ms.saturating_add(UNDELIVERABLE_RETRY.as_millis() as i64);
         let mut delivered = Vec::with_capacity(due.len());
+        let mut retry_later = Vec::new();
         let mut end = 0;
-        let mut deferred = None;
+        let mut stopped = None;
         for (i, &(due_ms, offset)) in due.iter().enumerate() {
-            let stored = queue.read_message(store.log(), offset)?;
+            let stored = match queue.read_message(store.log(), offset) {
+                Ok(stored) => stored,
+                Err(e) => {
+                    tracing::error!(offset, due_ms, error = %e, "a delayed message cannot be read; it stays pending and is tried again");
+                    retry_later.push((retry_at, offset));
+                    continue;
+                }
+            };
             match restore_real(stored.message) {
                 Ok((message, queue_id)) => match store.append(queue_id, vec![message]) {
-                    Ok((_, batch_end)) => end = end.max(batch_end),
-                    Err(e @ (BrokerError::ShuttingDown | BrokerError::StorageFailed(_))) => {
-                        // Not delivered: it stays in the log and is found again
-                        // at the next start.
-                        return Err(e);
+                    Ok((_, batch_end)) => {
+                        end = end.max(batch_end);
+                        delivered.push(offset);
                     }
-                    Err(e @ BrokerError::DiskFull { .. }) => {
-                        // Not delivered: back into the index, this one and the rest.
+                    Err(
+                        e @ (BrokerError::ShuttingDown
+                        | BrokerError::StorageFailed(_)
+                        | BrokerError::DiskFull { .. }),
+                    ) => {
+                        // Not delivered: back into the index, this one and
+                        // the rest (and, after a stop, found again at the
+                        // next start).
                         self.put_back(&due[i..]);
-                        deferred = Some(e);
+                        stopped = Some(e);
                         break;
                     }
                     Err(e) => {
-                        tracing::error!(offset, due_ms, error = %e, "a delayed message cannot be delivered; it stays in the delay topic");
+                        tracing::error!(offset, due_ms, error = %e, "a delayed message cannot be delivered; it stays in the delay topic and is tried again");
+                        retry_later.push((retry_at, offset));
                     }
                 },
                 Err(e) => {
-                    tracing::error!(offset, error = %e, "a malformed message in the delay topic is skipped")
+                    // It can never be delivered: skipped for good.
+                    tracing::error!(offset, error = %e, "a malformed message in the delay topic is skipped");
+                    delivered.push(offset);
                 }
             }
-            delivered.push(offset);
         }
-        store.wait_durable(end).await?;
-        // The progress fsync is blocking: on the blocking pool, not on a
-        // runtime worker.
-        let scheduler = Arc::clone(&self);
-        tokio::task::spawn_blocking(move || scheduler.mark_delivered(&delivered))
-            .await
-            .map_err(|e| {
-                BrokerError::StorageFailed(format!("delay progress task failed: {e}"))
-            })??;
-        deferred.map_or(Ok(()), Err)
+        self.put_back(&retry_later);
+        if !delivered.is_empty() {
+            store.wait_durable(end).await?;
+            // The progress fsync is blocking: on the blocking pool, not on
+            // a runtime worker.
+            let scheduler = Arc::clone(&self);
+            tokio::task::spawn_blocking(move || scheduler.mark_delivered(&delivered))
+                .await
+                .map_err(|e| {
+                    BrokerError::StorageFailed(format!("delay progress task failed: {e}"))
+                })??;
+        }
+        stopped.map_or(Ok(()), Err)
     }
 }
 

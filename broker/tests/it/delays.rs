@@ -194,3 +194,104 @@ async fn delays_survive_a_crash_and_delivered_ones_are_not_repeated() {
         "a delivered message came again"
     );
 }
+
+/// Flips the last byte of the record at `log_offset` (segments of
+/// `segment_size` bytes under `dir/commitlog`), so its CRC no longer holds.
+fn damage_record(dir: &std::path::Path, segment_size: u64, log_offset: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let base = log_offset / segment_size * segment_size;
+    let path = dir.join("commitlog").join(format!("{base:020}"));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let within = log_offset - base;
+    let mut size = [0u8; 4];
+    file.seek(SeekFrom::Start(within)).unwrap();
+    file.read_exact(&mut size).unwrap();
+    let last = within + u64::from(u32::from_le_bytes(size)) - 1;
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(last)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    file.seek(SeekFrom::Start(last)).unwrap();
+    file.write_all(&[byte[0] ^ 0xFF]).unwrap();
+}
+
+/// Defect 9, first half: a message whose delivery was refused (here: over
+/// a size limit lowered since it was sent) was logged as staying in the
+/// delay topic and then marked delivered — lost for good. It stays pending
+/// and arrives once the broker can take it again.
+#[tokio::test(start_paused = true)]
+async fn a_delayed_message_that_cannot_be_delivered_now_stays_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    broker.create_topic("t", 1).unwrap();
+    let big = "x".repeat(800);
+    broker
+        .put(0, vec![delayed(&big, property::DELAY_LEVEL, "1".into())])
+        .await
+        .unwrap();
+    broker.shutdown().await.unwrap();
+    drop(broker);
+
+    let mut strict = config(dir.path());
+    strict.max_message_size = 600;
+    let broker = Broker::open(strict).unwrap();
+    assert_eq!(broker.delayed_pending(), 1);
+    // Due, tried, refused (too large now) — and tried again later.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        broker.delayed_pending(),
+        1,
+        "the refused message was dropped"
+    );
+    assert!(
+        crate::helpers::pull_all(&broker, "t", 0, 0)
+            .await
+            .is_empty()
+    );
+    broker.shutdown().await.unwrap();
+    drop(broker);
+
+    let broker = Broker::open(config(dir.path())).unwrap();
+    let received = receive(&broker, 1).await;
+    assert_eq!(received[0].0.message.body.len(), 800);
+    assert_eq!(broker.delayed_pending(), 0);
+}
+
+/// Defect 9, second half: a delayed message that could not be read made
+/// delivery give up on every entry already taken from the index with it,
+/// so they were gone until the next restart. The others are delivered,
+/// and the damaged one stays pending (retention keeps it).
+#[tokio::test(start_paused = true)]
+async fn a_delayed_message_that_cannot_be_read_holds_back_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = config(dir.path());
+    let segment_size = settings.segment_size;
+    let broker = Broker::open(settings).unwrap();
+    broker.create_topic("t", 1).unwrap();
+    let damaged = broker
+        .put(
+            0,
+            vec![delayed("damaged", property::DELAY_LEVEL, "1".into())],
+        )
+        .await
+        .unwrap();
+    broker
+        .put(
+            0,
+            vec![delayed("intact", property::DELAY_LEVEL, "1".into())],
+        )
+        .await
+        .unwrap();
+    damage_record(dir.path(), segment_size, damaged[0].commit_log_offset);
+
+    let received = receive(&broker, 1).await;
+    assert_eq!(&received[0].0.message.body[..], b"intact");
+    assert_eq!(
+        broker.delayed_pending(),
+        1,
+        "the damaged one is still pending"
+    );
+}
