@@ -328,6 +328,15 @@ impl Broker {
         out
     }
 
+    /// Pulls held by long polling on one queue now (0 for a queue that
+    /// does not exist): each holds a subscription to the queue's length.
+    pub fn held_pulls(&self, topic: &str, queue_id: u32) -> usize {
+        self.inner
+            .store
+            .queue(topic, queue_id)
+            .map_or(0, |q| q.visible_watch().receiver_count())
+    }
+
     /// Lag of every committed offset.
     pub fn lag(&self) -> Vec<LagStats> {
         self.inner.lag()

@@ -77,31 +77,42 @@ async fn committed_offsets_survive_a_crash_once_persisted() {
     assert_eq!(broker.committed_offset("g", "t", 0), Some(3));
 }
 
-#[tokio::test]
+/// Under paused time (async flush: no flusher thread the paused clock
+/// cannot see), a pull held for 30 s returns at the virtual instant the
+/// message arrives — 5 s — not at its hold. Virtual time moves only once
+/// every task is idle, so the pull is certainly parked when the message
+/// comes: no sleep stands in for synchronisation.
+#[tokio::test(start_paused = true)]
 async fn a_held_pull_returns_when_a_message_arrives() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open(small_config(dir.path())).unwrap();
+    let mut config = small_config(dir.path());
+    config.flush = broker::FlushMode::async_default();
+    let broker = Broker::open(config).unwrap();
     broker.create_topic("t", 1).unwrap();
+    let started = tokio::time::Instant::now();
     let held = {
         let broker = broker.clone();
-        tokio::spawn(async move { broker.pull(&pull_request(0, 0, 30_000)).await.unwrap() })
+        tokio::spawn(async move {
+            let result = broker.pull(&pull_request(0, 0, 30_000)).await.unwrap();
+            (result, started.elapsed())
+        })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
         !held.is_finished(),
-        "the pull should be held while the queue is empty"
+        "the pull is held while the queue is empty"
     );
+    assert_eq!(broker.held_pulls("t", 0), 1);
     broker
         .put(0, vec![Message::new("t", "wake up")])
         .await
         .unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(10), held)
-        .await
-        .expect("the held pull must return on arrival, long before its 30 s hold")
-        .unwrap();
+    let (result, elapsed) = held.await.unwrap();
+    assert_eq!(elapsed, Duration::from_secs(5), "woken by the arrival");
     assert_eq!(result.status, PullStatus::Found);
     assert_eq!(&result.messages[0].message.body[..], b"wake up");
     assert_eq!(result.next_offset, 1);
+    assert_eq!(broker.held_pulls("t", 0), 0);
 }
 
 #[tokio::test]

@@ -154,7 +154,13 @@ async fn a_held_pull_returns_when_a_message_arrives() {
         let result = client.pull(&pull_request(1, 0, 10_000)).await;
         (result, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The send goes only once the pull is parked on the queue, so the
+    // answer below can only come from the wake-up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.broker.held_pulls("orders", 1) == 0 {
+        assert!(Instant::now() < deadline, "the pull was never held");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(!held.is_finished(), "the pull should still be held");
 
     app.client

@@ -9,6 +9,7 @@ mod http_router;
 mod http_transactions;
 mod lookup;
 mod model;
+mod power_loss;
 mod recovery;
 mod retention;
 mod retry;
