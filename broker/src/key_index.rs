@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{BrokerError, Result};
-use crate::fs_util::{create_dir_durable, write_atomically};
+use crate::fs_util::{create_dir_durable, fsync_dir, write_atomically};
 use crate::record::tag_hash;
 
 const ENTRY_LEN: usize = 16;
@@ -39,6 +39,9 @@ struct Writer {
     /// are already in the file.
     last_indexed: Option<u64>,
     entries: u64,
+    /// While a rewrite runs: entries added since its snapshot, which it
+    /// copies into the new file before taking it over.
+    catch_up: Option<Vec<(u64, u64)>>,
 }
 
 /// The key index of one store.
@@ -48,6 +51,26 @@ pub(crate) struct KeyIndex {
     writer: Mutex<Writer>,
     map: RwLock<HashMap<u64, Vec<u64>>>,
     dirty: AtomicBool,
+    /// Held by a flush, and by a rewrite from its swap until the new file
+    /// is durable under its name: no checkpoint can count entries that are
+    /// only in the new file before that.
+    flush_lock: Mutex<()>,
+    /// One rewrite at a time.
+    rewrite_lock: Mutex<()>,
+    /// Runs inside a rewrite, after the snapshot and before the swap.
+    #[cfg(test)]
+    during_rewrite: Mutex<Option<RewriteHook>>,
+}
+
+/// A test's code to run in the middle of a rewrite.
+#[cfg(test)]
+struct RewriteHook(Box<dyn FnOnce() + Send>);
+
+#[cfg(test)]
+impl std::fmt::Debug for RewriteHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RewriteHook")
+    }
 }
 
 /// The hash a key is indexed under.
@@ -99,9 +122,14 @@ impl KeyIndex {
                 file: Arc::new(file),
                 last_indexed,
                 entries: (valid / ENTRY_LEN) as u64,
+                catch_up: None,
             }),
             map: RwLock::new(map),
             dirty: AtomicBool::new(false),
+            flush_lock: Mutex::new(()),
+            rewrite_lock: Mutex::new(()),
+            #[cfg(test)]
+            during_rewrite: Mutex::new(None),
         };
         Ok((index, existed))
     }
@@ -128,6 +156,9 @@ impl KeyIndex {
             .write_all(&bytes)
             .map_err(|e| BrokerError::io(format!("write key index {}", self.path.display()), e))?;
         writer.entries += added.len() as u64;
+        if let Some(catch_up) = &mut writer.catch_up {
+            catch_up.extend_from_slice(&added);
+        }
         // The map is updated before the writer lock is released, so
         // whoever holds that lock sees file and map agree (the rewrite in
         // `retain_from` relies on it).
@@ -152,6 +183,7 @@ impl KeyIndex {
 
     /// Fsyncs what was added since the last flush.
     pub(crate) fn flush(&self) -> Result<()> {
+        let _flushing = self.flush_lock.lock();
         if self.dirty.swap(false, Ordering::AcqRel) {
             // The fdatasync runs outside the writer lock: appends go on
             // meanwhile. A rewrite may replace the file after the clone;
@@ -166,11 +198,18 @@ impl KeyIndex {
 
     /// Forgets entries below `log_min` (their records were deleted by
     /// retention) and rewrites the file once most of it is dead.
+    ///
+    /// Blocking (file writes and fdatasyncs: call it off the runtime), but
+    /// appends go on meanwhile: the writer lock, which appends take under
+    /// the append lock, is held only for the snapshot and for the swap.
+    /// Entries added in between are collected and copied into the new file
+    /// before it takes over, so none is left out of it; and no flush (so no
+    /// checkpoint) runs from the swap until the new file is durable under
+    /// the index's name.
     pub(crate) fn retain_from(&self, log_min: u64) -> Result<()> {
-        // Held from the snapshot to the rewrite: an entry added in between
-        // would be in the map but missing from the rewritten file.
-        let mut writer = self.writer.lock();
+        let _one_rewrite = self.rewrite_lock.lock();
         let live: Vec<(u64, u64)> = {
+            let mut writer = self.writer.lock();
             let mut map = self.map.write();
             map.retain(|_, offsets| {
                 offsets.retain(|&o| o >= log_min);
@@ -181,26 +220,78 @@ impl KeyIndex {
                 .flat_map(|(hash, offsets)| offsets.iter().map(move |&o| (*hash, o)))
                 .collect();
             live.sort_by_key(|&(_, offset)| offset);
+            if writer.entries < 2 * live.len() as u64 + 1024 {
+                return Ok(());
+            }
+            writer.catch_up = Some(Vec::new());
             live
         };
-        if writer.entries < 2 * live.len() as u64 + 1024 {
-            return Ok(());
+        let rewritten = self.rewrite(&live);
+        if rewritten.is_err() {
+            self.writer.lock().catch_up = None;
+            let _ = std::fs::remove_file(self.rewrite_path());
         }
-        let mut bytes = Vec::with_capacity(live.len() * ENTRY_LEN);
-        for (hash, offset) in &live {
-            bytes.extend_from_slice(&hash.to_le_bytes());
-            bytes.extend_from_slice(&offset.to_le_bytes());
+        rewritten
+    }
+
+    fn rewrite_path(&self) -> PathBuf {
+        self.path.with_extension("rewrite")
+    }
+
+    /// The rewrite proper (see [`KeyIndex::retain_from`]).
+    fn rewrite(&self, live: &[(u64, u64)]) -> Result<()> {
+        let tmp = self.rewrite_path();
+        let io = |what: &str, e| BrokerError::io(format!("{what} {}", tmp.display()), e);
+        let encode = |entries: &[(u64, u64)]| {
+            let mut bytes = Vec::with_capacity(entries.len() * ENTRY_LEN);
+            for (hash, offset) in entries {
+                bytes.extend_from_slice(&hash.to_le_bytes());
+                bytes.extend_from_slice(&offset.to_le_bytes());
+            }
+            bytes
+        };
+        // 1. Without the writer lock: the live entries, durable.
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| io("create", e))?;
+        file.write_all(&encode(live)).map_err(|e| io("write", e))?;
+        file.sync_data().map_err(|e| io("fdatasync", e))?;
+        let mut entries = live.len() as u64;
+        // 2. What came meanwhile, a few rounds, so the swap copies little.
+        for _ in 0..3 {
+            let batch = std::mem::take(self.writer.lock().catch_up.get_or_insert_default());
+            if batch.is_empty() {
+                break;
+            }
+            file.write_all(&encode(&batch))
+                .map_err(|e| io("write", e))?;
+            entries += batch.len() as u64;
         }
-        write_atomically(&self.path, &bytes)?;
-        writer.file = Arc::new(
-            OpenOptions::new()
-                .append(true)
-                .open(&self.path)
-                .map_err(|e| {
-                    BrokerError::io(format!("reopen key index {}", self.path.display()), e)
-                })?,
-        );
-        writer.entries = live.len() as u64;
+        #[cfg(test)]
+        if let Some(RewriteHook(hook)) = self.during_rewrite.lock().take() {
+            hook();
+        }
+        // 3. The swap: no flush until step 4 is done; under the writer lock
+        //    only the last few entries are written (a plain write).
+        let _flushing = self.flush_lock.lock();
+        let file = {
+            let mut writer = self.writer.lock();
+            let rest = writer.catch_up.take().unwrap_or_default();
+            file.write_all(&encode(&rest)).map_err(|e| io("write", e))?;
+            let file = Arc::new(file);
+            writer.file = Arc::clone(&file);
+            writer.entries = entries + rest.len() as u64;
+            file
+        };
+        // 4. Appends go to the new file now; make it durable, then its name.
+        file.sync_data().map_err(|e| io("fdatasync", e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| io("rename", e))?;
+        if let Some(dir) = self.path.parent() {
+            fsync_dir(dir)?;
+        }
         Ok(())
     }
 }
@@ -260,5 +351,52 @@ mod tests {
         assert!(existed);
         assert_eq!(index.lookup("k3"), k3);
         assert_eq!(index.lookup("new"), [3000]);
+    }
+
+    /// Defect 6: the rewrite held the writer lock — which every append
+    /// takes, under the append lock — for its whole file write and fsync,
+    /// so appends stopped while retention rewrote the index. An append
+    /// made in the middle of a rewrite now goes through at once, and ends
+    /// up in the rewritten file.
+    #[test]
+    fn appends_go_on_while_the_index_is_rewritten_and_land_in_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        let (index, _) = KeyIndex::open(&path, u64::MAX).unwrap();
+        let index = Arc::new(index);
+        let entries: Vec<(u64, u64)> = (0..3000u64)
+            .map(|i| (key_hash(&format!("k{}", i % 10)), i))
+            .collect();
+        index.add(&entries).unwrap();
+        let (done, appended) = std::sync::mpsc::channel();
+        let appender = Arc::clone(&index);
+        *index.during_rewrite.lock() = Some(RewriteHook(Box::new(move || {
+            // Another thread appends while the rewrite is under way; the
+            // rewrite waits for it, but the append must not wait for the
+            // rewrite.
+            let index = Arc::clone(&appender);
+            let worker = std::thread::spawn(move || {
+                index.add(&[(key_hash("during"), 3000)]).unwrap();
+                done.send(()).unwrap();
+            });
+            let went_through = appended.recv_timeout(std::time::Duration::from_secs(10));
+            assert!(went_through.is_ok(), "an append waited for the rewrite");
+            worker.join().unwrap();
+        })));
+        index.retain_from(2500).unwrap();
+        assert!(index.during_rewrite.lock().is_none(), "the rewrite ran");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            501 * ENTRY_LEN as u64,
+            "500 live entries and the one added during the rewrite"
+        );
+        index.add(&[(key_hash("after"), 3001)]).unwrap();
+        index.flush().unwrap();
+        drop(index);
+        let (index, _) = KeyIndex::open(&path, u64::MAX).unwrap();
+        assert_eq!(index.lookup("during"), [3000]);
+        assert_eq!(index.lookup("after"), [3001]);
+        let k3: Vec<u64> = (2500..3000).filter(|i| i % 10 == 3).collect();
+        assert_eq!(index.lookup("k3"), k3);
     }
 }
