@@ -5,7 +5,8 @@
 //! - [`stack`] — broker, stock store, seckill, order worker and gateway
 //!   started together, and stopped together by one shutdown token;
 //! - [`stack_run`] — a spike replayed on it, drained and audited;
-//! - [`live`] — the live page a demo is watched on.
+//! - [`live`] — the live page a demo is watched on, built on the stack
+//!   (the stack knows nothing of it).
 //!
 //! It sits at the top of the crate graph: it may use every service crate
 //! and the load tester's library, and nothing uses it. The load tester

@@ -9,7 +9,8 @@
 //! | `GET` | `/` | the page |
 //! | `GET` | `/live/state` | JSON `{at_ms, backlog, orders_written, items: [{item, stock, stock_left, sold, sold_out}]}` |
 
-use std::sync::Weak;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
 
 use axum::Router;
 use axum::extract::State;
@@ -48,6 +49,39 @@ pub struct LiveState {
     pub items: Vec<ItemState>,
 }
 
+/// Serves the live page of `stack` on `listen`, stopped with the stack;
+/// returns its address.
+pub async fn serve(stack: &Arc<Stack>, listen: SocketAddr) -> anyhow::Result<SocketAddr> {
+    // The page holds the stack only weakly, so serving it never keeps the
+    // stack alive past its stop.
+    stack
+        .serve_beside(listen, router(Arc::downgrade(stack)))
+        .await
+}
+
+/// What the page shows of `stack`, now.
+pub async fn state_of(stack: &Stack) -> anyhow::Result<LiveState> {
+    let mut items = Vec::new();
+    for activity in stack.activities() {
+        let status = stack.store().status(&activity.item).await?;
+        items.push(ItemState {
+            item: activity.item.clone(),
+            stock: activity.stock,
+            stock_left: status.stock,
+            sold: status.buyers,
+            sold_out: status.sold_out,
+        });
+    }
+    Ok(LiveState {
+        at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+        backlog: stack.backlog(),
+        orders_written: stack.worker().stats().inserted,
+        items,
+    })
+}
+
 /// The page's routes over `stack` (held weakly: a page left open in a
 /// browser must not keep a stopped stack alive).
 pub fn router(stack: Weak<Stack>) -> Router {
@@ -65,7 +99,7 @@ async fn state(State(stack): State<Weak<Stack>>) -> Response {
         )
             .into_response();
     };
-    match stack.live_state().await {
+    match state_of(&stack).await {
         Ok(state) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(state)).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

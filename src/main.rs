@@ -149,7 +149,7 @@ async fn serve() -> anyhow::Result<()> {
     let (seckill, worker) = (config.seckill_listen, config.worker_listen);
     let live_listen = env_addr("LIVE_LISTEN", "127.0.0.1:8083")?;
     let stack = Arc::new(Stack::start(config).await?);
-    let live = stack.serve_live_page(live_listen).await?;
+    let live = flashsale::live::serve(&stack, live_listen).await?;
     let url = stack.url();
     println!("flashsale is up; data in {}", data_dir.display());
     println!("  buy:      curl -X POST {url}/api/seckill/demo-item -H 'x-user-id: alice'");
@@ -179,9 +179,7 @@ async fn demo(stock: u64, worker_rate: u32) -> anyhow::Result<bool> {
         ..base_config(data_dir.clone(), items_of(&records, stock))
     };
     let stack = Arc::new(Stack::start(config).await?);
-    let live = stack
-        .serve_live_page(env_addr("LIVE_LISTEN", "127.0.0.1:0")?)
-        .await?;
+    let live = flashsale::live::serve(&stack, env_addr("LIVE_LISTEN", "127.0.0.1:0")?).await?;
     println!("watch it live: http://{live}/");
     println!(
         "flashsale demo: the stack is up at {} (data in {}); replaying a {}-request spike for {stock} units",

@@ -224,41 +224,27 @@ impl Stack {
         })
     }
 
-    /// Starts serving the live page (see [`crate::live`]) on `listen`;
-    /// returns its address.
-    pub async fn serve_live_page(
-        self: &Arc<Self>,
+    /// Serves `router` on `listen` beside the stack's own listeners:
+    /// stopped and drained with them by [`Stack::stop`]. Returns the bound
+    /// address.
+    pub async fn serve_beside(
+        &self,
         listen: SocketAddr,
+        router: axum::Router,
     ) -> anyhow::Result<SocketAddr> {
-        // The page holds the stack only weakly, so serving it never keeps
-        // the stack alive past its stop.
-        let router = crate::live::router(Arc::downgrade(self));
         let (addr, server) = serve_router(listen, router, &self.shutdown).await?;
         self.servers.lock().push(server);
         Ok(addr)
     }
 
-    /// What the live page shows, now.
-    pub async fn live_state(&self) -> anyhow::Result<crate::live::LiveState> {
-        let mut items = Vec::new();
-        for activity in self.seckill.activities().list() {
-            let status = self.store.status(&activity.item).await?;
-            items.push(crate::live::ItemState {
-                item: activity.item.clone(),
-                stock: activity.stock,
-                stock_left: status.stock,
-                sold: status.buyers,
-                sold_out: status.sold_out,
-            });
-        }
-        Ok(crate::live::LiveState {
-            at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-            backlog: self.backlog(),
-            orders_written: self.worker.stats().inserted,
-            items,
-        })
+    /// The items on sale, with their activities.
+    pub fn activities(&self) -> Vec<Activity> {
+        self.seckill.activities().list()
+    }
+
+    /// The stock store.
+    pub fn store(&self) -> &StockStore {
+        &self.store
     }
 
     /// The gateway's URL.

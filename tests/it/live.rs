@@ -50,8 +50,7 @@ async fn the_live_page_shows_the_spike_being_absorbed() {
         ..StackConfig::embedded(dir.path(), vec![("sku-1".into(), 200)])
     };
     let stack = Arc::new(Stack::start(config).await.unwrap());
-    let live = stack
-        .serve_live_page("127.0.0.1:0".parse().unwrap())
+    let live = flashsale::live::serve(&stack, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let url = format!("http://{live}/");
