@@ -144,6 +144,8 @@ async fn serve() -> anyhow::Result<()> {
         gateway_listen: env_addr("GATEWAY_LISTEN", "127.0.0.1:8080")?,
         seckill_listen: Some(env_addr("SECKILL_LISTEN", "127.0.0.1:8081")?),
         worker_listen: Some(env_addr("WORKER_LISTEN", "127.0.0.1:8082")?),
+        // Served as deployed: a purchase is answered once it is on disk.
+        flush: broker::FlushMode::sync(),
         ..base_config(data_dir.clone(), vec![("demo-item".into(), 100)])
     };
     let (seckill, worker) = (config.seckill_listen, config.worker_listen);
