@@ -14,6 +14,12 @@
 //! transaction timeout (6 s), again every check interval (30 s), and rolls
 //! back after 15 unknown answers — RocketMQ's numbers.
 //!
+//! A commit is decided the moment its real message is appended. If the op
+//! record or the wait for durability fails after that, the open entry
+//! remembers where the real message went ([`Step::RealAppended`]); the
+//! next attempt, by the producer or the check-back, writes only the missing
+//! op record and never appends the real message again.
+//!
 //! At startup the pending set is rebuilt by scanning the log from the
 //! oldest half not yet resolved (a persisted watermark): a half is resolved
 //! by its op record *or* by a real message carrying its offset, so a crash
@@ -51,6 +57,41 @@ struct Pending {
     producer_group: String,
     checks: u32,
     next_check_ms: i64,
+    /// How far its resolution got.
+    step: Step,
+    /// A resolution (by the producer or the check-back) is under way; no
+    /// other may start until it ends.
+    resolving: bool,
+}
+
+/// How far the resolution of an open transaction got.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Neither committed nor rolled back.
+    Open,
+    /// Committed: the real message is in the log (here), its op record or
+    /// its durability is missing. Only the op record may still be written.
+    RealAppended(SendResult),
+}
+
+/// What an attempt to end a transaction found. "Resolved already" is an
+/// outcome, not an error: an error means the attempt failed and the
+/// transaction stays open.
+#[derive(Debug)]
+enum Resolution {
+    /// Committed now: where the real message is.
+    Committed(SendResult),
+    /// Rolled back now.
+    RolledBack,
+    /// A rollback was asked, but the real message was appended by an
+    /// earlier commit that failed later: the commit stands (its op record
+    /// is written now).
+    CommittedEarlier,
+    /// No open transaction has that half offset: it is resolved already,
+    /// or was never sent.
+    NotOpen,
+    /// Another resolution of the same half is under way.
+    InProgress,
 }
 
 /// Open transactions and the registered checkers.
@@ -60,6 +101,61 @@ pub(crate) struct Transactions {
     pending: Mutex<BTreeMap<u64, Pending>>,
     checkers: RwLock<HashMap<String, Arc<dyn TransactionChecker>>>,
     wake: Notify,
+    /// A failure to inject once into the next commit, after its real
+    /// message is appended (tests of the resolution steps).
+    #[cfg(test)]
+    fail_after_append: Mutex<Option<(FailPoint, BrokerError)>>,
+}
+
+/// Where a test makes a commit fail after its real message is in the log.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailPoint {
+    /// The op record's append fails.
+    OpRecord,
+    /// The wait for durability fails (the op record is appended).
+    DurableWait,
+}
+
+/// An open transaction claimed by one resolution. Dropped unfinished (an
+/// error, or the caller's future dropped), it puts the transaction back,
+/// keeping the step it reached.
+struct Claim<'a> {
+    transactions: &'a Transactions,
+    store: &'a Store,
+    half_offset: u64,
+    finished: bool,
+}
+
+impl Claim<'_> {
+    /// The transaction is resolved: it leaves the open set.
+    fn finish(mut self) {
+        self.finished = true;
+        let mut map = self.transactions.pending.lock();
+        map.remove(&self.half_offset);
+        metrics::gauge!(HALF_PENDING).set(map.len() as f64);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let now = self.store.clock().now_ms();
+        let mut map = self.transactions.pending.lock();
+        if let Some(pending) = map.get_mut(&self.half_offset) {
+            pending.resolving = false;
+            // Not resolved after all: the check-back tries again, no sooner
+            // than one interval from now if it was due already.
+            if pending.next_check_ms <= now {
+                pending.next_check_ms =
+                    now + self.store.config().transaction_check_interval.as_millis() as i64;
+            }
+        }
+        drop(map);
+        self.transactions.wake.notify_one();
+    }
 }
 
 impl Transactions {
@@ -69,6 +165,8 @@ impl Transactions {
             pending: Mutex::new(BTreeMap::new()),
             checkers: RwLock::new(HashMap::new()),
             wake: Notify::new(),
+            #[cfg(test)]
+            fail_after_append: Mutex::new(None),
         }
     }
 
@@ -103,20 +201,19 @@ impl Transactions {
         }
     }
 
-    fn take(&self, half_offset: u64) -> Option<Pending> {
-        let mut map = self.pending.lock();
-        let taken = map.remove(&half_offset);
-        metrics::gauge!(HALF_PENDING).set(map.len() as f64);
-        taken
-    }
-
     /// The lowest half offset still open.
     pub(crate) fn oldest_open(&self) -> Option<u64> {
         self.pending.lock().keys().next().copied()
     }
 
+    /// Half messages neither committed nor rolled back (a commit counts
+    /// from the moment its real message is appended).
     pub(crate) fn pending_count(&self) -> usize {
-        self.pending.lock().len()
+        self.pending
+            .lock()
+            .values()
+            .filter(|p| matches!(p.step, Step::Open))
+            .count()
     }
 
     /// Registers the checker asked about `producer_group`'s open
@@ -158,6 +255,8 @@ impl Transactions {
                         producer_group,
                         checks: 0,
                         next_check_ms: record.store_timestamp_ms + timeout,
+                        step: Step::Open,
+                        resolving: false,
                     },
                 );
             } else if let Some(half) = resolved_half(&record) {
@@ -212,6 +311,8 @@ impl Transactions {
                 producer_group: producer_group.to_owned(),
                 checks: 0,
                 next_check_ms: now + store.config().transaction_timeout.as_millis() as i64,
+                step: Step::Open,
+                resolving: false,
             },
         );
         store.wait_durable(end).await?;
@@ -223,58 +324,115 @@ impl Transactions {
 
     /// Commits or rolls back the transaction of the half message at
     /// `half_offset`; a commit returns where the real message landed.
+    /// Ending a transaction that is not open is refused.
     pub(crate) async fn resolve(
         &self,
         store: &Store,
         half_offset: u64,
         state: TransactionState,
     ) -> Result<Option<SendResult>> {
-        let Some(pending) = self.take(half_offset) else {
-            return Err(BrokerError::InvalidArgument(format!(
+        match self.end(store, half_offset, state).await? {
+            Resolution::Committed(result) => Ok(Some(result)),
+            Resolution::RolledBack => Ok(None),
+            Resolution::CommittedEarlier => Err(BrokerError::InvalidArgument(format!(
+                "the transaction with half offset {half_offset} is committed already; it cannot be rolled back"
+            ))),
+            Resolution::NotOpen => Err(BrokerError::InvalidArgument(format!(
                 "no open transaction with half offset {half_offset} (resolved already, or never sent)"
-            )));
-        };
-        let result = apply_resolution(store, half_offset, state).await;
-        if result.is_err() {
-            // Not resolved after all: the check-back will ask again.
-            self.insert(half_offset, pending);
+            ))),
+            Resolution::InProgress => Err(BrokerError::InvalidArgument(format!(
+                "the transaction with half offset {half_offset} is being resolved; ask again"
+            ))),
         }
-        result
     }
-}
 
-/// Applies an ending: a commit appends the real message, then either
-/// ending appends its op record, and both wait for durability.
-async fn apply_resolution(
-    store: &Store,
-    half_offset: u64,
-    state: TransactionState,
-) -> Result<Option<SendResult>> {
-    let committed = match state {
-        TransactionState::Commit => {
-            let half = store.read(HALF_TOPIC, 0, half_offset)?;
-            let (mut message, queue_id) = restore_real(half.message)?;
-            message.properties.remove(property::PRODUCER_GROUP);
-            message
-                .properties
-                .insert(property::HALF_OFFSET.into(), half_offset.to_string());
-            let (mut results, _) = store.append(queue_id, vec![message])?;
-            results.pop()
-        }
-        TransactionState::Rollback => None,
-        TransactionState::Unknown => {
+    /// Ends the transaction at `half_offset` as `state` says, from the step
+    /// its resolution reached: a commit appends the real message (once,
+    /// ever), then either ending appends its op record, and both wait for
+    /// durability. On an error the transaction stays open with its step.
+    async fn end(
+        &self,
+        store: &Store,
+        half_offset: u64,
+        state: TransactionState,
+    ) -> Result<Resolution> {
+        if state == TransactionState::Unknown {
             return Err(BrokerError::InvalidArgument(
                 "a transaction ends with commit or rollback, not unknown".into(),
             ));
         }
-    };
-    let op = Message::new(HALF_OP_TOPIC, half_offset.to_string()).with_tags(match state {
-        TransactionState::Commit => "commit",
-        _ => "rollback",
-    });
-    let (_, end) = store.append(0, vec![op])?;
-    store.wait_durable(end).await?;
-    Ok(committed)
+        let step = {
+            let mut map = self.pending.lock();
+            match map.get_mut(&half_offset) {
+                None => return Ok(Resolution::NotOpen),
+                Some(pending) if pending.resolving => return Ok(Resolution::InProgress),
+                Some(pending) => {
+                    pending.resolving = true;
+                    pending.step.clone()
+                }
+            }
+        };
+        let claim = Claim {
+            transactions: self,
+            store,
+            half_offset,
+            finished: false,
+        };
+        let committed = match (step, state) {
+            (Step::RealAppended(result), _) => Some(result),
+            (Step::Open, TransactionState::Commit) => {
+                let result = append_real(store, half_offset)?;
+                // Recorded before anything else can fail: from here on the
+                // commit is decided.
+                if let Some(pending) = self.pending.lock().get_mut(&half_offset) {
+                    pending.step = Step::RealAppended(result.clone());
+                }
+                Some(result)
+            }
+            (Step::Open, _) => None,
+        };
+        let op = Message::new(HALF_OP_TOPIC, half_offset.to_string()).with_tags(
+            if committed.is_some() {
+                "commit"
+            } else {
+                "rollback"
+            },
+        );
+        #[cfg(test)]
+        let injected = if committed.is_some() {
+            self.fail_after_append.lock().take()
+        } else {
+            None
+        };
+        #[cfg(test)]
+        if let Some((FailPoint::OpRecord, e)) = injected {
+            return Err(e);
+        }
+        let (_, end) = store.append(0, vec![op])?;
+        #[cfg(test)]
+        if let Some((FailPoint::DurableWait, e)) = injected {
+            return Err(e);
+        }
+        store.wait_durable(end).await?;
+        claim.finish();
+        Ok(match (committed, state) {
+            (Some(result), TransactionState::Commit) => Resolution::Committed(result),
+            (Some(_), _) => Resolution::CommittedEarlier,
+            (None, _) => Resolution::RolledBack,
+        })
+    }
+}
+
+/// Appends the real message of the half at `half_offset`, tagged with it.
+fn append_real(store: &Store, half_offset: u64) -> Result<SendResult> {
+    let half = store.read(HALF_TOPIC, 0, half_offset)?;
+    let (mut message, queue_id) = restore_real(half.message)?;
+    message.properties.remove(property::PRODUCER_GROUP);
+    message
+        .properties
+        .insert(property::HALF_OFFSET.into(), half_offset.to_string());
+    let (mut results, _) = store.append(queue_id, vec![message])?;
+    Ok(results.pop().expect("one result"))
 }
 
 /// The half message at `half_offset`, as a checker sees it.
@@ -317,7 +475,13 @@ impl Transactions {
     ) {
         let mut persisted_watermark = None;
         loop {
-            let next = self.pending.lock().values().map(|p| p.next_check_ms).min();
+            let next = self
+                .pending
+                .lock()
+                .values()
+                .filter(|p| !p.resolving)
+                .map(|p| p.next_check_ms)
+                .min();
             let sleep = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(store.clock().instant_at(at)).await,
@@ -337,7 +501,7 @@ impl Transactions {
                 .pending
                 .lock()
                 .iter()
-                .filter(|(_, p)| p.next_check_ms <= now)
+                .filter(|(_, p)| !p.resolving && p.next_check_ms <= now)
                 .map(|(offset, p)| (*offset, p.producer_group.clone()))
                 .collect();
             for (half_offset, group) in due {
@@ -378,6 +542,22 @@ impl Transactions {
     }
 
     async fn check_one(&self, store: &Store, half_offset: u64, group: &str) -> Result<()> {
+        let step = self
+            .pending
+            .lock()
+            .get(&half_offset)
+            .map(|p| p.step.clone());
+        match step {
+            // Resolved meanwhile: nothing left to do.
+            None => return Ok(()),
+            // Committed, but its op record is missing: nothing to ask.
+            Some(Step::RealAppended(_)) => {
+                self.end(store, half_offset, TransactionState::Commit)
+                    .await?;
+                return Ok(());
+            }
+            Some(Step::Open) => {}
+        }
         let checker = self.checkers.read().get(group).cloned();
         let state = match checker {
             Some(checker) => {
@@ -393,12 +573,11 @@ impl Transactions {
             .increment(1);
         match state {
             TransactionState::Commit | TransactionState::Rollback => {
-                // Resolved meanwhile by the producer: nothing left to do.
-                match self.resolve(store, half_offset, state).await {
-                    Ok(_) => Ok(()),
-                    Err(BrokerError::InvalidArgument(_)) => Ok(()),
-                    Err(e) => Err(e),
-                }
+                // Whatever the outcome (resolved now, meanwhile by the
+                // producer, or being resolved by it), the check-back is done;
+                // an error leaves the transaction open for the next check.
+                self.end(store, half_offset, state).await?;
+                Ok(())
             }
             TransactionState::Unknown => {
                 let give_up = {
@@ -417,13 +596,8 @@ impl Transactions {
                         group,
                         "no answer after the maximum checks; rolling back"
                     );
-                    match self
-                        .resolve(store, half_offset, TransactionState::Rollback)
-                        .await
-                    {
-                        Ok(_) | Err(BrokerError::InvalidArgument(_)) => {}
-                        Err(e) => return Err(e),
-                    }
+                    self.end(store, half_offset, TransactionState::Rollback)
+                        .await?;
                 }
                 Ok(())
             }
@@ -440,6 +614,136 @@ impl RetentionHold for Transactions {
                 store.queue(HALF_TOPIC, 0)?.entry(offset)?.commit_log_offset,
             )),
             None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::config::{BrokerConfig, FlushMode};
+    use crate::record::tag_hash;
+
+    fn open(dir: &std::path::Path) -> (Arc<Store>, Arc<Transactions>) {
+        let mut config = BrokerConfig::new(dir);
+        config.flush = FlushMode::async_default();
+        config.max_disk_usage_ratio = 1.0;
+        let store = Store::open(config, |m| tag_hash(&m.tags)).expect("open the store");
+        let transactions = Transactions::new(store.paths().transaction_watermark_file());
+        transactions.restore_from(&store).expect("restore");
+        (Arc::new(store), Arc::new(transactions))
+    }
+
+    /// Always gives the same answer and counts the questions.
+    #[derive(Debug)]
+    struct Answer(TransactionState, AtomicU32);
+
+    #[async_trait]
+    impl TransactionChecker for Answer {
+        async fn check(&self, _half: &HalfMessage) -> TransactionState {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0
+        }
+    }
+
+    fn order() -> Message {
+        Message::new("orders", "order 1").with_key("o-1")
+    }
+
+    /// Real messages in the `orders` topic, however they are visible.
+    fn real_messages(store: &Store) -> u64 {
+        store.queue("orders", 0).unwrap().consume_queue_len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_that_fails_after_its_real_message_is_appended_is_never_appended_again() {
+        let injected = [
+            (
+                FailPoint::OpRecord,
+                BrokerError::DiskFull {
+                    used_percent: 97.0,
+                    limit_percent: 95.0,
+                },
+            ),
+            (
+                FailPoint::DurableWait,
+                BrokerError::FlushTimeout(Duration::from_secs(5)),
+            ),
+        ];
+        for (fail_at, error) in injected {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, transactions) = open(dir.path());
+            store.create_topic("orders", 1).unwrap();
+            let half = transactions
+                .send_half(&store, "seckill", 0, order())
+                .await
+                .unwrap();
+            *transactions.fail_after_append.lock() = Some((fail_at, error));
+            assert!(
+                transactions
+                    .resolve(&store, half.half_offset, TransactionState::Commit)
+                    .await
+                    .is_err(),
+                "{fail_at:?}: the injected failure is reported"
+            );
+            assert_eq!(
+                real_messages(&store),
+                1,
+                "{fail_at:?}: the real message is in"
+            );
+            assert_eq!(
+                transactions.oldest_open(),
+                Some(half.half_offset),
+                "{fail_at:?}: kept until its op record is written"
+            );
+
+            // The check-back asks the producer, which says commit…
+            let checker = Arc::new(Answer(TransactionState::Commit, AtomicU32::new(0)));
+            transactions.register_checker("seckill", checker.clone());
+            let (stop, stopped) = watch::channel(false);
+            let check_back =
+                tokio::spawn(Arc::clone(&transactions).run_check_back(Arc::clone(&store), stopped));
+            if fail_at == FailPoint::DurableWait {
+                // …or the producer retries its commit first, and is told
+                // where the real message went.
+                let retried = transactions
+                    .resolve(&store, half.half_offset, TransactionState::Commit)
+                    .await;
+                assert!(
+                    matches!(&retried, Ok(Some(r)) if r.queue_offset == 0),
+                    "{fail_at:?}: the retry answers {retried:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            assert_eq!(
+                real_messages(&store),
+                1,
+                "{fail_at:?}: the transaction was committed twice"
+            );
+            assert_eq!(transactions.pending_count(), 0, "{fail_at:?}: still open");
+            assert_eq!(
+                transactions.oldest_open(),
+                None,
+                "{fail_at:?}: the op record was never written"
+            );
+            assert_eq!(
+                checker.1.load(Ordering::SeqCst),
+                0,
+                "{fail_at:?}: a decided commit needs no question"
+            );
+            stop.send(true).unwrap();
+            check_back.await.unwrap();
+            drop(transactions);
+            drop(store);
+
+            // After a crash the commit is not applied again either.
+            let (store, transactions) = open(dir.path());
+            assert_eq!(transactions.pending_count(), 0, "{fail_at:?}: reopened");
+            assert_eq!(real_messages(&store), 1, "{fail_at:?}: after recovery");
         }
     }
 }
