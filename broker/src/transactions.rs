@@ -12,7 +12,12 @@
 //! If the producer never says, the check-back task asks the producer
 //! group's [`TransactionChecker`] once the half is older than the
 //! transaction timeout (6 s), again every check interval (30 s), and rolls
-//! back after 15 unknown answers — RocketMQ's numbers.
+//! back after 15 unknown answers — RocketMQ's numbers. Open halves are
+//! kept in order of their next check, and due ones are asked up to
+//! [`MAX_CONCURRENT_CHECKS`] at a time: when the producers' dependency is
+//! down, every purchase leaves a half open and every checker takes its
+//! full timeout, and a send must not pay for the pile, nor the last half
+//! wait for all before it.
 //!
 //! A commit is decided the moment its real message is appended. If the op
 //! record or the wait for durability fails after that, the open entry
@@ -32,13 +37,14 @@
 //! core plus this state. Retention asks it ([`RetentionHold`]) for the
 //! oldest open half, whose record must stay readable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
 use crate::error::{BrokerError, Result};
 use crate::fs_util::write_atomically;
@@ -52,6 +58,15 @@ use crate::types::{HalfMessage, HalfSendResult, SendResult, TransactionChecker, 
 /// How long a checker may take before its answer counts as unknown.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How many check-backs may be waiting for their checkers at once. When a
+/// dependency of the producers is down, every purchase leaves a half open
+/// and every checker takes its full timeout: asked one after another, the
+/// last of N would wait N timeouts.
+const MAX_CONCURRENT_CHECKS: usize = 16;
+
+/// How often the watermark may be persisted while checks keep running.
+const WATERMARK_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 struct Pending {
     producer_group: String,
@@ -62,6 +77,99 @@ struct Pending {
     /// A resolution (by the producer or the check-back) is under way; no
     /// other may start until it ends.
     resolving: bool,
+    /// The check-back is asking its checker.
+    checking: bool,
+}
+
+/// The open transactions, by half offset and by due time.
+///
+/// A half waits in `due` unless it is being checked or resolved; whoever
+/// took it out puts it back with its next check time. Sends, resolutions
+/// and finding the due checks are all logarithmic in the open halves, so
+/// a pile of open transactions does not slow each new one down.
+#[derive(Debug, Default)]
+struct OpenSet {
+    by_half: BTreeMap<u64, Pending>,
+    /// `(next_check_ms, half_offset)` of the halves waiting for a check.
+    due: BTreeSet<(i64, u64)>,
+    /// Halves whose commit is applied ([`Step::RealAppended`]) but not yet
+    /// finished by its op record: no longer open to the producer.
+    committed: usize,
+}
+
+impl OpenSet {
+    /// Adds an open half; true if it is now the first check due.
+    fn insert(&mut self, half_offset: u64, pending: Pending) -> bool {
+        let key = (pending.next_check_ms, half_offset);
+        if let Some(old) = self.by_half.insert(half_offset, pending) {
+            self.forget(half_offset, &old);
+        }
+        self.due.insert(key);
+        metrics::gauge!(HALF_PENDING).set(self.by_half.len() as f64);
+        self.due.first() == Some(&key)
+    }
+
+    fn remove(&mut self, half_offset: u64) {
+        if let Some(old) = self.by_half.remove(&half_offset) {
+            self.forget(half_offset, &old);
+        }
+        metrics::gauge!(HALF_PENDING).set(self.by_half.len() as f64);
+    }
+
+    /// Drops what the other indexes know of a half that left `by_half`.
+    fn forget(&mut self, half_offset: u64, old: &Pending) {
+        self.due.remove(&(old.next_check_ms, half_offset));
+        if matches!(old.step, Step::RealAppended(_)) {
+            self.committed -= 1;
+        }
+    }
+
+    /// Records that the commit of `half_offset` appended its real message.
+    fn mark_committed(&mut self, half_offset: u64, result: SendResult) {
+        if let Some(pending) = self.by_half.get_mut(&half_offset) {
+            if matches!(pending.step, Step::Open) {
+                self.committed += 1;
+            }
+            pending.step = Step::RealAppended(result);
+        }
+    }
+
+    /// Halves neither committed nor rolled back.
+    fn open_count(&self) -> usize {
+        self.by_half.len() - self.committed
+    }
+
+    /// Puts a half that was being checked or resolved back in line, unless
+    /// the other of the two still holds it.
+    fn requeue(&mut self, half_offset: u64) {
+        if let Some(pending) = self.by_half.get(&half_offset)
+            && !pending.resolving
+            && !pending.checking
+        {
+            self.due.insert((pending.next_check_ms, half_offset));
+        }
+    }
+
+    /// When the first waiting check is due.
+    fn next_due(&self) -> Option<i64> {
+        self.due.first().map(|&(at, _)| at)
+    }
+
+    /// Takes out the first check due by `now`, marking it being checked:
+    /// its half offset and producer group.
+    fn pop_due(&mut self, now: i64) -> Option<(u64, String)> {
+        let &(at, half_offset) = self.due.first()?;
+        if at > now {
+            return None;
+        }
+        self.due.pop_first();
+        let pending = self
+            .by_half
+            .get_mut(&half_offset)
+            .expect("a due half is open");
+        pending.checking = true;
+        Some((half_offset, pending.producer_group.clone()))
+    }
 }
 
 /// How far the resolution of an open transaction got.
@@ -98,7 +206,7 @@ enum Resolution {
 #[derive(Debug)]
 pub(crate) struct Transactions {
     watermark_path: PathBuf,
-    pending: Mutex<BTreeMap<u64, Pending>>,
+    open: Mutex<OpenSet>,
     checkers: RwLock<HashMap<String, Arc<dyn TransactionChecker>>>,
     wake: Notify,
     /// A failure to inject once into the next commit, after its real
@@ -131,9 +239,7 @@ impl Claim<'_> {
     /// The transaction is resolved: it leaves the open set.
     fn finish(mut self) {
         self.finished = true;
-        let mut map = self.transactions.pending.lock();
-        map.remove(&self.half_offset);
-        metrics::gauge!(HALF_PENDING).set(map.len() as f64);
+        self.transactions.open.lock().remove(self.half_offset);
     }
 }
 
@@ -143,8 +249,8 @@ impl Drop for Claim<'_> {
             return;
         }
         let now = self.store.clock().now_ms();
-        let mut map = self.transactions.pending.lock();
-        if let Some(pending) = map.get_mut(&self.half_offset) {
+        let mut open = self.transactions.open.lock();
+        if let Some(pending) = open.by_half.get_mut(&self.half_offset) {
             pending.resolving = false;
             // Not resolved after all: the check-back tries again, no sooner
             // than one interval from now if it was due already.
@@ -153,7 +259,8 @@ impl Drop for Claim<'_> {
                     now + self.store.config().transaction_check_interval.as_millis() as i64;
             }
         }
-        drop(map);
+        open.requeue(self.half_offset);
+        drop(open);
         self.transactions.wake.notify_one();
     }
 }
@@ -162,7 +269,7 @@ impl Transactions {
     pub(crate) fn new(watermark_path: PathBuf) -> Self {
         Transactions {
             watermark_path,
-            pending: Mutex::new(BTreeMap::new()),
+            open: Mutex::new(OpenSet::default()),
             checkers: RwLock::new(HashMap::new()),
             wake: Notify::new(),
             #[cfg(test)]
@@ -186,16 +293,10 @@ impl Transactions {
     }
 
     fn insert(&self, half_offset: u64, pending: Pending) {
-        let mut map = self.pending.lock();
         // Wake the check-back task only if this check comes before every
         // one it is already sleeping towards (rarely: new halves are due
         // last), not once per transaction.
-        let earliest = map
-            .values()
-            .all(|p| p.next_check_ms > pending.next_check_ms);
-        map.insert(half_offset, pending);
-        metrics::gauge!(HALF_PENDING).set(map.len() as f64);
-        drop(map);
+        let earliest = self.open.lock().insert(half_offset, pending);
         if earliest {
             self.wake.notify_one();
         }
@@ -203,17 +304,13 @@ impl Transactions {
 
     /// The lowest half offset still open.
     pub(crate) fn oldest_open(&self) -> Option<u64> {
-        self.pending.lock().keys().next().copied()
+        self.open.lock().by_half.keys().next().copied()
     }
 
     /// Half messages neither committed nor rolled back (a commit counts
     /// from the moment its real message is appended).
     pub(crate) fn pending_count(&self) -> usize {
-        self.pending
-            .lock()
-            .values()
-            .filter(|p| matches!(p.step, Step::Open))
-            .count()
+        self.open.lock().open_count()
     }
 
     /// Registers the checker asked about `producer_group`'s open
@@ -257,6 +354,7 @@ impl Transactions {
                         next_check_ms: record.store_timestamp_ms + timeout,
                         step: Step::Open,
                         resolving: false,
+                        checking: false,
                     },
                 );
             } else if let Some(half) = resolved_half(&record) {
@@ -313,6 +411,7 @@ impl Transactions {
                 next_check_ms: now + store.config().transaction_timeout.as_millis() as i64,
                 step: Step::Open,
                 resolving: false,
+                checking: false,
             },
         );
         store.wait_durable(end).await?;
@@ -362,12 +461,14 @@ impl Transactions {
             ));
         }
         let step = {
-            let mut map = self.pending.lock();
-            match map.get_mut(&half_offset) {
+            let mut open = self.open.lock();
+            let open = &mut *open;
+            match open.by_half.get_mut(&half_offset) {
                 None => return Ok(Resolution::NotOpen),
                 Some(pending) if pending.resolving => return Ok(Resolution::InProgress),
                 Some(pending) => {
                     pending.resolving = true;
+                    open.due.remove(&(pending.next_check_ms, half_offset));
                     pending.step.clone()
                 }
             }
@@ -384,9 +485,7 @@ impl Transactions {
                 let result = append_real(store, half_offset)?;
                 // Recorded before anything else can fail: from here on the
                 // commit is decided.
-                if let Some(pending) = self.pending.lock().get_mut(&half_offset) {
-                    pending.step = Step::RealAppended(result.clone());
-                }
+                self.open.lock().mark_committed(half_offset, result.clone());
                 Some(result)
             }
             (Step::Open, _) => None,
@@ -467,21 +566,38 @@ fn resolved_half(record: &StoredMessage) -> Option<u64> {
 }
 
 impl Transactions {
-    /// The check-back task: asks checkers about transactions past their time.
+    /// The check-back task: asks checkers about transactions past their
+    /// time, up to [`MAX_CONCURRENT_CHECKS`] at once, each as soon as it is
+    /// due and a slot is free.
     pub(crate) async fn run_check_back(
         self: Arc<Self>,
         store: Arc<Store>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut persisted_watermark = None;
+        let mut persisted_at = tokio::time::Instant::now();
+        // Dropped on return, which aborts the checks under way; each puts
+        // its transaction back as it was.
+        let mut checks = JoinSet::new();
         loop {
-            let next = self
-                .pending
-                .lock()
-                .values()
-                .filter(|p| !p.resolving)
-                .map(|p| p.next_check_ms)
-                .min();
+            let now = store.clock().now_ms();
+            while checks.len() < MAX_CONCURRENT_CHECKS {
+                let Some((half_offset, group)) = self.open.lock().pop_due(now) else {
+                    break;
+                };
+                let transactions = Arc::clone(&self);
+                let store = Arc::clone(&store);
+                checks.spawn(async move {
+                    let result = transactions.check_one(&store, half_offset, &group).await;
+                    (half_offset, result)
+                });
+            }
+            // With every slot busy, the next due check waits for a slot.
+            let next = if checks.len() < MAX_CONCURRENT_CHECKS {
+                self.open.lock().next_due()
+            } else {
+                None
+            };
             let sleep = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(store.clock().instant_at(at)).await,
@@ -489,38 +605,36 @@ impl Transactions {
                 }
             };
             tokio::select! {
+                _ = stop.changed() => return,
+                Some(joined) = checks.join_next(), if !checks.is_empty() => {
+                    match joined {
+                        Ok((_, Ok(()))) => {}
+                        Ok((half_offset, Err(e))) => {
+                            tracing::warn!(half_offset, error = %e, "transaction check-back failed");
+                            if matches!(e, BrokerError::ShuttingDown | BrokerError::StorageFailed(_)) {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "a transaction check-back task failed"),
+                    }
+                    // The watermark moves once the checks under way are
+                    // done, or now and then while they keep coming.
+                    if !checks.is_empty() && persisted_at.elapsed() < WATERMARK_EVERY {
+                        continue;
+                    }
+                }
                 () = sleep => {}
                 () = self.wake.notified() => continue,
-                _ = stop.changed() => return,
             }
             if *stop.borrow() {
                 return;
             }
-            let now = store.clock().now_ms();
-            let due: Vec<(u64, String)> = self
-                .pending
-                .lock()
-                .iter()
-                .filter(|(_, p)| !p.resolving && p.next_check_ms <= now)
-                .map(|(offset, p)| (*offset, p.producer_group.clone()))
-                .collect();
-            for (half_offset, group) in due {
-                if let Err(e) = self.check_one(&store, half_offset, &group).await {
-                    tracing::warn!(half_offset, error = %e, "transaction check-back failed");
-                    if matches!(e, BrokerError::ShuttingDown | BrokerError::StorageFailed(_)) {
-                        return;
-                    }
-                }
-            }
-            let watermark = {
-                let pending = self.pending.lock();
-                pending.keys().next().copied()
-            };
-            let watermark = watermark.unwrap_or_else(|| {
+            let watermark = self.oldest_open().unwrap_or_else(|| {
                 store
                     .queue(HALF_TOPIC, 0)
                     .map_or(0, |q| q.consume_queue_len())
             });
+            persisted_at = tokio::time::Instant::now();
             if persisted_watermark != Some(watermark) {
                 // An atomic file write (fsyncs and a rename): on the
                 // blocking pool, not on a runtime worker.
@@ -541,10 +655,17 @@ impl Transactions {
         }
     }
 
+    /// Asks about one half taken out of line by [`OpenSet::pop_due`], and
+    /// puts it back in line however the check ends.
     async fn check_one(&self, store: &Store, half_offset: u64, group: &str) -> Result<()> {
+        let _checking = Checking {
+            transactions: self,
+            half_offset,
+        };
         let step = self
-            .pending
+            .open
             .lock()
+            .by_half
             .get(&half_offset)
             .map(|p| p.step.clone());
         match step {
@@ -581,8 +702,8 @@ impl Transactions {
             }
             TransactionState::Unknown => {
                 let give_up = {
-                    let mut pending = self.pending.lock();
-                    let Some(entry) = pending.get_mut(&half_offset) else {
+                    let mut open = self.open.lock();
+                    let Some(entry) = open.by_half.get_mut(&half_offset) else {
                         return Ok(());
                     };
                     entry.checks += 1;
@@ -602,6 +723,22 @@ impl Transactions {
                 Ok(())
             }
         }
+    }
+}
+
+/// A half being checked; dropped, it waits in line for its next check.
+struct Checking<'a> {
+    transactions: &'a Transactions,
+    half_offset: u64,
+}
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        let mut open = self.transactions.open.lock();
+        if let Some(pending) = open.by_half.get_mut(&self.half_offset) {
+            pending.checking = false;
+        }
+        open.requeue(self.half_offset);
     }
 }
 
@@ -745,5 +882,40 @@ mod tests {
             assert_eq!(transactions.pending_count(), 0, "{fail_at:?}: reopened");
             assert_eq!(real_messages(&store), 1, "{fail_at:?}: after recovery");
         }
+    }
+
+    fn pending(next_check_ms: i64) -> Pending {
+        Pending {
+            producer_group: "seckill".into(),
+            checks: 0,
+            next_check_ms,
+            step: Step::Open,
+            resolving: false,
+            checking: false,
+        }
+    }
+
+    #[test]
+    fn open_halves_come_due_in_order_of_their_next_check() {
+        let mut open = OpenSet::default();
+        assert!(open.insert(5, pending(300)), "the only one is first");
+        assert!(open.insert(7, pending(100)), "due before the first");
+        assert!(!open.insert(9, pending(200)));
+        assert_eq!(open.next_due(), Some(100));
+        assert_eq!(open.pop_due(50), None, "none due yet");
+        assert_eq!(open.pop_due(250).map(|(h, _)| h), Some(7));
+        assert_eq!(open.pop_due(250).map(|(h, _)| h), Some(9));
+        assert_eq!(open.pop_due(250), None);
+        // Being checked, a half is not due again until it is put back.
+        assert_eq!(open.next_due(), Some(300));
+        let seven = open.by_half.get_mut(&7).unwrap();
+        seven.checking = false;
+        seven.next_check_ms = 400;
+        open.requeue(7);
+        open.remove(9);
+        assert_eq!(open.by_half.len(), 2);
+        assert_eq!(open.pop_due(1000).map(|(h, _)| h), Some(5));
+        assert_eq!(open.pop_due(1000).map(|(h, _)| h), Some(7));
+        assert!(open.due.is_empty());
     }
 }
