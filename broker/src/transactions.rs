@@ -12,7 +12,18 @@
 //! If the producer never says, the check-back task asks the producer
 //! group's [`TransactionChecker`] once the half is older than the
 //! transaction timeout (6 s), again every check interval (30 s), and rolls
-//! back after 15 unknown answers — RocketMQ's numbers.
+//! back after 15 unknown answers — RocketMQ's numbers. Open halves are
+//! kept in order of their next check, and due ones are asked up to
+//! [`MAX_CONCURRENT_CHECKS`] at a time: when the producers' dependency is
+//! down, every purchase leaves a half open and every checker takes its
+//! full timeout, and a send must not pay for the pile, nor the last half
+//! wait for all before it.
+//!
+//! A commit is decided the moment its real message is appended. If the op
+//! record or the wait for durability fails after that, the open entry
+//! remembers where the real message went ([`Step::RealAppended`]); the
+//! next attempt, by the producer or the check-back, writes only the missing
+//! op record and never appends the real message again.
 //!
 //! At startup the pending set is rebuilt by scanning the log from the
 //! oldest half not yet resolved (a persisted watermark): a half is resolved
@@ -26,13 +37,14 @@
 //! core plus this state. Retention asks it ([`RetentionHold`]) for the
 //! oldest open half, whose record must stay readable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
 use crate::error::{BrokerError, Result};
 use crate::fs_util::write_atomically;
@@ -46,29 +58,222 @@ use crate::types::{HalfMessage, HalfSendResult, SendResult, TransactionChecker, 
 /// How long a checker may take before its answer counts as unknown.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How many check-backs may be waiting for their checkers at once. When a
+/// dependency of the producers is down, every purchase leaves a half open
+/// and every checker takes its full timeout: asked one after another, the
+/// last of N would wait N timeouts.
+const MAX_CONCURRENT_CHECKS: usize = 16;
+
+/// How often the watermark may be persisted while checks keep running.
+const WATERMARK_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 struct Pending {
     producer_group: String,
     checks: u32,
     next_check_ms: i64,
+    /// How far its resolution got.
+    step: Step,
+    /// A resolution (by the producer or the check-back) is under way; no
+    /// other may start until it ends.
+    resolving: bool,
+    /// The check-back is asking its checker.
+    checking: bool,
+}
+
+/// The open transactions, by half offset and by due time.
+///
+/// A half waits in `due` unless it is being checked or resolved; whoever
+/// took it out puts it back with its next check time. Sends, resolutions
+/// and finding the due checks are all logarithmic in the open halves, so
+/// a pile of open transactions does not slow each new one down.
+#[derive(Debug, Default)]
+struct OpenSet {
+    by_half: BTreeMap<u64, Pending>,
+    /// `(next_check_ms, half_offset)` of the halves waiting for a check.
+    due: BTreeSet<(i64, u64)>,
+    /// Halves whose commit is applied ([`Step::RealAppended`]) but not yet
+    /// finished by its op record: no longer open to the producer.
+    committed: usize,
+}
+
+impl OpenSet {
+    /// Adds an open half; true if it is now the first check due.
+    fn insert(&mut self, half_offset: u64, pending: Pending) -> bool {
+        let key = (pending.next_check_ms, half_offset);
+        if let Some(old) = self.by_half.insert(half_offset, pending) {
+            self.forget(half_offset, &old);
+        }
+        self.due.insert(key);
+        metrics::gauge!(HALF_PENDING).set(self.by_half.len() as f64);
+        self.due.first() == Some(&key)
+    }
+
+    fn remove(&mut self, half_offset: u64) {
+        if let Some(old) = self.by_half.remove(&half_offset) {
+            self.forget(half_offset, &old);
+        }
+        metrics::gauge!(HALF_PENDING).set(self.by_half.len() as f64);
+    }
+
+    /// Drops what the other indexes know of a half that left `by_half`.
+    fn forget(&mut self, half_offset: u64, old: &Pending) {
+        self.due.remove(&(old.next_check_ms, half_offset));
+        if matches!(old.step, Step::RealAppended(_)) {
+            self.committed -= 1;
+        }
+    }
+
+    /// Records that the commit of `half_offset` appended its real message.
+    fn mark_committed(&mut self, half_offset: u64, result: SendResult) {
+        if let Some(pending) = self.by_half.get_mut(&half_offset) {
+            if matches!(pending.step, Step::Open) {
+                self.committed += 1;
+            }
+            pending.step = Step::RealAppended(result);
+        }
+    }
+
+    /// Halves neither committed nor rolled back.
+    fn open_count(&self) -> usize {
+        self.by_half.len() - self.committed
+    }
+
+    /// Puts a half that was being checked or resolved back in line, unless
+    /// the other of the two still holds it.
+    fn requeue(&mut self, half_offset: u64) {
+        if let Some(pending) = self.by_half.get(&half_offset)
+            && !pending.resolving
+            && !pending.checking
+        {
+            self.due.insert((pending.next_check_ms, half_offset));
+        }
+    }
+
+    /// When the first waiting check is due.
+    fn next_due(&self) -> Option<i64> {
+        self.due.first().map(|&(at, _)| at)
+    }
+
+    /// Takes out the first check due by `now`, marking it being checked:
+    /// its half offset and producer group.
+    fn pop_due(&mut self, now: i64) -> Option<(u64, String)> {
+        let &(at, half_offset) = self.due.first()?;
+        if at > now {
+            return None;
+        }
+        self.due.pop_first();
+        let pending = self
+            .by_half
+            .get_mut(&half_offset)
+            .expect("a due half is open");
+        pending.checking = true;
+        Some((half_offset, pending.producer_group.clone()))
+    }
+}
+
+/// How far the resolution of an open transaction got.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Neither committed nor rolled back.
+    Open,
+    /// Committed: the real message is in the log (here), its op record or
+    /// its durability is missing. Only the op record may still be written.
+    RealAppended(SendResult),
+}
+
+/// What an attempt to end a transaction found. "Resolved already" is an
+/// outcome, not an error: an error means the attempt failed and the
+/// transaction stays open.
+#[derive(Debug)]
+enum Resolution {
+    /// Committed now: where the real message is.
+    Committed(SendResult),
+    /// Rolled back now.
+    RolledBack,
+    /// A rollback was asked, but the real message was appended by an
+    /// earlier commit that failed later: the commit stands (its op record
+    /// is written now).
+    CommittedEarlier,
+    /// No open transaction has that half offset: it is resolved already,
+    /// or was never sent.
+    NotOpen,
+    /// Another resolution of the same half is under way.
+    InProgress,
 }
 
 /// Open transactions and the registered checkers.
 #[derive(Debug)]
 pub(crate) struct Transactions {
     watermark_path: PathBuf,
-    pending: Mutex<BTreeMap<u64, Pending>>,
+    open: Mutex<OpenSet>,
     checkers: RwLock<HashMap<String, Arc<dyn TransactionChecker>>>,
     wake: Notify,
+    /// A failure to inject once into the next commit, after its real
+    /// message is appended (tests of the resolution steps).
+    #[cfg(test)]
+    fail_after_append: Mutex<Option<(FailPoint, BrokerError)>>,
+}
+
+/// Where a test makes a commit fail after its real message is in the log.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailPoint {
+    /// The op record's append fails.
+    OpRecord,
+    /// The wait for durability fails (the op record is appended).
+    DurableWait,
+}
+
+/// An open transaction claimed by one resolution. Dropped unfinished (an
+/// error, or the caller's future dropped), it puts the transaction back,
+/// keeping the step it reached.
+struct Claim<'a> {
+    transactions: &'a Transactions,
+    store: &'a Store,
+    half_offset: u64,
+    finished: bool,
+}
+
+impl Claim<'_> {
+    /// The transaction is resolved: it leaves the open set.
+    fn finish(mut self) {
+        self.finished = true;
+        self.transactions.open.lock().remove(self.half_offset);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let now = self.store.clock().now_ms();
+        let mut open = self.transactions.open.lock();
+        if let Some(pending) = open.by_half.get_mut(&self.half_offset) {
+            pending.resolving = false;
+            // Not resolved after all: the check-back tries again, no sooner
+            // than one interval from now if it was due already.
+            if pending.next_check_ms <= now {
+                pending.next_check_ms =
+                    now + self.store.config().transaction_check_interval.as_millis() as i64;
+            }
+        }
+        open.requeue(self.half_offset);
+        drop(open);
+        self.transactions.wake.notify_one();
+    }
 }
 
 impl Transactions {
     pub(crate) fn new(watermark_path: PathBuf) -> Self {
         Transactions {
             watermark_path,
-            pending: Mutex::new(BTreeMap::new()),
+            open: Mutex::new(OpenSet::default()),
             checkers: RwLock::new(HashMap::new()),
             wake: Notify::new(),
+            #[cfg(test)]
+            fail_after_append: Mutex::new(None),
         }
     }
 
@@ -88,35 +293,24 @@ impl Transactions {
     }
 
     fn insert(&self, half_offset: u64, pending: Pending) {
-        let mut map = self.pending.lock();
         // Wake the check-back task only if this check comes before every
         // one it is already sleeping towards (rarely: new halves are due
         // last), not once per transaction.
-        let earliest = map
-            .values()
-            .all(|p| p.next_check_ms > pending.next_check_ms);
-        map.insert(half_offset, pending);
-        metrics::gauge!(HALF_PENDING).set(map.len() as f64);
-        drop(map);
+        let earliest = self.open.lock().insert(half_offset, pending);
         if earliest {
             self.wake.notify_one();
         }
     }
 
-    fn take(&self, half_offset: u64) -> Option<Pending> {
-        let mut map = self.pending.lock();
-        let taken = map.remove(&half_offset);
-        metrics::gauge!(HALF_PENDING).set(map.len() as f64);
-        taken
-    }
-
     /// The lowest half offset still open.
     pub(crate) fn oldest_open(&self) -> Option<u64> {
-        self.pending.lock().keys().next().copied()
+        self.open.lock().by_half.keys().next().copied()
     }
 
+    /// Half messages neither committed nor rolled back (a commit counts
+    /// from the moment its real message is appended).
     pub(crate) fn pending_count(&self) -> usize {
-        self.pending.lock().len()
+        self.open.lock().open_count()
     }
 
     /// Registers the checker asked about `producer_group`'s open
@@ -158,6 +352,9 @@ impl Transactions {
                         producer_group,
                         checks: 0,
                         next_check_ms: record.store_timestamp_ms + timeout,
+                        step: Step::Open,
+                        resolving: false,
+                        checking: false,
                     },
                 );
             } else if let Some(half) = resolved_half(&record) {
@@ -212,6 +409,9 @@ impl Transactions {
                 producer_group: producer_group.to_owned(),
                 checks: 0,
                 next_check_ms: now + store.config().transaction_timeout.as_millis() as i64,
+                step: Step::Open,
+                resolving: false,
+                checking: false,
             },
         );
         store.wait_durable(end).await?;
@@ -223,58 +423,115 @@ impl Transactions {
 
     /// Commits or rolls back the transaction of the half message at
     /// `half_offset`; a commit returns where the real message landed.
+    /// Ending a transaction that is not open is refused.
     pub(crate) async fn resolve(
         &self,
         store: &Store,
         half_offset: u64,
         state: TransactionState,
     ) -> Result<Option<SendResult>> {
-        let Some(pending) = self.take(half_offset) else {
-            return Err(BrokerError::InvalidArgument(format!(
+        match self.end(store, half_offset, state).await? {
+            Resolution::Committed(result) => Ok(Some(result)),
+            Resolution::RolledBack => Ok(None),
+            Resolution::CommittedEarlier => Err(BrokerError::InvalidArgument(format!(
+                "the transaction with half offset {half_offset} is committed already; it cannot be rolled back"
+            ))),
+            Resolution::NotOpen => Err(BrokerError::InvalidArgument(format!(
                 "no open transaction with half offset {half_offset} (resolved already, or never sent)"
-            )));
-        };
-        let result = apply_resolution(store, half_offset, state).await;
-        if result.is_err() {
-            // Not resolved after all: the check-back will ask again.
-            self.insert(half_offset, pending);
+            ))),
+            Resolution::InProgress => Err(BrokerError::InvalidArgument(format!(
+                "the transaction with half offset {half_offset} is being resolved; ask again"
+            ))),
         }
-        result
     }
-}
 
-/// Applies an ending: a commit appends the real message, then either
-/// ending appends its op record, and both wait for durability.
-async fn apply_resolution(
-    store: &Store,
-    half_offset: u64,
-    state: TransactionState,
-) -> Result<Option<SendResult>> {
-    let committed = match state {
-        TransactionState::Commit => {
-            let half = store.read(HALF_TOPIC, 0, half_offset)?;
-            let (mut message, queue_id) = restore_real(half.message)?;
-            message.properties.remove(property::PRODUCER_GROUP);
-            message
-                .properties
-                .insert(property::HALF_OFFSET.into(), half_offset.to_string());
-            let (mut results, _) = store.append(queue_id, vec![message])?;
-            results.pop()
-        }
-        TransactionState::Rollback => None,
-        TransactionState::Unknown => {
+    /// Ends the transaction at `half_offset` as `state` says, from the step
+    /// its resolution reached: a commit appends the real message (once,
+    /// ever), then either ending appends its op record, and both wait for
+    /// durability. On an error the transaction stays open with its step.
+    async fn end(
+        &self,
+        store: &Store,
+        half_offset: u64,
+        state: TransactionState,
+    ) -> Result<Resolution> {
+        if state == TransactionState::Unknown {
             return Err(BrokerError::InvalidArgument(
                 "a transaction ends with commit or rollback, not unknown".into(),
             ));
         }
-    };
-    let op = Message::new(HALF_OP_TOPIC, half_offset.to_string()).with_tags(match state {
-        TransactionState::Commit => "commit",
-        _ => "rollback",
-    });
-    let (_, end) = store.append(0, vec![op])?;
-    store.wait_durable(end).await?;
-    Ok(committed)
+        let step = {
+            let mut open = self.open.lock();
+            let open = &mut *open;
+            match open.by_half.get_mut(&half_offset) {
+                None => return Ok(Resolution::NotOpen),
+                Some(pending) if pending.resolving => return Ok(Resolution::InProgress),
+                Some(pending) => {
+                    pending.resolving = true;
+                    open.due.remove(&(pending.next_check_ms, half_offset));
+                    pending.step.clone()
+                }
+            }
+        };
+        let claim = Claim {
+            transactions: self,
+            store,
+            half_offset,
+            finished: false,
+        };
+        let committed = match (step, state) {
+            (Step::RealAppended(result), _) => Some(result),
+            (Step::Open, TransactionState::Commit) => {
+                let result = append_real(store, half_offset)?;
+                // Recorded before anything else can fail: from here on the
+                // commit is decided.
+                self.open.lock().mark_committed(half_offset, result.clone());
+                Some(result)
+            }
+            (Step::Open, _) => None,
+        };
+        let op = Message::new(HALF_OP_TOPIC, half_offset.to_string()).with_tags(
+            if committed.is_some() {
+                "commit"
+            } else {
+                "rollback"
+            },
+        );
+        #[cfg(test)]
+        let injected = if committed.is_some() {
+            self.fail_after_append.lock().take()
+        } else {
+            None
+        };
+        #[cfg(test)]
+        if let Some((FailPoint::OpRecord, e)) = injected {
+            return Err(e);
+        }
+        let (_, end) = store.append(0, vec![op])?;
+        #[cfg(test)]
+        if let Some((FailPoint::DurableWait, e)) = injected {
+            return Err(e);
+        }
+        store.wait_durable(end).await?;
+        claim.finish();
+        Ok(match (committed, state) {
+            (Some(result), TransactionState::Commit) => Resolution::Committed(result),
+            (Some(_), _) => Resolution::CommittedEarlier,
+            (None, _) => Resolution::RolledBack,
+        })
+    }
+}
+
+/// Appends the real message of the half at `half_offset`, tagged with it.
+fn append_real(store: &Store, half_offset: u64) -> Result<SendResult> {
+    let half = store.read(HALF_TOPIC, 0, half_offset)?;
+    let (mut message, queue_id) = restore_real(half.message)?;
+    message.properties.remove(property::PRODUCER_GROUP);
+    message
+        .properties
+        .insert(property::HALF_OFFSET.into(), half_offset.to_string());
+    let (mut results, _) = store.append(queue_id, vec![message])?;
+    Ok(results.pop().expect("one result"))
 }
 
 /// The half message at `half_offset`, as a checker sees it.
@@ -309,15 +566,38 @@ fn resolved_half(record: &StoredMessage) -> Option<u64> {
 }
 
 impl Transactions {
-    /// The check-back task: asks checkers about transactions past their time.
+    /// The check-back task: asks checkers about transactions past their
+    /// time, up to [`MAX_CONCURRENT_CHECKS`] at once, each as soon as it is
+    /// due and a slot is free.
     pub(crate) async fn run_check_back(
         self: Arc<Self>,
         store: Arc<Store>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut persisted_watermark = None;
+        let mut persisted_at = tokio::time::Instant::now();
+        // Dropped on return, which aborts the checks under way; each puts
+        // its transaction back as it was.
+        let mut checks = JoinSet::new();
         loop {
-            let next = self.pending.lock().values().map(|p| p.next_check_ms).min();
+            let now = store.clock().now_ms();
+            while checks.len() < MAX_CONCURRENT_CHECKS {
+                let Some((half_offset, group)) = self.open.lock().pop_due(now) else {
+                    break;
+                };
+                let transactions = Arc::clone(&self);
+                let store = Arc::clone(&store);
+                checks.spawn(async move {
+                    let result = transactions.check_one(&store, half_offset, &group).await;
+                    (half_offset, result)
+                });
+            }
+            // With every slot busy, the next due check waits for a slot.
+            let next = if checks.len() < MAX_CONCURRENT_CHECKS {
+                self.open.lock().next_due()
+            } else {
+                None
+            };
             let sleep = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(store.clock().instant_at(at)).await,
@@ -325,38 +605,36 @@ impl Transactions {
                 }
             };
             tokio::select! {
+                _ = stop.changed() => return,
+                Some(joined) = checks.join_next(), if !checks.is_empty() => {
+                    match joined {
+                        Ok((_, Ok(()))) => {}
+                        Ok((half_offset, Err(e))) => {
+                            tracing::warn!(half_offset, error = %e, "transaction check-back failed");
+                            if matches!(e, BrokerError::ShuttingDown | BrokerError::StorageFailed(_)) {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "a transaction check-back task failed"),
+                    }
+                    // The watermark moves once the checks under way are
+                    // done, or now and then while they keep coming.
+                    if !checks.is_empty() && persisted_at.elapsed() < WATERMARK_EVERY {
+                        continue;
+                    }
+                }
                 () = sleep => {}
                 () = self.wake.notified() => continue,
-                _ = stop.changed() => return,
             }
             if *stop.borrow() {
                 return;
             }
-            let now = store.clock().now_ms();
-            let due: Vec<(u64, String)> = self
-                .pending
-                .lock()
-                .iter()
-                .filter(|(_, p)| p.next_check_ms <= now)
-                .map(|(offset, p)| (*offset, p.producer_group.clone()))
-                .collect();
-            for (half_offset, group) in due {
-                if let Err(e) = self.check_one(&store, half_offset, &group).await {
-                    tracing::warn!(half_offset, error = %e, "transaction check-back failed");
-                    if matches!(e, BrokerError::ShuttingDown | BrokerError::StorageFailed(_)) {
-                        return;
-                    }
-                }
-            }
-            let watermark = {
-                let pending = self.pending.lock();
-                pending.keys().next().copied()
-            };
-            let watermark = watermark.unwrap_or_else(|| {
+            let watermark = self.oldest_open().unwrap_or_else(|| {
                 store
                     .queue(HALF_TOPIC, 0)
                     .map_or(0, |q| q.consume_queue_len())
             });
+            persisted_at = tokio::time::Instant::now();
             if persisted_watermark != Some(watermark) {
                 // An atomic file write (fsyncs and a rename): on the
                 // blocking pool, not on a runtime worker.
@@ -377,7 +655,30 @@ impl Transactions {
         }
     }
 
+    /// Asks about one half taken out of line by [`OpenSet::pop_due`], and
+    /// puts it back in line however the check ends.
     async fn check_one(&self, store: &Store, half_offset: u64, group: &str) -> Result<()> {
+        let _checking = Checking {
+            transactions: self,
+            half_offset,
+        };
+        let step = self
+            .open
+            .lock()
+            .by_half
+            .get(&half_offset)
+            .map(|p| p.step.clone());
+        match step {
+            // Resolved meanwhile: nothing left to do.
+            None => return Ok(()),
+            // Committed, but its op record is missing: nothing to ask.
+            Some(Step::RealAppended(_)) => {
+                self.end(store, half_offset, TransactionState::Commit)
+                    .await?;
+                return Ok(());
+            }
+            Some(Step::Open) => {}
+        }
         let checker = self.checkers.read().get(group).cloned();
         let state = match checker {
             Some(checker) => {
@@ -393,17 +694,16 @@ impl Transactions {
             .increment(1);
         match state {
             TransactionState::Commit | TransactionState::Rollback => {
-                // Resolved meanwhile by the producer: nothing left to do.
-                match self.resolve(store, half_offset, state).await {
-                    Ok(_) => Ok(()),
-                    Err(BrokerError::InvalidArgument(_)) => Ok(()),
-                    Err(e) => Err(e),
-                }
+                // Whatever the outcome (resolved now, meanwhile by the
+                // producer, or being resolved by it), the check-back is done;
+                // an error leaves the transaction open for the next check.
+                self.end(store, half_offset, state).await?;
+                Ok(())
             }
             TransactionState::Unknown => {
                 let give_up = {
-                    let mut pending = self.pending.lock();
-                    let Some(entry) = pending.get_mut(&half_offset) else {
+                    let mut open = self.open.lock();
+                    let Some(entry) = open.by_half.get_mut(&half_offset) else {
                         return Ok(());
                     };
                     entry.checks += 1;
@@ -417,17 +717,28 @@ impl Transactions {
                         group,
                         "no answer after the maximum checks; rolling back"
                     );
-                    match self
-                        .resolve(store, half_offset, TransactionState::Rollback)
-                        .await
-                    {
-                        Ok(_) | Err(BrokerError::InvalidArgument(_)) => {}
-                        Err(e) => return Err(e),
-                    }
+                    self.end(store, half_offset, TransactionState::Rollback)
+                        .await?;
                 }
                 Ok(())
             }
         }
+    }
+}
+
+/// A half being checked; dropped, it waits in line for its next check.
+struct Checking<'a> {
+    transactions: &'a Transactions,
+    half_offset: u64,
+}
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        let mut open = self.transactions.open.lock();
+        if let Some(pending) = open.by_half.get_mut(&self.half_offset) {
+            pending.checking = false;
+        }
+        open.requeue(self.half_offset);
     }
 }
 
@@ -441,5 +752,170 @@ impl RetentionHold for Transactions {
             )),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::config::{BrokerConfig, FlushMode};
+    use crate::record::tag_hash;
+
+    fn open(dir: &std::path::Path) -> (Arc<Store>, Arc<Transactions>) {
+        let mut config = BrokerConfig::new(dir);
+        config.flush = FlushMode::async_default();
+        config.max_disk_usage_ratio = 1.0;
+        let store = Store::open(config, |m| tag_hash(&m.tags)).expect("open the store");
+        let transactions = Transactions::new(store.paths().transaction_watermark_file());
+        transactions.restore_from(&store).expect("restore");
+        (Arc::new(store), Arc::new(transactions))
+    }
+
+    /// Always gives the same answer and counts the questions.
+    #[derive(Debug)]
+    struct Answer(TransactionState, AtomicU32);
+
+    #[async_trait]
+    impl TransactionChecker for Answer {
+        async fn check(&self, _half: &HalfMessage) -> TransactionState {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0
+        }
+    }
+
+    fn order() -> Message {
+        Message::new("orders", "order 1").with_key("o-1")
+    }
+
+    /// Real messages in the `orders` topic, however they are visible.
+    fn real_messages(store: &Store) -> u64 {
+        store.queue("orders", 0).unwrap().consume_queue_len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_that_fails_after_its_real_message_is_appended_is_never_appended_again() {
+        let injected = [
+            (
+                FailPoint::OpRecord,
+                BrokerError::DiskFull {
+                    used_percent: 97.0,
+                    limit_percent: 95.0,
+                },
+            ),
+            (
+                FailPoint::DurableWait,
+                BrokerError::FlushTimeout(Duration::from_secs(5)),
+            ),
+        ];
+        for (fail_at, error) in injected {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, transactions) = open(dir.path());
+            store.create_topic("orders", 1).unwrap();
+            let half = transactions
+                .send_half(&store, "seckill", 0, order())
+                .await
+                .unwrap();
+            *transactions.fail_after_append.lock() = Some((fail_at, error));
+            assert!(
+                transactions
+                    .resolve(&store, half.half_offset, TransactionState::Commit)
+                    .await
+                    .is_err(),
+                "{fail_at:?}: the injected failure is reported"
+            );
+            assert_eq!(
+                real_messages(&store),
+                1,
+                "{fail_at:?}: the real message is in"
+            );
+            assert_eq!(
+                transactions.oldest_open(),
+                Some(half.half_offset),
+                "{fail_at:?}: kept until its op record is written"
+            );
+
+            // The check-back asks the producer, which says commit…
+            let checker = Arc::new(Answer(TransactionState::Commit, AtomicU32::new(0)));
+            transactions.register_checker("seckill", checker.clone());
+            let (stop, stopped) = watch::channel(false);
+            let check_back =
+                tokio::spawn(Arc::clone(&transactions).run_check_back(Arc::clone(&store), stopped));
+            if fail_at == FailPoint::DurableWait {
+                // …or the producer retries its commit first, and is told
+                // where the real message went.
+                let retried = transactions
+                    .resolve(&store, half.half_offset, TransactionState::Commit)
+                    .await;
+                assert!(
+                    matches!(&retried, Ok(Some(r)) if r.queue_offset == 0),
+                    "{fail_at:?}: the retry answers {retried:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            assert_eq!(
+                real_messages(&store),
+                1,
+                "{fail_at:?}: the transaction was committed twice"
+            );
+            assert_eq!(transactions.pending_count(), 0, "{fail_at:?}: still open");
+            assert_eq!(
+                transactions.oldest_open(),
+                None,
+                "{fail_at:?}: the op record was never written"
+            );
+            assert_eq!(
+                checker.1.load(Ordering::SeqCst),
+                0,
+                "{fail_at:?}: a decided commit needs no question"
+            );
+            stop.send(true).unwrap();
+            check_back.await.unwrap();
+            drop(transactions);
+            drop(store);
+
+            // After a crash the commit is not applied again either.
+            let (store, transactions) = open(dir.path());
+            assert_eq!(transactions.pending_count(), 0, "{fail_at:?}: reopened");
+            assert_eq!(real_messages(&store), 1, "{fail_at:?}: after recovery");
+        }
+    }
+
+    fn pending(next_check_ms: i64) -> Pending {
+        Pending {
+            producer_group: "seckill".into(),
+            checks: 0,
+            next_check_ms,
+            step: Step::Open,
+            resolving: false,
+            checking: false,
+        }
+    }
+
+    #[test]
+    fn open_halves_come_due_in_order_of_their_next_check() {
+        let mut open = OpenSet::default();
+        assert!(open.insert(5, pending(300)), "the only one is first");
+        assert!(open.insert(7, pending(100)), "due before the first");
+        assert!(!open.insert(9, pending(200)));
+        assert_eq!(open.next_due(), Some(100));
+        assert_eq!(open.pop_due(50), None, "none due yet");
+        assert_eq!(open.pop_due(250).map(|(h, _)| h), Some(7));
+        assert_eq!(open.pop_due(250).map(|(h, _)| h), Some(9));
+        assert_eq!(open.pop_due(250), None);
+        // Being checked, a half is not due again until it is put back.
+        assert_eq!(open.next_due(), Some(300));
+        let seven = open.by_half.get_mut(&7).unwrap();
+        seven.checking = false;
+        seven.next_check_ms = 400;
+        open.requeue(7);
+        open.remove(9);
+        assert_eq!(open.by_half.len(), 2);
+        assert_eq!(open.pop_due(1000).map(|(h, _)| h), Some(5));
+        assert_eq!(open.pop_due(1000).map(|(h, _)| h), Some(7));
+        assert!(open.due.is_empty());
     }
 }

@@ -254,3 +254,89 @@ async fn a_commit_whose_op_record_was_lost_is_not_committed_again() {
     assert_eq!(checker.calls(), 0);
     assert_eq!(pull_all(&broker, "orders", 0, 0).await.len(), 1);
 }
+
+/// Takes longer than the check timeout to answer, and counts how many
+/// questions are open at once.
+#[derive(Debug, Default)]
+struct SlowChecker {
+    calls: AtomicU32,
+    in_flight: AtomicU32,
+    max_in_flight: AtomicU32,
+}
+
+/// Counts a question as answered however it ends (the broker's timeout
+/// drops the future).
+struct InFlight<'a>(&'a AtomicU32);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl TransactionChecker for SlowChecker {
+    async fn check(&self, _half: &HalfMessage) -> TransactionState {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let _in_flight = InFlight(&self.in_flight);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        TransactionState::Commit
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn due_halves_are_checked_concurrently_so_a_slow_checker_does_not_serialize_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    broker.create_topic("orders", 1).unwrap();
+    let checker = Arc::new(SlowChecker::default());
+    broker.register_checker("seckill", checker.clone());
+    // A Redis outage: every purchase leaves its half open.
+    const HALVES: u32 = 40;
+    for n in 0..HALVES {
+        broker.send_half("seckill", 0, order(n)).await.unwrap();
+    }
+    let started = tokio::time::Instant::now();
+    // All are due at the 6 s transaction timeout; each question times out
+    // after 5 s. Checked one after another, the last would be asked after
+    // 6 + 39 × 5 s; at most 16 at a time, all are asked within three
+    // timeouts.
+    tokio::time::sleep(Duration::from_secs(6 + 3 * 5 + 1)).await;
+    assert_eq!(
+        checker.calls.load(Ordering::SeqCst),
+        HALVES,
+        "halves asked about after {:?} of paused time",
+        started.elapsed()
+    );
+    let max = checker.max_in_flight.load(Ordering::SeqCst);
+    assert!(
+        (2..=16).contains(&max),
+        "{max} questions at once: concurrent, with a bound"
+    );
+    // Every answer was unknown (timed out): nothing committed, all still
+    // open for the next check.
+    assert_eq!(broker.open_transactions(), HALVES as usize);
+    assert!(pull_all(&broker, "orders", 0, 0).await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_producer_may_commit_while_its_half_is_being_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    broker.create_topic("orders", 1).unwrap();
+    let checker = Arc::new(SlowChecker::default());
+    broker.register_checker("seckill", checker.clone());
+    let half = broker.send_half("seckill", 0, order(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(checker.calls.load(Ordering::SeqCst), 1, "being checked");
+    broker
+        .end_transaction(half.half_offset, TransactionState::Commit)
+        .await
+        .expect("the producer's commit is not refused");
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(checker.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(broker.open_transactions(), 0);
+    assert_eq!(pull_all(&broker, "orders", 0, 0).await.len(), 1);
+}
