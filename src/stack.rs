@@ -5,12 +5,18 @@
 //! when no deployment is given, and what the audit can then inspect
 //! directly.
 //!
-//! One shutdown token stops it ([`Stack::stop`]), in the order a clean
-//! stop needs: every listener stops accepting and finishes its requests
-//! (each purchase ends its transaction before answering); the worker
-//! finishes its batch, commits its offsets and leaves its group; the
-//! followers end; the broker flushes, persists its offsets and removes its
-//! abort marker, so the next open of its directory reports a clean stop.
+//! It is composed of each service's own `App` — seckill's, the worker's,
+//! the gateway's, the ones their binaries run — so the stack serves what
+//! a deployment serves, in-process where a deployment has a network.
+//!
+//! One shutdown token stops it ([`Stack::stop`], [`Stack::shutdown_token`]),
+//! in the order a clean stop needs: the gateway and the stack's other
+//! listeners stop accepting and finish their requests (each purchase ends
+//! its transaction before answering); the worker finishes its batch,
+//! commits its offsets and leaves its group; seckill drains, its followers
+//! and heartbeat end, and its broker flushes, persists its offsets and
+//! removes its abort marker, so the next open of its directory reports a
+//! clean stop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,11 +25,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use broker::{Broker, BrokerConfig, FlushMode};
-use gateway::{ActivitySource, Edge, EdgeSettings, FlagFeed, Upstream, Upstreams};
+use gateway::app::GatewayApp;
+use gateway::{ActivitySource, Edge, EdgeSettings, Upstream, Upstreams};
 use loadtest::audit::{AuditInput, ItemFacts, OrderFact, QueuedAnswer};
+use order_worker::app::WorkerApp;
 use order_worker::{DEFAULT_GROUP, OrderStore, OrderWorker, WorkerSettings};
 use parking_lot::Mutex;
-use seckill::{Activity, EmbeddedScripts, ORDERS_TOPIC, RedisScripts, Seckill, StockStore};
+use seckill::{Activity, ORDERS_TOPIC, Seckill, SeckillConfig, StockStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -91,48 +99,48 @@ pub struct Stack {
     orders: OrderStore,
     seckill: Arc<Seckill>,
     worker: Arc<OrderWorker>,
-    /// Stops every listener.
+    /// The stack's one shutdown token: cancelling it (here or through
+    /// [`Stack::shutdown_token`]) stops everything, in order.
     shutdown: CancellationToken,
-    /// The listeners, each ending once drained after `shutdown`.
-    servers: Mutex<Vec<JoinHandle<()>>>,
-    /// Followers and other background work, ended at stop.
-    tasks: Vec<JoinHandle<()>>,
+    /// Stage one of the stop: the gateway and every other listener of
+    /// the stack's own (the live page) stop accepting and drain.
+    edge_stop: CancellationToken,
+    /// The gateway and the listeners served beside it, stopped together.
+    servers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// The stop in progress or done, with its outcome.
+    stopping: tokio::sync::Mutex<Option<JoinHandle<anyhow::Result<()>>>>,
 }
 
 impl Stack {
-    /// Starts everything and pre-warms the items.
+    /// Starts everything and pre-warms the items. Each service is its own
+    /// `App` — the same that its binary runs — with the parts that must be
+    /// shared in one process handed across: seckill's broker to the worker,
+    /// its store to the worker and the gateway, its routes and the worker's
+    /// as the gateway's in-process upstreams.
     pub async fn start(config: StackConfig) -> anyhow::Result<Stack> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+
+        // Seckill, with its broker and the stock store (embedded or Redis).
         let mut broker_config = BrokerConfig::new(config.data_dir.join("broker"));
         broker_config.flush = config.flush;
-        let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config))
-            .await?
-            .context("the broker")?;
-        let shutdown = CancellationToken::new();
-        let mut servers = Vec::new();
-
-        let mut tasks = Vec::new();
-        let embedded = match &config.redis_url {
-            Some(_) => None,
-            None => Some(Arc::new(EmbeddedScripts::new()?)),
-        };
-        let store = match (&config.redis_url, &embedded) {
-            (Some(url), _) => {
-                let scripts = RedisScripts::connect(url, 32)?;
-                scripts.ping().await.context("cannot reach Redis")?;
-                StockStore::new(Arc::new(scripts), config.key_prefix.clone())
-            }
-            (None, Some(scripts)) => StockStore::new(scripts.clone(), config.key_prefix.clone()),
-            (None, None) => unreachable!("embedded is set when Redis is not"),
-        };
-        let seckill = Seckill::new(broker.clone(), store.clone(), 1)?;
-        let feed = match (&config.redis_url, &embedded) {
-            (Some(url), _) => FlagFeed::Redis(url),
-            (None, Some(scripts)) => FlagFeed::Embedded(scripts),
-            (None, None) => FlagFeed::None,
-        };
-        tasks.extend(seckill.follow_flags(feed, seckill::FLAG_RESYNC_INTERVAL));
+        let seckill_app = seckill::App::build(
+            SeckillConfig {
+                listen: config.seckill_listen.unwrap_or(loopback),
+                redis_url: config.redis_url.clone(),
+                redis_pool_size: 32,
+                key_prefix: config.key_prefix.clone(),
+                broker: broker_config,
+                ..SeckillConfig::embedded(config.data_dir.join("broker"))
+            },
+            None,
+        )
+        .await
+        .context("seckill")?;
+        let seckill = Arc::clone(seckill_app.seckill());
+        let store = seckill.store().clone();
+        let broker = seckill.broker().clone();
         for (item, stock) in &config.items {
             seckill.activities().upsert(Activity {
                 item: item.clone(),
@@ -144,6 +152,7 @@ impl Stack {
             store.prewarm(item, *stock).await?;
         }
 
+        // The order worker, consuming this process's broker directly.
         let database_url = config.database_url.clone().unwrap_or_else(|| {
             format!(
                 "sqlite://{}?mode=rwc",
@@ -164,7 +173,14 @@ impl Stack {
             store.clone(),
         );
         worker.add_broker("local", Arc::new(broker.clone()));
+        let worker_app = WorkerApp::with_worker(
+            Arc::clone(&worker),
+            config.worker_listen.unwrap_or(loopback),
+            None,
+        )
+        .await?;
 
+        // The gateway, with both services as in-process upstreams.
         let edge = Edge::new(
             EdgeSettings {
                 user_rps: config.user_rps,
@@ -173,10 +189,7 @@ impl Stack {
             ActivitySource::Shared(Arc::clone(seckill.activities())),
             Some(store.clone()),
             Upstreams::new(
-                vec![Upstream::in_process(
-                    "seckill",
-                    seckill::http::router(Arc::clone(&seckill)),
-                )],
+                vec![Upstream::in_process("seckill", seckill_app.router())],
                 Duration::from_secs(5),
             ),
             Upstreams::new(
@@ -188,43 +201,57 @@ impl Stack {
             ),
             None,
         );
-        let feed = match (&config.redis_url, &embedded) {
-            (Some(url), _) => FlagFeed::Redis(url),
-            (None, Some(scripts)) => FlagFeed::Embedded(scripts),
-            (None, None) => FlagFeed::None,
-        };
-        tasks.extend(edge.start(feed));
-        if let Some(listen) = config.seckill_listen {
-            let router = seckill::http::router(Arc::clone(&seckill));
-            servers.push(serve_router(listen, router, &shutdown).await?.1);
-        }
-        if let Some(listen) = config.worker_listen {
-            let router = order_worker::http::router(Arc::clone(&worker), None);
-            servers.push(serve_router(listen, router, &shutdown).await?.1);
-        }
-        let listener = TcpListener::bind(config.gateway_listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.gateway_listen))?;
-        let addr = listener.local_addr()?;
-        let timeout = edge.settings().header_read_timeout;
-        let gateway = gateway::http::router(edge, None);
-        servers.push(tokio::spawn(gateway::server::serve(
-            listener,
-            gateway,
-            timeout,
-            shutdown.clone().cancelled_owned(),
-        )));
-        Ok(Stack {
+        let gateway_app =
+            GatewayApp::with_edge(edge, seckill_app.flag_feed(), config.gateway_listen, None)
+                .await?;
+        let addr = gateway_app.local_addr();
+
+        // The stop, in order, when the one token is cancelled.
+        let shutdown = CancellationToken::new();
+        let edge_stop = CancellationToken::new();
+        let (worker_stop, seckill_stop) = (CancellationToken::new(), CancellationToken::new());
+        let gateway =
+            tokio::spawn(gateway_app.run_until_stopped(edge_stop.clone().cancelled_owned()));
+        let worker_served =
+            tokio::spawn(worker_app.run_until_stopped(worker_stop.clone().cancelled_owned()));
+        let seckill_served =
+            tokio::spawn(seckill_app.run_until_stopped(seckill_stop.clone().cancelled_owned()));
+        let stack = Stack {
             addr,
             broker,
             store,
             orders,
             seckill,
             worker,
-            shutdown,
-            servers: Mutex::new(servers),
-            tasks,
-        })
+            shutdown: shutdown.clone(),
+            edge_stop: edge_stop.clone(),
+            servers: Arc::new(Mutex::new(vec![gateway])),
+            stopping: tokio::sync::Mutex::new(None),
+        };
+        let servers = Arc::clone(&stack.servers);
+        let stages = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            // 1. The edge: no new requests; those in flight finish (each
+            //    purchase ends its transaction before answering).
+            edge_stop.cancel();
+            let listeners: Vec<_> = std::mem::take(&mut *servers.lock());
+            for listener in listeners {
+                drain(listener).await;
+            }
+            // 2. The worker: the batch in hand is written and committed,
+            //    the group left.
+            worker_stop.cancel();
+            let worker_result = worker_served.await.context("the worker task")?;
+            // 3. Seckill: its API drains, followers and heartbeat end, the
+            //    broker flushes, persists offsets and removes its marker.
+            seckill_stop.cancel();
+            let seckill_result = seckill_served.await.context("the seckill task")?;
+            worker_result.context("order worker")?;
+            seckill_result.context("seckill")?;
+            Ok(())
+        });
+        *stack.stopping.try_lock().expect("not shared yet") = Some(stages);
+        Ok(stack)
     }
 
     /// Serves `router` on `listen` beside the stack's own listeners:
@@ -235,7 +262,7 @@ impl Stack {
         listen: SocketAddr,
         router: axum::Router,
     ) -> anyhow::Result<SocketAddr> {
-        let (addr, server) = serve_router(listen, router, &self.shutdown).await?;
+        let (addr, server) = serve_router(listen, router, &self.edge_stop).await?;
         self.servers.lock().push(server);
         Ok(addr)
     }
@@ -316,25 +343,30 @@ impl Stack {
         .await
     }
 
-    /// Stops cleanly, in the order of the module doc; callable through
-    /// any handle, once (later calls find nothing left to stop).
+    /// The stack's shutdown token: cancelling it stops the whole stack in
+    /// the order of the module doc ([`Stack::stop`] also waits for it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops cleanly, in the order of the module doc, and waits until it
+    /// is done; callable through any handle (later calls find it done).
     pub async fn stop(&self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        let servers: Vec<_> = std::mem::take(&mut *self.servers.lock());
-        for server in servers {
-            // A connection that will not finish within the limit is cut:
-            // its request is the client's to retry.
-            let abort = server.abort_handle();
-            if tokio::time::timeout(DRAIN_LIMIT, server).await.is_err() {
-                abort.abort();
-            }
+        let mut stopping = self.stopping.lock().await;
+        match stopping.take() {
+            Some(stages) => stages.await.context("the stop task")?,
+            None => Ok(()),
         }
-        self.worker.stop().await;
-        for task in &self.tasks {
-            task.abort();
-        }
-        self.broker.shutdown().await.context("broker shutdown")?;
-        Ok(())
+    }
+}
+
+/// Waits for a listener to drain; one that will not finish within
+/// [`DRAIN_LIMIT`] is cut (its requests are the clients' to retry).
+async fn drain(listener: JoinHandle<()>) {
+    let abort = listener.abort_handle();
+    if tokio::time::timeout(DRAIN_LIMIT, listener).await.is_err() {
+        abort.abort();
     }
 }
 

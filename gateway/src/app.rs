@@ -76,11 +76,24 @@ impl GatewayApp {
             Some(url) => FlagFeed::Redis(url),
             None => FlagFeed::None,
         };
-        let tasks = edge.start(feed);
-        let listener = TcpListener::bind(config.listen)
+        let app = GatewayApp::with_edge(edge, feed, config.listen, metrics).await?;
+        tracing::info!(listen = %app.local_addr(), upstreams = ?config.upstreams, "gateway ready");
+        Ok(app)
+    }
+
+    /// A gateway over an edge built by the caller (the all-in-one binary's,
+    /// with in-process upstreams): starts the edge's background work on
+    /// `feed` and binds `listen`.
+    pub async fn with_edge(
+        edge: Arc<Edge>,
+        feed: FlagFeed<'_>,
+        listen: SocketAddr,
+        metrics: Option<PrometheusHandle>,
+    ) -> anyhow::Result<GatewayApp> {
+        let listener = TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        tracing::info!(listen = %config.listen, upstreams = ?config.upstreams, "gateway ready");
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let tasks = edge.start(feed);
         Ok(GatewayApp {
             listener,
             edge,

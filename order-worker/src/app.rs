@@ -51,10 +51,21 @@ impl WorkerApp {
             worker.add_broker(url, Arc::new(client));
         }
         worker.watch_registry(registry);
-        let listener = TcpListener::bind(config.listen)
+        let app = WorkerApp::with_worker(worker, config.listen, metrics).await?;
+        tracing::info!(listen = %app.local_addr(), rate = config.settings.rate_per_second, "order worker ready");
+        Ok(app)
+    }
+
+    /// The order API over a worker built by the caller (the all-in-one
+    /// binary's, handed its broker directly), bound to `listen`.
+    pub async fn with_worker(
+        worker: Arc<OrderWorker>,
+        listen: SocketAddr,
+        metrics: Option<PrometheusHandle>,
+    ) -> anyhow::Result<WorkerApp> {
+        let listener = TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        tracing::info!(listen = %config.listen, rate = config.settings.rate_per_second, "order worker ready");
+            .with_context(|| format!("cannot listen on {listen}"))?;
         Ok(WorkerApp {
             listener,
             worker,

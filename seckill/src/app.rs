@@ -38,6 +38,16 @@ pub struct App {
     registry: Arc<dyn BrokerRegistry>,
     address: String,
     tasks: Vec<JoinHandle<()>>,
+    /// Where the store publishes flag changes: Redis at this URL, or the
+    /// embedded store in this process.
+    flag_source: FlagSource,
+}
+
+/// The store's publications, for whoever else in the process follows them.
+#[derive(Debug)]
+enum FlagSource {
+    Redis(String),
+    Embedded(Arc<EmbeddedScripts>),
 }
 
 impl App {
@@ -64,30 +74,36 @@ impl App {
             .unwrap_or_else(|| format!("http://{local}"));
 
         let mut tasks = Vec::new();
-        let (seckill, registry): (Arc<Seckill>, Arc<dyn BrokerRegistry>) = match &config.redis_url {
-            Some(url) => {
-                let scripts = RedisScripts::connect(url, config.redis_pool_size)?;
-                scripts.ping().await?;
-                let store = StockStore::new(Arc::new(scripts), config.key_prefix.clone());
-                let seckill = Seckill::new(broker, store, config.node_id)
-                    .map_err(|e| SeckillError::Store(e.to_string()))?;
-                tasks.extend(seckill.follow_flags(FlagFeed::Redis(url), FLAG_RESYNC_INTERVAL));
-                (
-                    seckill,
-                    Arc::new(RedisRegistry::new(url, &config.key_prefix)?),
-                )
-            }
-            None => {
-                let scripts = Arc::new(EmbeddedScripts::new()?);
-                let store = StockStore::new(scripts.clone(), config.key_prefix.clone());
-                let seckill = Seckill::new(broker, store, config.node_id)
-                    .map_err(|e| SeckillError::Store(e.to_string()))?;
-                tasks.extend(
-                    seckill.follow_flags(FlagFeed::Embedded(&scripts), FLAG_RESYNC_INTERVAL),
-                );
-                (seckill, Arc::new(LocalRegistry::default()))
-            }
-        };
+        let (seckill, registry, flag_source): (Arc<Seckill>, Arc<dyn BrokerRegistry>, FlagSource) =
+            match &config.redis_url {
+                Some(url) => {
+                    let scripts = RedisScripts::connect(url, config.redis_pool_size)?;
+                    scripts.ping().await?;
+                    let store = StockStore::new(Arc::new(scripts), config.key_prefix.clone());
+                    let seckill = Seckill::new(broker, store, config.node_id)
+                        .map_err(|e| SeckillError::Store(e.to_string()))?;
+                    tasks.extend(seckill.follow_flags(FlagFeed::Redis(url), FLAG_RESYNC_INTERVAL));
+                    (
+                        seckill,
+                        Arc::new(RedisRegistry::new(url, &config.key_prefix)?),
+                        FlagSource::Redis(url.clone()),
+                    )
+                }
+                None => {
+                    let scripts = Arc::new(EmbeddedScripts::new()?);
+                    let store = StockStore::new(scripts.clone(), config.key_prefix.clone());
+                    let seckill = Seckill::new(broker, store, config.node_id)
+                        .map_err(|e| SeckillError::Store(e.to_string()))?;
+                    tasks.extend(
+                        seckill.follow_flags(FlagFeed::Embedded(&scripts), FLAG_RESYNC_INTERVAL),
+                    );
+                    (
+                        seckill,
+                        Arc::new(LocalRegistry::default()),
+                        FlagSource::Embedded(scripts),
+                    )
+                }
+            };
         tasks.push(start_heartbeat(Arc::clone(&registry), address.clone()).await?);
 
         let mut router =
@@ -103,7 +119,24 @@ impl App {
             registry,
             address,
             tasks,
+            flag_source,
         })
+    }
+
+    /// The service's routes (purchase, admin, the broker's API), for a
+    /// caller in this process that serves them itself — the all-in-one
+    /// gateway calls them as an in-process upstream.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The store's flag publications, for another follower in this
+    /// process (the all-in-one gateway's edge).
+    pub fn flag_feed(&self) -> FlagFeed<'_> {
+        match &self.flag_source {
+            FlagSource::Redis(url) => FlagFeed::Redis(url),
+            FlagSource::Embedded(scripts) => FlagFeed::Embedded(scripts),
+        }
     }
 
     /// The address the server is bound to (port 0 resolved).

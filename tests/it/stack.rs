@@ -57,9 +57,9 @@ async fn spike_and_audit(redis_url: Option<String>, database_url: Option<String>
             .filter(|s| s.outcome == outcome)
             .count()
     };
-    let queued = count(Outcome::Queued);
+    let (queued, shed) = (count(Outcome::Queued), count(Outcome::Shed));
     eprintln!(
-        "{} requests: {queued} queued, {} sold out, {} duplicate, {} rate limited, {} errors",
+        "{} requests: {queued} queued, {} sold out, {} duplicate, {} rate limited, {shed} unavailable, {} errors",
         records.len(),
         count(Outcome::SoldOut),
         count(Outcome::Duplicate),
@@ -67,10 +67,14 @@ async fn spike_and_audit(redis_url: Option<String>, database_url: Option<String>
         count(Outcome::Error),
     );
     assert_eq!(count(Outcome::Error), 0);
-    assert_eq!(
-        queued as u64,
-        STOCK + STOCK / 3,
-        "demand far exceeds stock: all sold"
+    // Demand far exceeds stock: every unit is sold, except where a buyer
+    // was told to retry (503: a store call timed out on a busy machine;
+    // the replay does not retry) — never a false "sold out".
+    assert!(queued as u64 <= STOCK + STOCK / 3);
+    assert!(
+        (queued + shed) as u64 >= STOCK + STOCK / 3,
+        "{queued} queued and {shed} told to retry, for {} units",
+        STOCK + STOCK / 3
     );
     assert!(count(Outcome::SoldOut) > 0);
 
