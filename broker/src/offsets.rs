@@ -5,6 +5,10 @@
 //! `topic@group` offsets every 5 s. The file is replaced atomically (tmp +
 //! fsync + rename + directory fsync), so a crash leaves the previous
 //! snapshot: consumers may see a few messages again, never skip one.
+//!
+//! A commit only moves an offset forward ([`OffsetStore::advance`]); moving
+//! one back is a reset ([`OffsetStore::reset`]), which only the broker's
+//! explicit reset ("message backtrack") does.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -64,7 +68,24 @@ impl OffsetStore {
         self.offsets.read().get(key).copied()
     }
 
-    pub(crate) fn set(&self, key: OffsetKey, offset: u64) {
+    /// Moves an offset forward (or keeps it): a commit never lowers one.
+    pub(crate) fn advance(&self, key: OffsetKey, offset: u64) -> Result<()> {
+        let mut offsets = self.offsets.write();
+        if let Some(&committed) = offsets.get(&key)
+            && offset < committed
+        {
+            return Err(BrokerError::OffsetBackwards {
+                committed,
+                requested: offset,
+            });
+        }
+        offsets.insert(key, offset);
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Sets an offset anywhere, lower too: only an explicit reset does this.
+    pub(crate) fn reset(&self, key: OffsetKey, offset: u64) {
         self.offsets.write().insert(key, offset);
         self.dirty.store(true, Ordering::Release);
     }
@@ -118,9 +139,9 @@ mod tests {
         let path = dir.path().join("config/consumer_offsets.json");
         let store = OffsetStore::open(path.clone()).unwrap();
         let key = ("g".to_string(), "orders".to_string(), 2);
-        store.set(key.clone(), 41);
+        store.advance(key.clone(), 41).unwrap();
         store.persist().unwrap();
-        store.set(key.clone(), 42);
+        store.advance(key.clone(), 42).unwrap();
         assert_eq!(OffsetStore::open(path.clone()).unwrap().get(&key), Some(41));
         store.persist().unwrap();
         assert_eq!(OffsetStore::open(path).unwrap().get(&key), Some(42));

@@ -75,6 +75,8 @@ impl ApiError {
                 B::InvalidTopic { .. } => (StatusCode::BAD_REQUEST, "invalid_topic"),
                 B::TopicConflict { .. } => (StatusCode::CONFLICT, "topic_conflict"),
                 B::GroupModeConflict { .. } => (StatusCode::CONFLICT, "group_mode_conflict"),
+                B::Fenced(_) => (StatusCode::CONFLICT, "fenced"),
+                B::OffsetBackwards { .. } => (StatusCode::CONFLICT, "offset_backwards"),
                 B::MessageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_large"),
                 B::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                 B::StorageFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
