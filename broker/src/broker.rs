@@ -37,7 +37,7 @@ use crate::config::BrokerConfig;
 use crate::consumer_groups::GroupRegistry;
 use crate::delay_scheduler::{self, DelayScheduler};
 use crate::error::{BrokerError, Result};
-use crate::metrics::{CONSUMER_LAG, DLQ_MESSAGES};
+use crate::metrics::{CONSUMER_LAG, DLQ_MESSAGES, group_lag};
 use crate::offsets::OffsetStore;
 use crate::pull;
 use crate::record::{Message, StoredMessage};
@@ -380,6 +380,12 @@ impl Broker {
         self.inner.lag()
     }
 
+    /// Times the committed-offsets file was written since open: only when
+    /// an offset changed since the last write.
+    pub fn offset_file_writes(&self) -> u64 {
+        self.inner.offsets.writes()
+    }
+
     /// fdatasync calls of the commit log so far: in sync mode one covers
     /// every write waiting at that moment (group commit).
     pub fn log_syncs(&self) -> u64 {
@@ -489,7 +495,7 @@ impl Broker {
             self.check_commit(group, topic, queue_id, offset)?;
             self.inner
                 .offsets
-                .reset((group.to_owned(), topic.to_owned(), queue_id), offset);
+                .reset((group.to_owned(), topic.to_owned(), queue_id), offset)?;
             moved.push((queue_id, offset));
         }
         self.inner.groups.bump_generation(group);
@@ -606,6 +612,7 @@ impl Inner {
             .consume_queue_flush_interval
             .min(config.offset_persist_interval)
             .max(Duration::from_millis(10));
+        let mut published_lag = std::collections::BTreeMap::new();
         loop {
             {
                 let mut stopped = stop.0.lock();
@@ -636,10 +643,18 @@ impl Inner {
                         .set(queue.visible_len() as f64);
                 }
             }
-            for lag in self.lag() {
-                metrics::gauge!(CONSUMER_LAG, "group" => lag.group, "topic" => lag.topic, "queue" => lag.queue_id.to_string())
-                    .set(lag.lag as f64);
+            let lag = group_lag(&self.lag(), &self.groups.snapshot());
+            // The `metrics` facade cannot delete a series: a group that
+            // went away is published once more as 0, then no longer.
+            for gone in published_lag.keys().filter(|k| !lag.contains_key(*k)) {
+                let (group, topic) = gone.clone();
+                metrics::gauge!(CONSUMER_LAG, "group" => group, "topic" => topic).set(0.0);
             }
+            for ((group, topic), behind) in &lag {
+                metrics::gauge!(CONSUMER_LAG, "group" => group.clone(), "topic" => topic.clone())
+                    .set(*behind as f64);
+            }
+            published_lag = lag;
         }
     }
 

@@ -17,6 +17,11 @@
 //! Generations come from one counter for the whole registry, so they never
 //! repeat, not even for a group that went away and came back.
 //!
+//! A group whose last member leaves or expires is removed, so the registry
+//! holds only groups that are consuming; its committed offsets stay (in
+//! `offsets.rs`), so a group that is empty for a while — every worker
+//! restarting — resumes where it was.
+//!
 //! **Fencing.** A member learns that it lost a queue only at its next
 //! heartbeat, so for a while two members may consume the same queue. The
 //! registry therefore keeps, for every queue of a clustering group, who owns
@@ -199,12 +204,18 @@ impl GroupRegistry {
         };
         let group = groups.get_mut(group_name).ok_or_else(unknown)?;
         self.expire(group, now, generation);
+        if group.members.is_empty() {
+            groups.remove(group_name);
+            return Err(unknown());
+        }
+        let group = groups.get_mut(group_name).ok_or_else(unknown)?;
         let entry = group.members.get_mut(member).ok_or_else(unknown)?;
         entry.last_seen = now;
         Ok(assign(group_name, group, member, &queue_count))
     }
 
-    /// Removes a member; its queues go to the others at their next heartbeat.
+    /// Removes a member; its queues go to the others at their next
+    /// heartbeat. The last member's leave removes the group.
     pub(crate) fn leave(&self, group_name: &str, member: &str) -> Result<()> {
         let mut state = self.state.lock();
         let State { groups, generation } = &mut *state;
@@ -216,6 +227,9 @@ impl GroupRegistry {
                 })
             })
             .is_some();
+        if groups.get(group_name).is_some_and(|g| g.members.is_empty()) {
+            groups.remove(group_name);
+        }
         if removed {
             Ok(())
         } else {
@@ -264,6 +278,11 @@ impl GroupRegistry {
         };
         let group = groups.get_mut(group_name).ok_or_else(unknown)?;
         self.expire(group, now, last);
+        if group.members.is_empty() {
+            groups.remove(group_name);
+            return Err(unknown());
+        }
+        let group = groups.get_mut(group_name).ok_or_else(unknown)?;
         if !group.members.contains_key(member) {
             return Err(unknown());
         }
@@ -298,21 +317,30 @@ impl GroupRegistry {
         let now = Instant::now();
         let mut state = self.state.lock();
         let State { groups, generation } = &mut *state;
-        groups.get_mut(group_name).is_some_and(|group| {
-            self.expire(group, now, generation);
-            group.mode == ConsumeMode::Clustering && !group.members.is_empty()
-        })
+        let Some(group) = groups.get_mut(group_name) else {
+            return false;
+        };
+        self.expire(group, now, generation);
+        if group.members.is_empty() {
+            groups.remove(group_name);
+            return false;
+        }
+        group.mode == ConsumeMode::Clustering
     }
 
-    /// Groups with their mode and live members (for stats).
+    /// Groups with their mode and live members (for stats). Groups left
+    /// without members are removed here too.
     pub(crate) fn snapshot(&self) -> Vec<(String, ConsumeMode, Vec<String>)> {
         let now = Instant::now();
         let mut state = self.state.lock();
         let State { groups, generation } = &mut *state;
+        for group in groups.values_mut() {
+            self.expire(group, now, generation);
+        }
+        groups.retain(|_, group| !group.members.is_empty());
         let mut out: Vec<_> = groups
             .iter_mut()
             .map(|(name, group)| {
-                self.expire(group, now, generation);
                 (
                     name.clone(),
                     group.mode,
@@ -501,5 +529,56 @@ mod tests {
             ),
             Err(BrokerError::TopicNotFound(_))
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn issue_8_a_group_whose_last_member_leaves_or_expires_is_removed() {
+        let registry = GroupRegistry::new(Duration::from_secs(30));
+        let counts = |t: &str| (t == "orders").then_some(8);
+        join(&registry, "a", ConsumeMode::Clustering).unwrap();
+        join(&registry, "b", ConsumeMode::Clustering).unwrap();
+        registry.leave("g", "a").unwrap();
+        assert_eq!(registry.snapshot().len(), 1, "b is still there");
+        registry.leave("g", "b").unwrap();
+        assert!(registry.snapshot().is_empty(), "{:?}", registry.snapshot());
+        assert!(registry.state.lock().groups.is_empty());
+
+        // Expiry: the silent member goes, and its group with it, whichever
+        // call notices first.
+        let before = join(&registry, "a", ConsumeMode::Clustering).unwrap();
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(registry.snapshot().is_empty());
+        assert!(registry.state.lock().groups.is_empty());
+        join(&registry, "a", ConsumeMode::Clustering).unwrap();
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(matches!(
+            registry.heartbeat("g", "a", counts),
+            Err(BrokerError::UnknownMember { .. })
+        ));
+        assert!(registry.state.lock().groups.is_empty());
+
+        // A group that comes back starts from a generation never used.
+        let again = join(&registry, "a", ConsumeMode::Clustering).unwrap();
+        assert!(again.generation > before.generation);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn issue_8_groups_made_up_by_joins_do_not_accumulate() {
+        let registry = GroupRegistry::new(Duration::from_secs(30));
+        for n in 0..1_000 {
+            let request = JoinRequest {
+                group: format!("made-up-{n}"),
+                member: "m".into(),
+                mode: ConsumeMode::Clustering,
+                topics: vec!["orders".into()],
+            };
+            registry
+                .join(&request, |t| (t == "orders").then_some(8))
+                .unwrap();
+        }
+        assert_eq!(registry.snapshot().len(), 1_000);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(registry.snapshot().is_empty());
+        assert!(registry.state.lock().groups.is_empty());
     }
 }

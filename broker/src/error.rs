@@ -126,6 +126,15 @@ pub enum BrokerError {
         /// The offset the commit asked for.
         requested: u64,
     },
+    /// A commit under a new offset owner when the broker already keeps
+    /// offsets for `max` owners. Owners already known still commit.
+    #[error(
+        "offsets are kept for at most {max} owners (groups or group%member); refusing a new one"
+    )]
+    OffsetOwnerLimit {
+        /// The bound.
+        max: usize,
+    },
     /// The flush that would make a write durable did not finish in time.
     /// The message may or may not be in the log.
     #[error("flush did not complete within {0:?}; the message may or may not be stored")]

@@ -77,6 +77,7 @@ impl ApiError {
                 B::GroupModeConflict { .. } => (StatusCode::CONFLICT, "group_mode_conflict"),
                 B::Fenced(_) => (StatusCode::CONFLICT, "fenced"),
                 B::OffsetBackwards { .. } => (StatusCode::CONFLICT, "offset_backwards"),
+                B::OffsetOwnerLimit { .. } => (StatusCode::CONFLICT, "offset_owner_limit"),
                 B::MessageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_large"),
                 B::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                 B::StorageFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
