@@ -489,16 +489,22 @@ impl Broker {
             .topic(topic)
             .ok_or_else(|| BrokerError::TopicNotFound(topic.to_owned()))?
             .queues;
+        // Find the targets first (they read the store), then move every
+        // offset and fence the group's tasks in one step.
         let mut moved = Vec::with_capacity(queues as usize);
         for queue_id in 0..queues {
             let offset = time_lookup::reset_target(store, topic, queue_id, to)?;
             self.check_commit(group, topic, queue_id, offset)?;
-            self.inner
-                .offsets
-                .reset((group.to_owned(), topic.to_owned(), queue_id), offset)?;
             moved.push((queue_id, offset));
         }
-        self.inner.groups.bump_generation(group);
+        self.inner.groups.reset_under_lock(group, || {
+            for &(queue_id, offset) in &moved {
+                self.inner
+                    .offsets
+                    .reset((group.to_owned(), topic.to_owned(), queue_id), offset)?;
+            }
+            Ok(())
+        })?;
         Ok(moved)
     }
 

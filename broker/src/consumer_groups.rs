@@ -240,17 +240,24 @@ impl GroupRegistry {
         }
     }
 
-    /// Tells a group's members that something changed (their offsets were
-    /// reset): the generation moves on, and every ownership starts anew at
-    /// it, so a commit from a task that read its offset before the reset is
-    /// fenced.
-    pub(crate) fn bump_generation(&self, group_name: &str) {
+    /// Runs `reset` (an offset reset of the group) with the registry
+    /// locked, then tells the group's members: the generation moves on and
+    /// every ownership starts anew at it, so a commit from a task that read
+    /// its offset before the reset is fenced. Holding the lock keeps every
+    /// fenced commit either before the reset or after the new generation.
+    pub(crate) fn reset_under_lock<T>(
+        &self,
+        group_name: &str,
+        reset: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         let mut state = self.state.lock();
+        let result = reset();
         let State { groups, generation } = &mut *state;
         if let Some(group) = groups.get_mut(group_name) {
             group.owners.clear();
             group.bump(generation);
         }
+        result
     }
 
     /// Runs `commit` if `member` of clustering group `group_name` owns
