@@ -128,3 +128,72 @@ async fn issue_11_a_queue_lost_and_won_back_fences_the_old_task_and_a_reset_move
         Err(BrokerError::UnknownMember { .. })
     ));
 }
+
+#[tokio::test]
+async fn issue_11_fenced_commits_over_http_answer_409_and_come_back_typed() {
+    use std::sync::Arc;
+
+    use axum::http::StatusCode;
+    use broker::{ConsumerApi, QueueSelector};
+
+    use crate::http_helpers::{expect_error, spawn_app};
+
+    let app = spawn_app().await;
+    app.client.create_topic("t", 2).await.unwrap();
+    let sent: Vec<Message> = (0..4).map(|n| Message::new("t", body(n))).collect();
+    app.client
+        .send(&sent, QueueSelector::Queue(0))
+        .await
+        .unwrap();
+    let api: Arc<dyn ConsumerApi> = Arc::new(app.client.clone());
+    let join = |member: &str| JoinRequest {
+        group: "g".into(),
+        member: member.into(),
+        mode: ConsumeMode::Clustering,
+        topics: vec!["t".into()],
+    };
+    let a = api.join_group(&join("a")).await.unwrap();
+    api.commit_offset_fenced("g", "a", a.generation, "t", 0, 3)
+        .await
+        .unwrap();
+    let b = api.join_group(&join("b")).await.unwrap();
+    let a_now = api.heartbeat("g", "a").await.unwrap();
+    // Queue 0 stays a's ("a" sorts first); b cannot commit it, nor can the
+    // group without a member, nor a lower offset.
+    let stale = api
+        .commit_offset_fenced("g", "b", b.generation, "t", 0, 4)
+        .await;
+    assert!(matches!(stale, Err(BrokerError::Fenced(_))), "{stale:?}");
+    let back = api
+        .commit_offset_fenced("g", "a", a_now.generation, "t", 0, 2)
+        .await;
+    assert!(
+        matches!(
+            back,
+            Err(BrokerError::OffsetBackwards {
+                committed: 3,
+                requested: 2
+            })
+        ),
+        "{back:?}"
+    );
+    let unfenced = app
+        .post_json(
+            "/broker/offsets",
+            &serde_json::json!({"group": "g", "topic": "t", "queue": 0, "offset": 4}),
+        )
+        .await;
+    expect_error(unfenced, StatusCode::CONFLICT, "fenced").await;
+    let half = app
+        .post_json(
+            "/broker/offsets",
+            &serde_json::json!({"group": "g", "topic": "t", "queue": 0, "offset": 4, "member": "a"}),
+        )
+        .await;
+    expect_error(half, StatusCode::BAD_REQUEST, "invalid_argument").await;
+    assert_eq!(app.broker.committed_offset("g", "t", 0), Some(3));
+    api.commit_offset_fenced("g", "a", a_now.generation, "t", 0, 4)
+        .await
+        .unwrap();
+    assert_eq!(app.broker.committed_offset("g", "t", 0), Some(4));
+}
