@@ -37,7 +37,7 @@ use crate::config::BrokerConfig;
 use crate::consumer_groups::GroupRegistry;
 use crate::delay_scheduler::{self, DelayScheduler};
 use crate::error::{BrokerError, Result};
-use crate::metrics::{CONSUMER_LAG, DLQ_MESSAGES};
+use crate::metrics::{CONSUMER_LAG, DLQ_MESSAGES, group_lag};
 use crate::offsets::OffsetStore;
 use crate::pull;
 use crate::record::{Message, StoredMessage};
@@ -242,7 +242,13 @@ impl Broker {
         self.inner.store.clock().now_ms()
     }
 
-    /// Records that `owner` has consumed `topic`/`queue_id` below `offset`.
+    /// Records that `owner` has consumed `topic`/`queue_id` below `offset`,
+    /// without naming a member: for broadcasting owners (`group%member`),
+    /// tools and groups that are not consuming right now. A clustering
+    /// group with live members takes only fenced commits
+    /// ([`Broker::commit_offset_fenced`]): this refuses with
+    /// [`BrokerError::Fenced`]. A commit never lowers an offset
+    /// ([`BrokerError::OffsetBackwards`]); [`Broker::reset_offsets`] does.
     pub fn commit_offset(
         &self,
         owner: &str,
@@ -250,6 +256,50 @@ impl Broker {
         queue_id: u32,
         offset: u64,
     ) -> Result<()> {
+        self.check_commit(owner, topic, queue_id, offset)?;
+        if self.inner.groups.is_live_clustering(owner) {
+            return Err(BrokerError::Fenced(format!(
+                "group {owner:?} consumes in clustering mode: a commit must name the member \
+                 and the generation of its assignment"
+            )));
+        }
+        self.inner
+            .offsets
+            .advance((owner.to_owned(), topic.to_owned(), queue_id), offset)
+    }
+
+    /// A clustering member's commit: accepted only if `member` owns
+    /// `topic`/`queue_id` now and has owned it without a break since
+    /// `generation`, the [`Assignment::generation`] it consumes under.
+    /// Otherwise [`BrokerError::Fenced`] (or [`BrokerError::UnknownMember`]
+    /// once the member is gone): the member must stop consuming the queue.
+    /// Never lowers an offset ([`BrokerError::OffsetBackwards`]).
+    pub fn commit_offset_fenced(
+        &self,
+        group: &str,
+        member: &str,
+        generation: u64,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> Result<()> {
+        self.check_commit(group, topic, queue_id, offset)?;
+        let queue = crate::types::QueueRef {
+            topic: topic.to_owned(),
+            queue_id,
+        };
+        self.inner
+            .groups
+            .check_owner(group, member, generation, &queue, || {
+                self.inner
+                    .offsets
+                    .advance((group.to_owned(), topic.to_owned(), queue_id), offset)
+            })
+    }
+
+    /// What every commit needs: an owner, an existing queue, an offset
+    /// inside it.
+    fn check_commit(&self, owner: &str, topic: &str, queue_id: u32, offset: u64) -> Result<()> {
         if owner.is_empty() {
             return Err(BrokerError::InvalidArgument(
                 "offset owner (group) must not be empty".into(),
@@ -262,9 +312,6 @@ impl Broker {
                 "offset {offset} is past the end of {topic}/{queue_id} ({max})"
             )));
         }
-        self.inner
-            .offsets
-            .set((owner.to_owned(), topic.to_owned(), queue_id), offset);
         Ok(())
     }
 
@@ -340,6 +387,12 @@ impl Broker {
     /// Lag of every committed offset.
     pub fn lag(&self) -> Vec<LagStats> {
         self.inner.lag()
+    }
+
+    /// Times the committed-offsets file was written since open: only when
+    /// an offset changed since the last write.
+    pub fn offset_file_writes(&self) -> u64 {
+        self.inner.offsets.writes()
     }
 
     /// fdatasync calls of the commit log so far: in sync mode one covers
@@ -423,9 +476,12 @@ impl Broker {
     }
 
     /// Moves `group`'s committed offsets on every queue of `topic` (the
-    /// offset owner as in [`crate::Assignment::offset_owner`]). Members see
-    /// a new generation at their next heartbeat and re-read their offsets.
-    /// Returns the new offset of each queue.
+    /// offset owner as in [`crate::Assignment::offset_owner`]), backwards
+    /// too: the one way to lower an offset. Every ownership of the group
+    /// starts anew, so commits of tasks that read their offsets before the
+    /// reset are fenced; members see a new generation at their next
+    /// heartbeat and re-read their offsets. Returns the new offset of each
+    /// queue.
     pub fn reset_offsets(
         &self,
         group: &str,
@@ -442,13 +498,22 @@ impl Broker {
             .topic(topic)
             .ok_or_else(|| BrokerError::TopicNotFound(topic.to_owned()))?
             .queues;
+        // Find the targets first (they read the store), then move every
+        // offset and fence the group's tasks in one step.
         let mut moved = Vec::with_capacity(queues as usize);
         for queue_id in 0..queues {
             let offset = time_lookup::reset_target(store, topic, queue_id, to)?;
-            self.commit_offset(group, topic, queue_id, offset)?;
+            self.check_commit(group, topic, queue_id, offset)?;
             moved.push((queue_id, offset));
         }
-        self.inner.groups.bump_generation(group);
+        self.inner.groups.reset_under_lock(group, || {
+            for &(queue_id, offset) in &moved {
+                self.inner
+                    .offsets
+                    .reset((group.to_owned(), topic.to_owned(), queue_id), offset)?;
+            }
+            Ok(())
+        })?;
         Ok(moved)
     }
 
@@ -562,6 +627,7 @@ impl Inner {
             .consume_queue_flush_interval
             .min(config.offset_persist_interval)
             .max(Duration::from_millis(10));
+        let mut published_lag = std::collections::BTreeMap::new();
         loop {
             {
                 let mut stopped = stop.0.lock();
@@ -592,10 +658,18 @@ impl Inner {
                         .set(queue.visible_len() as f64);
                 }
             }
-            for lag in self.lag() {
-                metrics::gauge!(CONSUMER_LAG, "group" => lag.group, "topic" => lag.topic, "queue" => lag.queue_id.to_string())
-                    .set(lag.lag as f64);
+            let lag = group_lag(&self.lag(), &self.groups.snapshot());
+            // The `metrics` facade cannot delete a series: a group that
+            // went away is published once more as 0, then no longer.
+            for gone in published_lag.keys().filter(|k| !lag.contains_key(*k)) {
+                let (group, topic) = gone.clone();
+                metrics::gauge!(CONSUMER_LAG, "group" => group, "topic" => topic).set(0.0);
             }
+            for ((group, topic), behind) in &lag {
+                metrics::gauge!(CONSUMER_LAG, "group" => group.clone(), "topic" => topic.clone())
+                    .set(*behind as f64);
+            }
+            published_lag = lag;
         }
     }
 

@@ -46,10 +46,25 @@ pub trait ConsumerApi: Send + Sync {
     async fn dead_letters(&self, group: &str, offset: u64, max: u32) -> Result<PullResult>;
     /// Pulls from one queue, long-polling when it is empty.
     async fn pull(&self, request: &PullRequest) -> Result<PullResult>;
-    /// Commits `owner`'s offset on a queue.
+    /// Commits `owner`'s offset on a queue without naming a member
+    /// (broadcasting owners, tools); see [`crate::Broker::commit_offset`].
     async fn commit_offset(
         &self,
         owner: &str,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> Result<()>;
+    /// A clustering member's commit, fenced by ownership: refused with
+    /// [`crate::BrokerError::Fenced`] when `member` does not own the queue
+    /// now under an assignment of `generation` or later, and with
+    /// [`crate::BrokerError::OffsetBackwards`] below the committed offset.
+    /// See [`crate::Broker::commit_offset_fenced`].
+    async fn commit_offset_fenced(
+        &self,
+        group: &str,
+        member: &str,
+        generation: u64,
         topic: &str,
         queue_id: u32,
         offset: u64,

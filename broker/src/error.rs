@@ -109,6 +109,32 @@ pub enum BrokerError {
         /// The mode asked for.
         requested: &'static str,
     },
+    /// An offset commit from a member that does not own the queue now (it
+    /// was rebalanced away, or the commit is from an older assignment than
+    /// the member's current ownership). The member must stop consuming the
+    /// queue; the message says why.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// A commit would move a committed offset backwards. Only an explicit
+    /// reset ([`crate::Broker::reset_offsets`]) may do that.
+    #[error(
+        "offset {requested} is below the committed offset {committed}; reset offsets to move back"
+    )]
+    OffsetBackwards {
+        /// The offset committed now.
+        committed: u64,
+        /// The offset the commit asked for.
+        requested: u64,
+    },
+    /// A commit under a new offset owner when the broker already keeps
+    /// offsets for `max` owners. Owners already known still commit.
+    #[error(
+        "offsets are kept for at most {max} owners (groups or group%member); refusing a new one"
+    )]
+    OffsetOwnerLimit {
+        /// The bound.
+        max: usize,
+    },
     /// The flush that would make a write durable did not finish in time.
     /// The message may or may not be in the log.
     #[error("flush did not complete within {0:?}; the message may or may not be stored")]

@@ -89,6 +89,8 @@
 //! | 404 | `topic_not_found`, `queue_not_found`, `unknown_member` | no such thing (an unknown member should join again) |
 //! | 405 | `method_not_allowed` | a route that exists, with another method |
 //! | 409 | `topic_conflict`, `group_mode_conflict` | exists with other settings |
+//! | 409 | `fenced`, `offset_backwards` | a commit from a member that does not own the queue now, or below the committed offset (stop consuming the queue) |
+//! | 409 | `offset_owner_limit` | a commit under a new offset owner when the broker keeps offsets for as many owners as it will |
 //! | 413 | `payload_too_large`, `message_too_large` | body over the route limit, record over `max_message_size` |
 //! | 415 | `unsupported_media_type` | a send that is not a message batch, JSON without its content type |
 //! | 422 | `unprocessable` | valid JSON with missing or mistyped fields |

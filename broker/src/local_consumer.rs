@@ -88,6 +88,18 @@ impl ConsumerApi for Broker {
         Broker::commit_offset(self, owner, topic, queue_id, offset)
     }
 
+    async fn commit_offset_fenced(
+        &self,
+        group: &str,
+        member: &str,
+        generation: u64,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> Result<()> {
+        Broker::commit_offset_fenced(self, group, member, generation, topic, queue_id, offset)
+    }
+
     async fn committed_offset(
         &self,
         owner: &str,

@@ -9,9 +9,19 @@
 //! once that returned, i.e. after the database commit. A crash anywhere
 //! before the offset commit means redelivery, which the idempotent writes
 //! absorb.
+//!
+//! Commits are fenced: each names this member and the generation of the
+//! assignment the queue task started under. When the broker refuses one
+//! (the queue went to another member, or someone else committed further),
+//! the task stops at once and wakes the member task to heartbeat now,
+//! rather than consuming a queue that is no longer its own until the next
+//! heartbeat; if the queue is still ours, a fresh task starts from the
+//! committed offset.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use broker::system_topics::{dlq_topic, retry_topic};
 use broker::{
@@ -69,6 +79,8 @@ pub(crate) async fn run_member(
         topics: vec![ORDERS_TOPIC.to_owned(), PAYMENT_TIMEOUTS_TOPIC.to_owned()],
     };
     let mut tasks: HashMap<QueueRef, QueueTask> = HashMap::new();
+    // A queue task that learns it lost its queue wakes the member task.
+    let lost_queue = Arc::new(Notify::new());
     let mut joined = false;
     let mut failures = 0u32;
     loop {
@@ -83,10 +95,12 @@ pub(crate) async fn run_member(
                 failures = 0;
                 let owned: Vec<QueueRef> = assignment.queues;
                 // Queues no longer ours: finish the batch in hand, then stop.
+                // Tasks that stopped themselves (fenced) go too; a queue
+                // still ours gets a fresh task below.
                 let lost: Vec<QueueRef> = tasks
-                    .keys()
-                    .filter(|q| !owned.contains(q))
-                    .cloned()
+                    .iter()
+                    .filter(|(q, task)| !owned.contains(q) || task.guard.0.is_finished())
+                    .map(|(q, _)| q.clone())
                     .collect();
                 for queue in lost {
                     if let Some(task) = tasks.remove(&queue) {
@@ -99,10 +113,16 @@ pub(crate) async fn run_member(
                         continue;
                     }
                     let queue_stop = stop.child_token();
+                    let fence = Fence {
+                        group: assignment.offset_owner.clone(),
+                        member: settings.member.clone(),
+                        generation: assignment.generation,
+                        lost: Arc::clone(&lost_queue),
+                    };
                     let handle = tokio::spawn(run_queue(
                         Arc::clone(&shared),
                         Arc::clone(&api),
-                        assignment.offset_owner.clone(),
+                        fence,
                         queue.clone(),
                         queue_stop.clone(),
                     ));
@@ -135,6 +155,7 @@ pub(crate) async fn run_member(
         }
         tokio::select! {
             () = tokio::time::sleep(settings.heartbeat_interval) => {}
+            () = lost_queue.notified() => {}
             () = stop.cancelled() => break,
         }
     }
@@ -181,18 +202,32 @@ fn is_rated(shared: &Shared, topic: &str) -> bool {
     topic == ORDERS_TOPIC || topic == retry_topic(&shared.settings.group)
 }
 
-/// One owned queue, until `stop`.
+/// Who a queue task commits as: the group (clustering mode, so the group
+/// is the offset owner), this member and the generation of the assignment
+/// that gave it the queue.
+#[derive(Debug)]
+struct Fence {
+    group: String,
+    member: String,
+    generation: u64,
+    /// Woken when the broker says the queue is no longer ours.
+    lost: Arc<Notify>,
+}
+
+/// One owned queue, until `stop` or until the broker says it is no longer
+/// this member's.
 async fn run_queue(
     shared: Arc<Shared>,
     api: Arc<dyn ConsumerApi>,
-    owner: String,
+    fence: Fence,
     queue: QueueRef,
     stop: CancellationToken,
 ) {
+    let owner = &fence.group;
     let QueueRef { topic, queue_id } = &queue;
     let mut failures = 0u32;
     let mut offset = loop {
-        match api.committed_offset(&owner, topic, *queue_id).await {
+        match api.committed_offset(owner, topic, *queue_id).await {
             Ok(offset) => break offset.unwrap_or(0),
             Err(e) => {
                 failures += 1;
@@ -288,7 +323,9 @@ async fn run_queue(
                     return;
                 }
                 offset = result.next_offset;
-                commit(&api, &owner, &queue, offset).await;
+                if commit(&api, &fence, &queue, offset).await.is_err() {
+                    return;
+                }
                 metrics::gauge!(LAG, "topic" => topic_kind(&shared, topic))
                     .set(result.max_offset.saturating_sub(offset) as f64);
             }
@@ -301,7 +338,9 @@ async fn run_queue(
                     "offset out of range; moving"
                 );
                 offset = result.next_offset;
-                commit(&api, &owner, &queue, offset).await;
+                if commit(&api, &fence, &queue, offset).await.is_err() {
+                    return;
+                }
             }
             _ => {}
         }
@@ -321,13 +360,46 @@ fn topic_kind(shared: &Shared, topic: &str) -> &'static str {
     }
 }
 
-/// Commits an offset; a failure is logged and the next commit carries it
-/// (until then a restart redelivers, which is harmless).
-async fn commit(api: &Arc<dyn ConsumerApi>, owner: &str, queue: &QueueRef, offset: u64) {
-    if let Err(e) = api
-        .commit_offset(owner, &queue.topic, queue.queue_id, offset)
-        .await
-    {
-        tracing::warn!(topic = %queue.topic, queue_id = queue.queue_id, offset, error = %e, "offset commit failed");
+/// The queue is no longer this task's: stop consuming it.
+#[derive(Debug)]
+struct QueueLost;
+
+/// Commits an offset, fenced. A transient failure is logged and the next
+/// commit carries it (until then a restart redelivers, which is harmless).
+/// A refusal that says the queue is no longer ours — another member owns
+/// it, our assignment is older than our ownership, someone committed
+/// further, or the group forgot us — wakes the member task and answers
+/// [`QueueLost`]: the task must stop now.
+async fn commit(
+    api: &Arc<dyn ConsumerApi>,
+    fence: &Fence,
+    queue: &QueueRef,
+    offset: u64,
+) -> Result<(), QueueLost> {
+    let result = api
+        .commit_offset_fenced(
+            &fence.group,
+            &fence.member,
+            fence.generation,
+            &queue.topic,
+            queue.queue_id,
+            offset,
+        )
+        .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(
+            e @ (BrokerError::Fenced(_)
+            | BrokerError::OffsetBackwards { .. }
+            | BrokerError::UnknownMember { .. }),
+        ) => {
+            tracing::info!(topic = %queue.topic, queue_id = queue.queue_id, offset, error = %e, "the queue is no longer ours; stopping its task");
+            fence.lost.notify_one();
+            Err(QueueLost)
+        }
+        Err(e) => {
+            tracing::warn!(topic = %queue.topic, queue_id = queue.queue_id, offset, error = %e, "offset commit failed");
+            Ok(())
+        }
     }
 }

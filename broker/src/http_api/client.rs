@@ -473,6 +473,8 @@ impl ConsumerApi for BrokerHttpClient {
             topic: topic.to_owned(),
             queue: queue_id,
             offset,
+            member: None,
+            generation: None,
         };
         let request = self
             .http
@@ -481,6 +483,34 @@ impl ConsumerApi for BrokerHttpClient {
         let context = Context {
             topic: Some(topic),
             ..Context::default()
+        };
+        self.execute(request, context).await.map(drop)
+    }
+
+    async fn commit_offset_fenced(
+        &self,
+        group: &str,
+        member: &str,
+        generation: u64,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> Result<()> {
+        let body = CommitOffset {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            queue: queue_id,
+            offset,
+            member: Some(member.to_owned()),
+            generation: Some(generation),
+        };
+        let request = self
+            .http
+            .post(self.url(&["broker", "offsets"])?)
+            .json(&body);
+        let context = Context {
+            topic: Some(topic),
+            member: Some((group, member)),
         };
         self.execute(request, context).await.map(drop)
     }
@@ -583,10 +613,32 @@ fn error_from_body(status: StatusCode, body: ErrorBody, context: Context<'_>) ->
             },
         ) => BrokerError::TopicNotFound(topic.to_owned()),
         ("shutting_down", _) => BrokerError::ShuttingDown,
+        ("fenced", _) => BrokerError::Fenced(
+            body.error
+                .strip_prefix("fenced: ")
+                .unwrap_or(&body.error)
+                .to_owned(),
+        ),
+        ("offset_backwards", _) if offset_backwards(&body.error).is_some() => {
+            let (requested, committed) = offset_backwards(&body.error).expect("just checked");
+            BrokerError::OffsetBackwards {
+                committed,
+                requested,
+            }
+        }
         (code, _) => {
             BrokerError::Remote(format!("{} ({code}, HTTP {})", body.error, status.as_u16()))
         }
     }
+}
+
+/// The two offsets of [`BrokerError::OffsetBackwards`]'s message
+/// ("offset R is below the committed offset C; …"): (requested, committed).
+fn offset_backwards(message: &str) -> Option<(u64, u64)> {
+    let words: Vec<&str> = message.split_whitespace().collect();
+    let requested = words.get(1)?.parse().ok()?;
+    let committed = words.get(7)?.trim_end_matches(';').parse().ok()?;
+    Some((requested, committed))
 }
 
 fn transport_error(e: reqwest::Error) -> BrokerError {
@@ -640,6 +692,33 @@ mod tests {
             e.to_string(),
             "remote broker: something (topic_conflict, HTTP 409)"
         );
+    }
+
+    #[test]
+    fn fencing_errors_come_back_typed() {
+        let backwards = BrokerError::OffsetBackwards {
+            committed: 39,
+            requested: 32,
+        };
+        let answer = ErrorBody {
+            error: backwards.to_string(),
+            code: "offset_backwards".into(),
+        };
+        assert!(matches!(
+            error_from_body(StatusCode::CONFLICT, answer, Context::default()),
+            BrokerError::OffsetBackwards {
+                committed: 39,
+                requested: 32
+            }
+        ));
+        let fenced = ErrorBody {
+            error: BrokerError::Fenced("it belongs to \"b\" now".into()).to_string(),
+            code: "fenced".into(),
+        };
+        assert!(matches!(
+            error_from_body(StatusCode::CONFLICT, fenced, Context::default()),
+            BrokerError::Fenced(m) if m == "it belongs to \"b\" now"
+        ));
     }
 
     #[test]

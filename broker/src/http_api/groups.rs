@@ -25,9 +25,27 @@ pub(super) async fn commit_offset(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<CommitOffset>,
 ) -> ApiResult<Json<CommitOffset>> {
-    state
-        .broker
-        .commit_offset(&body.group, &body.topic, body.queue, body.offset)?;
+    match (&body.member, body.generation) {
+        (Some(member), Some(generation)) => state.broker.commit_offset_fenced(
+            &body.group,
+            member,
+            generation,
+            &body.topic,
+            body.queue,
+            body.offset,
+        )?,
+        (None, None) => {
+            state
+                .broker
+                .commit_offset(&body.group, &body.topic, body.queue, body.offset)?;
+        }
+        _ => {
+            return Err(BrokerError::InvalidArgument(
+                "a fenced commit names both member and generation".into(),
+            )
+            .into());
+        }
+    }
     Ok(Json(body))
 }
 

@@ -149,6 +149,14 @@ pub struct CommitOffset {
     pub queue: u32,
     /// Everything below this offset is consumed.
     pub offset: u64,
+    /// Clustering mode: the committing member. With `generation`, the
+    /// commit is fenced ([`crate::Broker::commit_offset_fenced`]); without
+    /// both, it is unfenced ([`crate::Broker::commit_offset`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// The generation of the assignment the member consumes under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 /// Query of `GET /broker/offsets`.

@@ -67,7 +67,7 @@ async fn committed_offsets_survive_a_crash_once_persisted() {
     broker.commit_offset("g", "t", 0, 3).unwrap();
     let file = dir.path().join("config/consumer_offsets.json");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&file).is_ok_and(|s| s.contains("\"offset\": 3")) {
+    while !std::fs::read_to_string(&file).is_ok_and(|s| s.contains("\"offset\":3")) {
         assert!(Instant::now() < deadline, "offsets were never persisted");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -335,4 +335,67 @@ async fn tag_filters_skip_other_tags_and_keep_holding_for_a_match() {
     let mut bad = pull_request(0, 0, 0);
     bad.tags = Some("a |".into());
     assert!(broker.pull(&bad).await.is_err());
+}
+
+#[tokio::test]
+async fn issue_8_a_group_whose_last_member_leaves_is_removed_and_its_offsets_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(small_config(dir.path())).unwrap();
+    broker.create_topic("t", 2).unwrap();
+    for n in 0..4 {
+        broker
+            .put((n % 2) as u32, vec![Message::new("t", body(n))])
+            .await
+            .unwrap();
+    }
+    join(&broker, "a", ConsumeMode::Clustering);
+    let b = join(&broker, "b", ConsumeMode::Clustering);
+    let queue = b.queues.iter().find(|q| q.topic == "t").unwrap().queue_id;
+    broker
+        .commit_offset_fenced("g", "b", b.generation, "t", queue, 2)
+        .unwrap();
+    broker.leave_group("g", "a").unwrap();
+    assert_eq!(broker.groups().len(), 1);
+    broker.leave_group("g", "b").unwrap();
+    assert!(broker.groups().is_empty(), "{:?}", broker.groups());
+    // The offsets outlive the group, on disk too, and the group resumes
+    // from them when it comes back.
+    assert_eq!(broker.committed_offset("g", "t", queue), Some(2));
+    broker.shutdown().await.unwrap();
+    let broker = Broker::open(small_config(dir.path())).unwrap();
+    assert!(broker.groups().is_empty());
+    assert_eq!(broker.committed_offset("g", "t", queue), Some(2));
+    join(&broker, "a", ConsumeMode::Clustering);
+    assert_eq!(broker.committed_offset("g", "t", queue), Some(2));
+}
+
+#[tokio::test]
+async fn issue_8_the_offset_file_is_not_rewritten_when_nothing_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(small_config(dir.path())).unwrap();
+    broker.create_topic("t", 1).unwrap();
+    for n in 0..3 {
+        broker
+            .put(0, vec![Message::new("t", body(n))])
+            .await
+            .unwrap();
+    }
+    broker.commit_offset("g", "t", 0, 3).unwrap();
+    broker.commit_offset("g", "t", 0, 3).unwrap();
+    broker.shutdown().await.unwrap();
+    // One write, by the maintenance thread or by the shutdown: not both.
+    assert_eq!(broker.offset_file_writes(), 1);
+    let file = dir.path().join("config/consumer_offsets.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !text.contains('\n') && !text.contains(": "),
+        "not compact: {text}"
+    );
+
+    // Reopened, the same commit changes nothing: the file is left alone.
+    let broker = Broker::open(small_config(dir.path())).unwrap();
+    broker.commit_offset("g", "t", 0, 3).unwrap();
+    broker.shutdown().await.unwrap();
+    assert_eq!(broker.offset_file_writes(), 0);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
 }

@@ -2,6 +2,7 @@
 
 mod consumption;
 mod delays;
+mod group_fencing;
 mod helpers;
 mod http_api;
 mod http_helpers;

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use broker::{Broker, Message, PullRequest, PullStatus};
+use broker::{Broker, BrokerError, Message, PullRequest, PullStatus};
 use proptest::prelude::*;
 
 use crate::helpers::small_config;
@@ -128,13 +128,27 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Commit { queue, at_percent } => {
                 let len = model.queues.get(&queue).map_or(0, Vec::len) as u64;
                 let offset = len * at_percent / 100;
-                broker.commit_offset("g", "t", queue, offset).unwrap();
-                model.committed.insert(queue, offset);
-                model
-                    .ever_committed
-                    .entry(queue)
-                    .or_default()
-                    .insert(offset);
+                let committed = model.committed.get(&queue).copied();
+                let result = broker.commit_offset("g", "t", queue, offset);
+                if let Some(committed) = committed.filter(|c| offset < *c) {
+                    // A commit never moves an offset back (only a reset does).
+                    prop_assert!(
+                        matches!(
+                            result,
+                            Err(BrokerError::OffsetBackwards { committed: c, requested })
+                                if c == committed && requested == offset
+                        ),
+                        "{result:?}"
+                    );
+                } else {
+                    result.unwrap();
+                    model.committed.insert(queue, offset);
+                    model
+                        .ever_committed
+                        .entry(queue)
+                        .or_default()
+                        .insert(offset);
+                }
             }
             Op::Restart { clean } => {
                 if clean {
