@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use service_kit::env_settings::{EnvReader, invalid};
 
-use crate::worker::WorkerSettings;
+use crate::settings::WorkerSettings;
 
 /// Why the settings are unusable.
 #[derive(Debug, thiserror::Error)]

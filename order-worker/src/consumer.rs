@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::handling::handle_batch;
 use crate::metrics::{DLQ_DEPTH, LAG};
 use crate::retrying::backoff;
-use crate::worker::Shared;
+use crate::shared::Shared;
 
 /// Largest pull answer in bytes (orders are ~150 bytes each).
 const MAX_PULL_BYTES: u32 = 4 << 20;

@@ -38,13 +38,8 @@ use tokio_util::sync::CancellationToken;
 use crate::messages::{PaymentTimeout, decode_order};
 use crate::metrics::{BATCH_SIZE, GIVEN_BACK, ORDERS_WRITTEN, RELEASES, TIMEOUTS, WRITE_SECONDS};
 use crate::order_store::{BatchOutcome, CancelOutcome, NewOrder, OrderStoreError};
-use crate::retrying::{database_error_may_pass, retry, retry_until_done};
-use crate::worker::{Counters, Shared};
-
-/// The worker is stopping: the batch was not finished and must not be
-/// committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stopped;
+use crate::retrying::{Stopped, database_error_may_pass, retry, retry_until_done};
+use crate::shared::{Counters, Shared};
 
 type Step<T = ()> = Result<T, Stopped>;
 

@@ -27,6 +27,8 @@ mod rate_gate;
 pub mod reconcile;
 mod retrying;
 mod schema;
+mod settings;
+mod shared;
 mod worker;
 
 pub use messages::{MAX_ORDER_ID_LEN, PaymentTimeout, decode_order, validate_order_id};

@@ -25,10 +25,14 @@ use std::future::Future;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
-use crate::handling::Stopped;
 use crate::metrics::DB_RETRIES;
 use crate::order_store::OrderStoreError;
-use crate::worker::Shared;
+use crate::shared::Shared;
+
+/// The worker is stopping: what was under way was not finished and must
+/// not be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stopped;
 
 /// Whether a database error may pass on its own (module doc).
 pub(crate) fn database_error_may_pass(error: &OrderStoreError) -> bool {

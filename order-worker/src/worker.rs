@@ -18,7 +18,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use broker::{ConsumerApi, QueueRef};
 use parking_lot::Mutex;
@@ -31,77 +30,8 @@ use crate::consumer::run_member;
 use crate::metrics::{BROKERS, RATE_LIMIT};
 use crate::order_store::OrderStore;
 use crate::rate_gate::RateGate;
-
-/// The consumer group of order workers.
-pub const DEFAULT_GROUP: &str = "order-worker";
-
-/// How the worker consumes.
-#[derive(Debug, Clone)]
-pub struct WorkerSettings {
-    /// Consumer group.
-    pub group: String,
-    /// This worker's member id, unique in the group.
-    pub member: String,
-    /// Orders written per second, at most (0 = unlimited).
-    pub rate_per_second: u32,
-    /// Most orders per pull and per database batch.
-    pub max_batch: u32,
-    /// Longest a pull waits on an empty queue (long polling).
-    pub pull_hold: Duration,
-    /// How long a buyer has to pay before the order is cancelled.
-    pub payment_timeout: Duration,
-    /// How often the worker heartbeats each group (and learns of
-    /// rebalances).
-    pub heartbeat_interval: Duration,
-    /// First wait after a failed database or broker call; doubles per
-    /// attempt up to `retry_backoff_max`.
-    pub retry_backoff_min: Duration,
-    /// Longest wait between attempts.
-    pub retry_backoff_max: Duration,
-    /// How often the registry is read for brokers that came or went.
-    pub registry_refresh: Duration,
-}
-
-impl Default for WorkerSettings {
-    fn default() -> Self {
-        WorkerSettings {
-            group: DEFAULT_GROUP.into(),
-            member: default_member_id(),
-            rate_per_second: 2_000,
-            max_batch: 200,
-            pull_hold: Duration::from_secs(1),
-            payment_timeout: Duration::from_secs(15 * 60),
-            heartbeat_interval: Duration::from_secs(3),
-            retry_backoff_min: Duration::from_millis(50),
-            retry_backoff_max: Duration::from_secs(5),
-            registry_refresh: Duration::from_secs(10),
-        }
-    }
-}
-
-/// `host-pid-nanos`: unique per process start.
-pub fn default_member_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{host}-{}-{nanos:08x}", std::process::id())
-}
-
-/// Counts since the worker started (the metrics carry the same, for
-/// Prometheus; these are for the API and tests).
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) inserted: AtomicU64,
-    pub(crate) already_written: AtomicU64,
-    pub(crate) conflicting: AtomicU64,
-    pub(crate) over_stock: AtomicU64,
-    pub(crate) retried: AtomicU64,
-    pub(crate) dead_lettered: AtomicU64,
-    pub(crate) db_retries: AtomicU64,
-    pub(crate) cancelled: AtomicU64,
-    pub(crate) timeouts_sent: AtomicU64,
-}
+pub use crate::settings::{DEFAULT_GROUP, WorkerSettings, default_member_id};
+use crate::shared::{Counters, Shared};
 
 /// A snapshot of [`OrderWorker::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -124,24 +54,6 @@ pub struct WorkerStats {
     pub cancelled: u64,
     /// Payment timeouts scheduled.
     pub timeouts_sent: u64,
-}
-
-/// What every task of a worker shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) settings: WorkerSettings,
-    pub(crate) orders: OrderStore,
-    pub(crate) stock: StockStore,
-    pub(crate) gate: RateGate,
-    pub(crate) counters: Counters,
-    /// The queues each broker's member is consuming right now.
-    pub(crate) consuming: Mutex<BTreeMap<String, Vec<QueueRef>>>,
-}
-
-impl Shared {
-    pub(crate) fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64, n: u64) {
-        counter(&self.counters).fetch_add(n, Ordering::Relaxed);
-    }
 }
 
 /// A broker being consumed: its member task, and how to stop it.
