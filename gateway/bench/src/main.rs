@@ -115,7 +115,7 @@ fn serve(kind: &str) {
         match kind {
             "gateway" => serve_gateway(listener, None).await,
             "gateway-hook" => {
-                let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../lua/gateway_access.lua");
+                let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../lua/gateway_access.lua");
                 let hook = LuaHook::from_file(script).expect("the access hook");
                 serve_gateway(listener, Some(hook)).await;
             }
