@@ -213,10 +213,9 @@ impl Seckill {
         let reservation = match reserved {
             Ok(reservation) => reservation,
             Err(e) => {
-                // The script may or may not have run: leave the half open
-                // and let the check-back read the buyer record.
-                tracing::warn!(error = %e, order_id = %order.order_id, "reserve failed; check-back will decide");
-                return Err(e.into());
+                return self
+                    .settle_unknown(item, user, &order.order_id, &half, e)
+                    .await;
             }
         };
         let (state, outcome) = match reservation {
@@ -256,6 +255,43 @@ impl Seckill {
 }
 
 impl Seckill {
+    /// The script's answer was lost (a timeout, a dropped connection): it
+    /// may or may not have run. The buyer record says which, as it would
+    /// to the check-back — read it now, so a buyer whose unit was reserved
+    /// is told `queued` instead of "retry" while the order is created
+    /// anyway. A record naming this order: commit, `Queued`. Another
+    /// order: that one is the buyer's, `Duplicate`. No record (or no
+    /// answer): the script may still be on its way, so the half stays
+    /// open for the check-back and the buyer is told to retry.
+    async fn settle_unknown(
+        &self,
+        item: &str,
+        user: &str,
+        order_id: &str,
+        half: &broker::HalfSendResult,
+        error: SeckillError,
+    ) -> Result<PurchaseOutcome, PurchaseError> {
+        let (state, outcome) = match self.store.holder(item, user).await {
+            Ok(Some(holder)) if holder == order_id => (
+                TransactionState::Commit,
+                PurchaseOutcome::Queued { order_id: holder },
+            ),
+            Ok(Some(holder)) => (
+                TransactionState::Rollback,
+                PurchaseOutcome::Duplicate { order_id: holder },
+            ),
+            Ok(None) | Err(_) => {
+                tracing::warn!(%error, order_id, "reserve failed and no buyer record yet; check-back will decide");
+                return Err(error.into());
+            }
+        };
+        tracing::warn!(%error, order_id, "reserve's answer was lost; settled from the buyer record");
+        if let Err(e) = self.broker.end_transaction(half.half_offset, state).await {
+            tracing::warn!(error = %e, order_id, "ending the transaction failed; check-back will decide");
+        }
+        Ok(outcome)
+    }
+
     /// Gives back `user`'s reservation `order_id` of `item` (a cancelled
     /// order). Idempotent; reopens the item here at once, and everywhere
     /// else through the store's publication.

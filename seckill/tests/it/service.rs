@@ -256,3 +256,52 @@ async fn check_back_settles_a_crash_both_ways_on_redis() {
     let Some(redis) = test_redis() else { return };
     crash_between_script_and_commit(redis_store(&redis, 4).await).await;
 }
+
+/// A store whose reserve.lua runs but whose answer never arrives — a
+/// reply lost to a timeout or a dropped connection.
+#[derive(Debug)]
+struct LostReplies(Arc<seckill::EmbeddedScripts>);
+
+#[async_trait::async_trait]
+impl seckill::ScriptRunner for LostReplies {
+    async fn run(
+        &self,
+        script: &seckill::LuaScript,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<seckill::Reply, seckill::SeckillError> {
+        let reply = self.0.run(script, keys, args).await?;
+        if script.name == seckill::RESERVE.name {
+            return Err(seckill::SeckillError::Store(
+                "reserve failed: timed out".into(),
+            ));
+        }
+        Ok(reply)
+    }
+}
+
+/// A purchase whose script ran but whose answer was lost was told "retry"
+/// (503) while the check-back later committed its order — a row its buyer
+/// never heard of. The buyer record settles it at once: `queued`, and the
+/// order committed once; a second try is the same order, `duplicate`.
+#[tokio::test]
+async fn a_reply_lost_after_the_script_ran_still_answers_queued() {
+    let (_, scripts) = embedded_store();
+    let store = StockStore::new(Arc::new(LostReplies(scripts)), "");
+    let dir = tempfile::tempdir().unwrap();
+    let seckill = service(store, dir.path(), "lost", 5).await;
+    let PurchaseOutcome::Queued { order_id } = seckill.purchase("lost", "alice").await.unwrap()
+    else {
+        panic!("the reservation stands: alice is queued");
+    };
+    assert_eq!(
+        seckill.purchase("lost", "alice").await.unwrap(),
+        PurchaseOutcome::Duplicate {
+            order_id: order_id.clone()
+        }
+    );
+    assert_eq!(seckill.broker().open_transactions(), 0, "nothing left open");
+    let orders = committed_orders(seckill.broker()).await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].order_id, order_id);
+}
