@@ -5,9 +5,10 @@
 //! script cache never has to be managed by hand.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::{Config, Pool, Runtime};
+use deadpool_redis::{Manager, Pool, Runtime};
 
 use crate::error::StockError;
 use crate::metrics::POOL_WAIT_SECONDS;
@@ -30,13 +31,27 @@ impl std::fmt::Debug for RedisScripts {
     }
 }
 
+/// How long a connection may take to open.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a script's answer may take. A lost answer leaves the buyer
+/// uncertain (the script may have run), so this is longer than redis-rs's
+/// 500 ms default, which a busy machine crosses under a spike, and shorter
+/// than the gateway's 5 s request timeout.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl RedisScripts {
     /// A pool of up to `max_connections` to the Redis at `url`.
     pub fn connect(url: &str, max_connections: usize) -> Result<Self, StockError> {
-        let mut config = Config::from_url(url);
-        config.pool = Some(deadpool_redis::PoolConfig::new(max_connections.max(1)));
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
+        let connections = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let manager = Manager::new_with_config(url, connections)
+            .map_err(|e| StockError::Store(format!("bad Redis URL: {e}")))?;
+        let pool = Pool::builder(manager)
+            .max_size(max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .build()
             .map_err(|e| StockError::Store(format!("cannot create the Redis pool: {e}")))?;
         let scripts = ALL
             .iter()
