@@ -9,6 +9,9 @@
 //! reserve.lua ─▶ Queued    ─▶ commit   ─▶ Queued { order_id }
 //!             ─▶ Duplicate ─▶ rollback ─▶ Duplicate { existing order }
 //!             ─▶ SoldOut   ─▶ rollback ─▶ SoldOut (and raise the local flag)
+//!             ─▶ (answer lost) ─▶ holder.lua: ours ─▶ commit ─▶ Queued
+//!                                        other ─▶ rollback ─▶ Duplicate
+//!                                        none  ─▶ half left open ─▶ 503
 //! ```
 //!
 //! The half message goes first so that a crash after the script can never
