@@ -228,6 +228,19 @@ impl Broker {
     /// queue has nothing at `offset`, up to `hold_ms` (capped by
     /// `max_long_poll`).
     pub async fn pull(&self, request: &PullRequest) -> Result<PullResult> {
+        if let Some(fence) = &request.fence {
+            let queue = crate::types::QueueRef {
+                topic: request.topic.clone(),
+                queue_id: request.queue_id,
+            };
+            self.inner.groups.check_owner(
+                &request.group,
+                &fence.member,
+                fence.generation,
+                &queue,
+                || Ok(()),
+            )?;
+        }
         pull::pull(&self.inner.store, request).await
     }
 

@@ -79,6 +79,7 @@
 //!         max_bytes: 1 << 20,
 //!         hold_ms: 15_000,
 //!         tags: None,
+//!         fence: None,
 //!     })
 //!     .await?;
 //! broker.commit_offset("workers", "orders", sent.queue_id, pulled.next_offset)?;
@@ -135,9 +136,9 @@ pub use record::{Message, StoredMessage};
 pub use topics::{MAX_QUEUES, validate_topic_name};
 pub use types::{
     Assignment, ConsumeMode, HalfMessage, HalfSendResult, JoinRequest, LagStats, OffsetReset,
-    PullRequest, PullResult, PullStatus, QueueRef, QueueSelector, QueueStats, RecoveryReport,
-    RetentionReport, RetryOutcome, SendResult, TopicConfig, TransactionChecker, TransactionState,
-    queue_for_key,
+    PullFence, PullRequest, PullResult, PullStatus, QueueRef, QueueSelector, QueueStats,
+    RecoveryReport, RetentionReport, RetryOutcome, SendResult, TopicConfig, TransactionChecker,
+    TransactionState, queue_for_key,
 };
 
 pub use http_api::checker::HttpTransactionChecker;

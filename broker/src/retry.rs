@@ -127,6 +127,7 @@ pub(crate) async fn dead_letters(
             max_bytes: 16 << 20,
             hold_ms: 0,
             tags: None,
+            fence: None,
         },
     )
     .await

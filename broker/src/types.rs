@@ -56,6 +56,22 @@ pub struct PullRequest {
     /// `||` (`"vip || gift"`). Messages without a matching tag are skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<String>,
+    /// In clustering mode, the member pulling and the generation of the
+    /// assignment that gave it the queue: a pull from a member that no
+    /// longer owns the queue is refused ([`crate::BrokerError::Fenced`]),
+    /// so it stops before writing what it would pull. `None`: unfenced
+    /// (broadcasting, tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<PullFence>,
+}
+
+/// Who pulls a queue, for a fenced pull (see [`PullRequest::fence`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullFence {
+    /// The member.
+    pub member: String,
+    /// The generation of its assignment.
+    pub generation: u64,
 }
 
 /// What a pull found.

@@ -10,9 +10,10 @@
 //! before the offset commit means redelivery, which the idempotent writes
 //! absorb.
 //!
-//! Commits are fenced: each names this member and the generation of the
-//! assignment the queue task started under. When the broker refuses one
-//! (the queue went to another member, or someone else committed further),
+//! Pulls and commits are fenced: each names this member and the
+//! generation of the assignment the queue task started under. When the
+//! broker refuses one (the queue went to another member, or someone else
+//! committed further),
 //! the task stops at once and wakes the member task to heartbeat now,
 //! rather than consuming a queue that is no longer its own until the next
 //! heartbeat; if the queue is still ours, a fresh task starts from the
@@ -25,7 +26,8 @@ use tokio::sync::Notify;
 
 use broker::system_topics::{dlq_topic, retry_topic};
 use broker::{
-    BrokerError, ConsumeMode, ConsumerApi, JoinRequest, PullRequest, PullStatus, QueueRef,
+    BrokerError, ConsumeMode, ConsumerApi, JoinRequest, PullFence, PullRequest, PullStatus,
+    QueueRef,
 };
 use seckill::{ORDERS_TOPIC, PAYMENT_TIMEOUTS_TOPIC};
 use tokio::task::JoinHandle;
@@ -270,6 +272,12 @@ async fn run_queue(
             max_bytes: MAX_PULL_BYTES,
             hold_ms: hold,
             tags: None,
+            // Fenced like the commits: a pull after the queue went to
+            // another member is refused, so nothing more is written here.
+            fence: Some(PullFence {
+                member: fence.member.clone(),
+                generation: fence.generation,
+            }),
         };
         let pulled = tokio::select! {
             pulled = api.pull(&request) => pulled,
@@ -282,6 +290,12 @@ async fn run_queue(
             Ok(result) => {
                 failures = 0;
                 result
+            }
+            Err(e @ (BrokerError::Fenced(_) | BrokerError::UnknownMember { .. })) => {
+                shared.gate.give_back(prepaid);
+                tracing::info!(topic, queue_id, error = %e, "the queue is no longer ours; stopping its task");
+                fence.lost.notify_one();
+                return;
             }
             Err(e) => {
                 shared.gate.give_back(prepaid);

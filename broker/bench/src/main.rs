@@ -348,6 +348,7 @@ async fn consume(dir: &Path, size: usize, budget: &Budget) -> anyhow::Result<Mea
                     max_bytes: 4 << 20,
                     hold_ms: 0,
                     tags: None,
+                    fence: None,
                 })
                 .await?;
             if result.messages.is_empty() {

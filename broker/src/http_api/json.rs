@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::limits::{DEFAULT_PULL_BYTES, DEFAULT_PULL_MESSAGES, MAX_PULL_BYTES, MAX_PULL_MESSAGES};
-use crate::types::{ConsumeMode, OffsetReset, PullRequest, SendResult, TransactionState};
+use crate::types::{
+    ConsumeMode, OffsetReset, PullFence, PullRequest, SendResult, TransactionState,
+};
 
 /// Body of `POST /broker/topics`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +98,12 @@ pub struct PullParams {
     /// Tag filter (`a || b`, `*`); absent = every message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<String>,
+    /// A fenced pull's member (with `generation`; both or neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// A fenced pull's assignment generation (with `member`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 impl PullParams {
@@ -117,7 +125,20 @@ impl PullParams {
                 .min(MAX_PULL_BYTES),
             hold_ms: self.hold_ms.unwrap_or(0),
             tags: self.tags.clone(),
+            fence: match (&self.member, self.generation) {
+                (Some(member), Some(generation)) => Some(PullFence {
+                    member: member.clone(),
+                    generation,
+                }),
+                _ => None,
+            },
         }
+    }
+
+    /// Whether a fence is named by halves (a member without a generation,
+    /// or the other way round): the request is refused.
+    pub fn half_fenced(&self) -> bool {
+        self.member.is_some() != self.generation.is_some()
     }
 }
 
@@ -132,6 +153,8 @@ impl From<&PullRequest> for PullParams {
             max_bytes: Some(request.max_bytes),
             hold_ms: Some(request.hold_ms),
             tags: request.tags.clone(),
+            member: request.fence.as_ref().map(|f| f.member.clone()),
+            generation: request.fence.as_ref().map(|f| f.generation),
         }
     }
 }
@@ -351,6 +374,8 @@ mod tests {
             max_bytes: Some(u32::MAX),
             hold_ms: None,
             tags: None,
+            member: None,
+            generation: None,
         };
         let request = params.to_request();
         assert_eq!(request.max_messages, MAX_PULL_MESSAGES);

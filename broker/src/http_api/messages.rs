@@ -213,6 +213,12 @@ pub(super) async fn pull_json(
 }
 
 pub(super) async fn pull(broker: &Broker, params: &PullParams) -> ApiResult<Response> {
+    if params.half_fenced() {
+        return Err(BrokerError::InvalidArgument(
+            "a fenced pull names both member and generation".into(),
+        )
+        .into());
+    }
     // If the client goes away during the hold, axum drops this future and
     // the wait ends with it: nothing is left parked.
     let result = broker.pull(&params.to_request()).await?;

@@ -18,6 +18,7 @@ fn pull_request(queue_id: u32, offset: u64, hold_ms: u64) -> PullRequest {
         max_bytes: 1 << 20,
         hold_ms,
         tags: None,
+        fence: None,
     }
 }
 

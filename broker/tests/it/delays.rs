@@ -37,6 +37,7 @@ async fn receive(broker: &Broker, count: usize) -> Vec<(StoredMessage, i64)> {
                 max_bytes: 1 << 20,
                 hold_ms: 15_000,
                 tags: None,
+                fence: None,
             })
             .await
             .unwrap();

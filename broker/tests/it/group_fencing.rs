@@ -197,3 +197,42 @@ async fn issue_11_fenced_commits_over_http_answer_409_and_come_back_typed() {
         .unwrap();
     assert_eq!(app.broker.committed_offset("g", "t", 0), Some(4));
 }
+
+/// Issue 11, "stop consuming a queue as soon as it is lost": a member's
+/// pull of a queue that went to another member is refused, so its task
+/// stops before writing anything more it would have pulled — not only at
+/// its next commit or heartbeat.
+#[tokio::test]
+async fn issue_11_a_stale_owners_pull_after_a_rebalance_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_messages(dir.path()).await;
+    let fenced_pull = |member: &str, generation: u64| broker::PullRequest {
+        group: "g".into(),
+        topic: "t".into(),
+        queue_id: 2,
+        offset: 0,
+        max_messages: 32,
+        max_bytes: 1 << 20,
+        hold_ms: 0,
+        tags: None,
+        fence: Some(broker::PullFence {
+            member: member.into(),
+            generation,
+        }),
+    };
+    let a = join(&broker, "a");
+    let pulled = broker.pull(&fenced_pull("a", a.generation)).await.unwrap();
+    assert_eq!(pulled.messages.len(), 10, "the owner pulls");
+
+    let b = join(&broker, "b");
+    assert!(b.queues.iter().any(|q| q.topic == "t" && q.queue_id == 2));
+    let stale = broker.pull(&fenced_pull("a", a.generation)).await;
+    assert!(matches!(stale, Err(BrokerError::Fenced(_))), "{stale:?}");
+    let owner = broker.pull(&fenced_pull("b", b.generation)).await.unwrap();
+    assert_eq!(owner.messages.len(), 10, "the new owner pulls");
+    let stranger = broker.pull(&fenced_pull("c", b.generation)).await;
+    assert!(
+        matches!(stranger, Err(BrokerError::UnknownMember { .. })),
+        "{stranger:?}"
+    );
+}

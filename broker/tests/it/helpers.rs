@@ -39,6 +39,7 @@ pub(crate) async fn pull_all(
                 max_bytes: 1 << 20,
                 hold_ms: 0,
                 tags: None,
+                fence: None,
             })
             .await
             .expect("pull");

@@ -49,6 +49,7 @@ async fn pull_orders(app: &TestApp, queue_id: u32) -> Vec<StoredMessage> {
             max_bytes: 1 << 20,
             hold_ms: 0,
             tags: None,
+            fence: None,
         })
         .await
         .expect("pull");

@@ -101,6 +101,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         max_bytes: 1 << 20,
                         hold_ms: 0,
                         tags: None,
+                        fence: None,
                     })
                     .await
                     .unwrap();

@@ -73,6 +73,7 @@ async fn old_segments_are_deleted_and_new_ones_kept() {
             max_bytes: 1 << 20,
             hold_ms: 0,
             tags: None,
+            fence: None,
         })
         .await
         .unwrap();

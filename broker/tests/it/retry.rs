@@ -19,6 +19,7 @@ async fn next_message(broker: &Broker, topic: &str, offset: u64) -> StoredMessag
                 max_bytes: 1 << 20,
                 hold_ms: 15_000,
                 tags: None,
+                fence: None,
             })
             .await
             .unwrap();

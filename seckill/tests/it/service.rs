@@ -59,6 +59,7 @@ async fn committed_orders(broker: &Broker) -> Vec<OrderMessage> {
                     max_bytes: 8 << 20,
                     hold_ms: 0,
                     tags: None,
+                    fence: None,
                 })
                 .await
                 .unwrap();
