@@ -221,7 +221,7 @@ fn call(
             arity(2)?;
             int(args[1..].iter().filter(|k| keys.contains_key(*k)).count() as i64)
         }
-        "INCR" | "DECR" | "INCRBY" => {
+        "INCR" | "DECR" | "INCRBY" | "DECRBY" => {
             let by = match command.to_ascii_uppercase().as_str() {
                 "INCR" => {
                     arity(2)?;
@@ -231,9 +231,15 @@ fn call(
                     arity(2)?;
                     -1
                 }
+                "INCRBY" => {
+                    arity(3)?;
+                    integer_of(&args[2])?
+                }
                 _ => {
                     arity(3)?;
                     integer_of(&args[2])?
+                        .checked_neg()
+                        .ok_or_else(|| error("ERR decrement would overflow"))?
                 }
             };
             let current = match keys.get(&args[1]) {

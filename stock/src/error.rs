@@ -3,7 +3,7 @@
 //! they are [`crate::Reservation`] outcomes.
 
 /// What can go wrong talking to a stock store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StockError {
     /// The store could not run the script (connection, pool, Lua error).
     #[error("stock store: {0}")]

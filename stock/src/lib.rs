@@ -36,9 +36,11 @@ pub use flag_follower::{
 };
 pub use redis_store::RedisScripts;
 pub use reply::Reply;
-pub use scripts::{BUYERS, HOLDER, LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};
+pub use scripts::{
+    BUYERS, HOLDER, LuaScript, PREWARM, RELEASE, RESERVE, RESERVE_BATCH, RESTOCK, STATUS,
+};
 pub use sold_out_flags::SoldOutFlags;
 pub use stock_store::{
-    ItemStatus, Prewarm, Release, Reservation, Restock, ScriptRunner, StockStore,
+    ItemStatus, MAX_BATCH, Prewarm, Release, Reservation, Restock, ScriptRunner, StockStore,
 };
 pub use store_keys::{ItemKeys, flag_channel, validate_item_id, validate_user_id};

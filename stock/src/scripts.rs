@@ -16,6 +16,12 @@ pub const RESERVE: LuaScript = LuaScript {
     name: "reserve",
     source: include_str!("../../lua/reserve.lua"),
 };
+/// The decisions of a batch of purchases of one item, in order (see
+/// `lua/reserve_batch.lua`).
+pub const RESERVE_BATCH: LuaScript = LuaScript {
+    name: "reserve_batch",
+    source: include_str!("../../lua/reserve_batch.lua"),
+};
 /// Give a reservation back (see `lua/release.lua`).
 pub const RELEASE: LuaScript = LuaScript {
     name: "release",
@@ -50,4 +56,13 @@ pub const BUYERS: LuaScript = LuaScript {
 };
 
 /// Every script, for loading up front.
-pub(crate) const ALL: [LuaScript; 7] = [RESERVE, RELEASE, PREWARM, RESTOCK, STATUS, HOLDER, BUYERS];
+pub(crate) const ALL: [LuaScript; 8] = [
+    RESERVE,
+    RESERVE_BATCH,
+    RELEASE,
+    PREWARM,
+    RESTOCK,
+    STATUS,
+    HOLDER,
+    BUYERS,
+];

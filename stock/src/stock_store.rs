@@ -12,8 +12,15 @@ use async_trait::async_trait;
 
 use crate::error::StockError;
 use crate::reply::Reply;
-use crate::scripts::{BUYERS, HOLDER, LuaScript, PREWARM, RELEASE, RESERVE, RESTOCK, STATUS};
+use crate::scripts::{
+    BUYERS, HOLDER, LuaScript, PREWARM, RELEASE, RESERVE, RESERVE_BATCH, RESTOCK, STATUS,
+};
 use crate::store_keys::{ItemKeys, flag_channel, validate_item_id};
+
+/// The most purchases one [`StockStore::reserve_batch`] call decides: a
+/// script runs alone, so one batch holds every other client of the store
+/// for its length (about a millisecond at this size).
+pub const MAX_BATCH: usize = 1024;
 
 /// Runs a Lua script atomically: real Redis, or the embedded store.
 #[async_trait]
@@ -156,22 +163,44 @@ impl StockStore {
         }
         let args = [user, order_id, item, &self.flag_channel].map(str::to_owned);
         let reply = self.runner.run(&RESERVE, &self.keys(item)?, &args).await?;
-        let fields = Fields::of(&RESERVE, &reply, 4)?;
-        Ok(match fields.text(0)? {
-            "queued" => Reservation::Queued {
-                order_id: fields.text(1)?.to_owned(),
-                stock_left: fields.int(2)?,
-                flag_version: fields.int(3)?,
-            },
-            "duplicate" => Reservation::Duplicate {
-                order_id: fields.text(1)?.to_owned(),
-            },
-            "sold_out" => Reservation::SoldOut {
-                flag_version: fields.int(3)?,
-            },
-            "not_warmed" => Reservation::NotWarmed,
-            _ => return Err(fields.unexpected()),
-        })
+        Fields::of(&RESERVE, &reply, 4)?.reservation(0)
+    }
+
+    /// The purchases of a batch of `(user, order id)` for one item,
+    /// decided in the order given as one atomic step, each exactly as
+    /// [`StockStore::reserve`] would decide it at its turn (see
+    /// `lua/reserve_batch.lua`). One answer per purchase, in order.
+    pub async fn reserve_batch(
+        &self,
+        item: &str,
+        purchases: &[(&str, &str)],
+    ) -> Result<Vec<Reservation>, StockError> {
+        if purchases.is_empty() || purchases.len() > MAX_BATCH {
+            return Err(StockError::Invalid(format!(
+                "a batch holds 1 to {MAX_BATCH} purchases, not {}",
+                purchases.len()
+            )));
+        }
+        let mut args = Vec::with_capacity(2 + 2 * purchases.len());
+        args.push(item.to_owned());
+        args.push(self.flag_channel.clone());
+        for (user, order_id) in purchases {
+            if user.is_empty() || order_id.is_empty() {
+                return Err(StockError::Invalid(
+                    "user and order id must not be empty".into(),
+                ));
+            }
+            args.push((*user).to_owned());
+            args.push((*order_id).to_owned());
+        }
+        let reply = self
+            .runner
+            .run(&RESERVE_BATCH, &self.keys(item)?, &args)
+            .await?;
+        let fields = Fields::of(&RESERVE_BATCH, &reply, 4 * purchases.len())?;
+        (0..purchases.len())
+            .map(|i| fields.reservation(4 * i))
+            .collect()
     }
 
     /// Gives back `user`'s reservation `order_id` (idempotent).
@@ -324,6 +353,26 @@ impl<'a> Fields<'a> {
                 reply: format!("{reply:?}"),
             }),
         }
+    }
+
+    /// A reserve answer (status, order id, stock left, flag version)
+    /// starting at field `at`.
+    fn reservation(&self, at: usize) -> Result<Reservation, StockError> {
+        Ok(match self.text(at)? {
+            "queued" => Reservation::Queued {
+                order_id: self.text(at + 1)?.to_owned(),
+                stock_left: self.int(at + 2)?,
+                flag_version: self.int(at + 3)?,
+            },
+            "duplicate" => Reservation::Duplicate {
+                order_id: self.text(at + 1)?.to_owned(),
+            },
+            "sold_out" => Reservation::SoldOut {
+                flag_version: self.int(at + 3)?,
+            },
+            "not_warmed" => Reservation::NotWarmed,
+            _ => return Err(self.unexpected()),
+        })
     }
 
     fn unexpected(&self) -> StockError {
