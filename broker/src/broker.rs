@@ -610,6 +610,34 @@ impl Broker {
             .await
     }
 
+    /// Stores a batch of half messages of `producer_group`, each to its
+    /// queue, as [`Broker::send_half`] does one; results in order. (Each
+    /// half is its own append here.)
+    pub async fn send_half_batch(
+        &self,
+        producer_group: &str,
+        halves: Vec<(u32, Message)>,
+    ) -> Result<Vec<HalfSendResult>> {
+        let mut out = Vec::with_capacity(halves.len());
+        for (queue, message) in halves {
+            out.push(self.send_half(producer_group, queue, message).await?);
+        }
+        Ok(out)
+    }
+
+    /// Commits or rolls back a batch of transactions, each as
+    /// [`Broker::end_transaction`] does; one result per entry, in order.
+    pub async fn end_transactions(
+        &self,
+        ends: Vec<(u64, TransactionState)>,
+    ) -> Result<Vec<Result<Option<SendResult>>>> {
+        let mut out = Vec::with_capacity(ends.len());
+        for (offset, state) in ends {
+            out.push(self.end_transaction(offset, state).await);
+        }
+        Ok(out)
+    }
+
     /// Registers the checker asked about `producer_group`'s open
     /// transactions (replacing any earlier one).
     pub fn register_checker(&self, producer_group: &str, checker: Arc<dyn TransactionChecker>) {

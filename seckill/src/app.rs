@@ -80,8 +80,9 @@ impl App {
                     let scripts = RedisScripts::connect(url, config.redis_pool_size)?;
                     scripts.ping().await?;
                     let store = StockStore::new(Arc::new(scripts), config.key_prefix.clone());
-                    let seckill = Seckill::new(broker, store, config.node_id)
-                        .map_err(|e| SeckillError::Store(e.to_string()))?;
+                    let seckill =
+                        Seckill::with_path(broker, store, config.node_id, config.reservations)
+                            .map_err(|e| SeckillError::Store(e.to_string()))?;
                     tasks.extend(seckill.follow_flags(FlagFeed::Redis(url), FLAG_RESYNC_INTERVAL));
                     (
                         seckill,
@@ -92,8 +93,9 @@ impl App {
                 None => {
                     let scripts = Arc::new(EmbeddedScripts::new()?);
                     let store = StockStore::new(scripts.clone(), config.key_prefix.clone());
-                    let seckill = Seckill::new(broker, store, config.node_id)
-                        .map_err(|e| SeckillError::Store(e.to_string()))?;
+                    let seckill =
+                        Seckill::with_path(broker, store, config.node_id, config.reservations)
+                            .map_err(|e| SeckillError::Store(e.to_string()))?;
                     tasks.extend(
                         seckill.follow_flags(FlagFeed::Embedded(&scripts), FLAG_RESYNC_INTERVAL),
                     );

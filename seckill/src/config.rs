@@ -11,6 +11,13 @@
 //! | `SECKILL_KEY_PREFIX` | empty | prefix of every stock key |
 //! | `BROKER_DATA_DIR` | `./data/broker` | the embedded broker's store |
 //! | `BROKER_FLUSH` | `sync` | `sync` (group commit) or `async` |
+//! | `SECKILL_RESERVATIONS` | `coalesced` | `coalesced` (batches per item) or `single` (one script call per purchase) |
+//! | `SECKILL_BATCH_MAX` | `256` | most purchases in one batch (1..=1024) |
+//! | `SECKILL_BATCH_IN_FLIGHT` | `4` | most batches of one item in flight (1..=64) |
+//!
+//! A batch closes when no batch of its item is in flight, or when
+//! `SECKILL_BATCH_MAX` purchases wait (see `seckill::coalescer`): there
+//! is no timer, so a lone purchase never waits for company.
 //!
 //! `REDIS_URL` may carry a password: `Debug` never prints it.
 
@@ -22,6 +29,8 @@ use broker::{BrokerConfig, FlushMode};
 use service_kit::env_settings::{EnvReader, invalid};
 
 use crate::SeckillError;
+use crate::coalescer::BatchLimits;
+use crate::purchase::ReservationPath;
 
 /// Settings of one seckill instance.
 #[derive(Clone)]
@@ -40,6 +49,8 @@ pub struct SeckillConfig {
     pub key_prefix: String,
     /// The embedded broker.
     pub broker: BrokerConfig,
+    /// How purchases reach the stock store.
+    pub reservations: ReservationPath,
 }
 
 impl std::fmt::Debug for SeckillConfig {
@@ -53,6 +64,7 @@ impl std::fmt::Debug for SeckillConfig {
             .field("key_prefix", &self.key_prefix)
             .field("broker_dir", &self.broker.data_dir)
             .field("broker_flush", &self.broker.flush.name())
+            .field("reservations", &self.reservations)
             .finish()
     }
 }
@@ -68,6 +80,7 @@ impl SeckillConfig {
             redis_pool_size: 64,
             key_prefix: String::new(),
             broker: BrokerConfig::new(data_dir),
+            reservations: ReservationPath::default(),
         }
     }
 
@@ -119,6 +132,33 @@ impl SeckillConfig {
                 }
             };
         }
+        let mut limits = BatchLimits::default();
+        if let Some(n) = env
+            .number("SECKILL_BATCH_MAX", 1)
+            .map_err(SeckillError::Invalid)?
+        {
+            limits.max_batch = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = env
+            .number("SECKILL_BATCH_IN_FLIGHT", 1)
+            .map_err(SeckillError::Invalid)?
+        {
+            limits.max_in_flight = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        limits
+            .validate()
+            .map_err(|why| invalid_setting("SECKILL_BATCH_*", &format!("{limits:?}"), &why))?;
+        config.reservations = match env.text("SECKILL_RESERVATIONS").as_deref() {
+            None | Some("coalesced") => ReservationPath::Coalesced(limits),
+            Some("single") => ReservationPath::Single,
+            Some(other) => {
+                return Err(invalid_setting(
+                    "SECKILL_RESERVATIONS",
+                    other,
+                    "expected coalesced or single",
+                ));
+            }
+        };
         Ok(config)
     }
 }
@@ -157,5 +197,28 @@ mod tests {
         let error = SeckillConfig::from_lookup(env(&[("SECKILL_NODE_ID", "5000")])).unwrap_err();
         assert!(error.to_string().contains("SECKILL_NODE_ID"));
         assert!(SeckillConfig::from_lookup(env(&[("BROKER_FLUSH", "sometimes")])).is_err());
+        assert_eq!(
+            SeckillConfig::from_lookup(env(&[("SECKILL_BATCH_MAX", "64")]))
+                .unwrap()
+                .reservations,
+            ReservationPath::Coalesced(BatchLimits {
+                max_batch: 64,
+                max_in_flight: 4
+            })
+        );
+        assert_eq!(
+            SeckillConfig::from_lookup(env(&[("SECKILL_RESERVATIONS", "single")]))
+                .unwrap()
+                .reservations,
+            ReservationPath::Single
+        );
+        for bad in [
+            &[("SECKILL_BATCH_MAX", "5000")][..],
+            &[("SECKILL_BATCH_IN_FLIGHT", "0")],
+            &[("SECKILL_RESERVATIONS", "some")],
+        ] {
+            let error = SeckillConfig::from_lookup(env(bad)).unwrap_err();
+            assert!(error.to_string().contains("SECKILL_"), "{error}");
+        }
     }
 }

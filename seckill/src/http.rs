@@ -115,6 +115,7 @@ impl From<PurchaseError> for ApiError {
             PurchaseError::Store(crate::SeckillError::Invalid(m)) => ApiError::BadRequest(m),
             PurchaseError::Store(e) => ApiError::Unavailable(e.to_string()),
             PurchaseError::Broker(e) => ApiError::Unavailable(e.to_string()),
+            PurchaseError::Batch(why) => ApiError::Unavailable(why),
         }
     }
 }

@@ -14,7 +14,9 @@
 //! answered from this process's own [`SoldOutFlags`].
 
 pub mod app;
+mod batch;
 mod checker;
+pub mod coalescer;
 mod config;
 mod flag_holder;
 pub mod http;
@@ -25,14 +27,18 @@ mod purchase;
 mod registry;
 
 pub use app::App;
+pub use batch::{BatchAnswer, HalfSentBatch};
 pub use checker::BuyerRecordChecker;
+pub use coalescer::BatchLimits;
 pub use config::SeckillConfig;
 pub use flag_holder::FLAG_RESYNC_INTERVAL;
 pub use order_ids::OrderIdGenerator;
 pub use order_message::{
     ORDERS_TOPIC, OrderMessage, PAYMENT_TIMEOUT_QUEUES, PAYMENT_TIMEOUTS_TOPIC, PRODUCER_GROUP,
 };
-pub use purchase::{ORDER_QUEUES, PurchaseError, PurchaseOutcome, Seckill, validate_user_id};
+pub use purchase::{
+    ORDER_QUEUES, PurchaseError, PurchaseOutcome, ReservationPath, Seckill, validate_user_id,
+};
 pub use registry::{
     BrokerRegistry, ENTRY_TTL, HEARTBEAT_INTERVAL, LocalRegistry, RedisRegistry, start_heartbeat,
 };
@@ -40,8 +46,8 @@ pub use registry::{
 // purchase side's users (the order worker, the all-in-one binary) know.
 pub use stock::{
     Activities, Activity, BUYERS, EmbeddedScripts, FlagFeed, FlagHolder, HOLDER, ItemKeys,
-    ItemStatus, LuaScript, MAX_STOCK, PREWARM, Prewarm, RELEASE, RESERVE, RESTOCK, RedisScripts,
-    Release, Reply, Reservation, Restock, STATUS, ScriptRunner, SoldOutFlags,
-    StockError as SeckillError, StockStore, Window, follow_embedded_flags, follow_redis_flags,
-    validate_item_id,
+    ItemStatus, LuaScript, MAX_BATCH, MAX_STOCK, PREWARM, Prewarm, RELEASE, RESERVE, RESERVE_BATCH,
+    RESTOCK, RedisScripts, Release, Reply, Reservation, Restock, STATUS, ScriptRunner,
+    SoldOutFlags, StockError as SeckillError, StockStore, Window, follow_embedded_flags,
+    follow_redis_flags, validate_item_id,
 };

@@ -27,7 +27,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use broker::{Broker, BrokerError, TransactionState, queue_for_key};
 
 use crate::SeckillError;
+use crate::batch::HalfSentBatch;
 use crate::checker::BuyerRecordChecker;
+use crate::coalescer::{BatchLimits, Coalescer};
 use crate::metrics::RESERVATIONS;
 use crate::order_ids::OrderIdGenerator;
 use crate::order_message::{
@@ -87,16 +89,46 @@ pub enum PurchaseError {
     /// The broker failed.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The batch this purchase was decided in failed before its script
+    /// (its half messages could not be stored): nothing was reserved.
+    #[error("{0}")]
+    Batch(String),
 }
 
 /// The reservation service's core, shared by its HTTP handlers.
 #[derive(Debug)]
 pub struct Seckill {
-    broker: Broker,
-    store: StockStore,
-    flags: Arc<SoldOutFlags>,
+    core: Arc<ReservationCore>,
     activities: Arc<Activities>,
-    ids: OrderIdGenerator,
+    /// `None`: every purchase takes the single-request path.
+    coalescer: Option<Coalescer>,
+}
+
+/// What deciding a purchase needs, shared with the batches the coalescer
+/// runs in tasks of their own.
+#[derive(Debug)]
+pub(crate) struct ReservationCore {
+    pub(crate) broker: Broker,
+    pub(crate) store: StockStore,
+    pub(crate) flags: Arc<SoldOutFlags>,
+    pub(crate) ids: OrderIdGenerator,
+}
+
+/// How purchases reach the stock store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationPath {
+    /// One half message, one script call and one commit per purchase: the
+    /// classic path, kept for study and comparison.
+    Single,
+    /// Concurrent purchases of one item decided together (see
+    /// [`crate::coalescer`]): the default.
+    Coalesced(BatchLimits),
+}
+
+impl Default for ReservationPath {
+    fn default() -> Self {
+        ReservationPath::Coalesced(BatchLimits::default())
+    }
 }
 
 /// User ids: 1–64 characters of `[A-Za-z0-9_-]`.
@@ -108,14 +140,28 @@ pub fn validate_user_id(user: &str) -> Result<(), PurchaseError> {
 }
 
 impl Seckill {
-    /// The service over `broker` and `store`, as node `node_id`. Creates
-    /// the orders and payment-timeout topics if needed and registers the
-    /// transaction checker.
+    /// The service over `broker` and `store`, as node `node_id`, on the
+    /// default (coalesced) reservation path. Creates the orders and
+    /// payment-timeout topics if needed and registers the transaction
+    /// checker.
     pub fn new(
         broker: Broker,
         store: StockStore,
         node_id: u16,
     ) -> Result<Arc<Self>, PurchaseError> {
+        Self::with_path(broker, store, node_id, ReservationPath::default())
+    }
+
+    /// Like [`Seckill::new`], with purchases taking `path`.
+    pub fn with_path(
+        broker: Broker,
+        store: StockStore,
+        node_id: u16,
+        path: ReservationPath,
+    ) -> Result<Arc<Self>, PurchaseError> {
+        if let ReservationPath::Coalesced(limits) = path {
+            limits.validate().map_err(PurchaseError::Invalid)?;
+        }
         if broker.topic(ORDERS_TOPIC).is_none() {
             broker.create_topic(ORDERS_TOPIC, ORDER_QUEUES)?;
         }
@@ -126,28 +172,64 @@ impl Seckill {
             PRODUCER_GROUP,
             Arc::new(BuyerRecordChecker::new(store.clone())),
         );
-        Ok(Arc::new(Seckill {
+        let core = Arc::new(ReservationCore {
             broker,
             store,
             flags: Arc::new(SoldOutFlags::default()),
-            activities: Arc::new(Activities::default()),
             ids: OrderIdGenerator::new(node_id)?,
+        });
+        let coalescer = match path {
+            ReservationPath::Single => None,
+            ReservationPath::Coalesced(limits) => Some(Coalescer::new(Arc::clone(&core), limits)),
+        };
+        Ok(Arc::new(Seckill {
+            core,
+            activities: Arc::new(Activities::default()),
+            coalescer,
         }))
     }
 
     /// The broker this service enqueues into.
     pub fn broker(&self) -> &Broker {
-        &self.broker
+        &self.core.broker
     }
 
     /// The stock store.
     pub fn store(&self) -> &StockStore {
-        &self.store
+        &self.core.store
     }
 
     /// This process's sold-out flags.
     pub fn flags(&self) -> &Arc<SoldOutFlags> {
-        &self.flags
+        &self.core.flags
+    }
+
+    /// The path purchases take.
+    pub fn path(&self) -> ReservationPath {
+        self.coalescer
+            .as_ref()
+            .map_or(ReservationPath::Single, |c| {
+                ReservationPath::Coalesced(c.limits())
+            })
+    }
+
+    /// Sends the half messages of a batch of purchases of `item` by
+    /// `users` (the first of a batch's three steps; see [`HalfSentBatch`]).
+    /// The coalescer runs all three; this is for study and for tests that
+    /// stop between them.
+    pub async fn send_batch_halves(
+        &self,
+        item: &str,
+        users: &[String],
+    ) -> Result<HalfSentBatch, PurchaseError> {
+        let activity = self
+            .activities
+            .get(item)
+            .ok_or_else(|| PurchaseError::UnknownItem(item.to_owned()))?;
+        for user in users {
+            validate_user_id(user)?;
+        }
+        HalfSentBatch::send(&self.core, item, activity.stock, users.to_vec()).await
     }
 
     /// The activities on sale.
@@ -189,17 +271,31 @@ impl Seckill {
             }
             Window::Open => {}
         }
-        if self.flags.is_sold_out(item) {
+        if self.core.flags.is_sold_out(item) {
             metrics::counter!(RESERVATIONS, "outcome" => "sold_out_local").increment(1);
             return Ok(PurchaseOutcome::SoldOut);
         }
+        match &self.coalescer {
+            Some(coalescer) => coalescer.purchase(item, user, activity.stock).await,
+            None => self.core.decide_one(item, user, activity.stock).await,
+        }
+    }
+}
 
+impl ReservationCore {
+    /// The single-request path: one half, one script call, one commit.
+    async fn decide_one(
+        &self,
+        item: &str,
+        user: &str,
+        item_stock: u64,
+    ) -> Result<PurchaseOutcome, PurchaseError> {
         let order = OrderMessage {
             order_id: self.ids.next_id(),
             item: item.to_owned(),
             user: user.to_owned(),
             created_at_ms: now_ms(),
-            item_stock: activity.stock,
+            item_stock,
         };
         let queues = self
             .broker
@@ -255,9 +351,7 @@ impl Seckill {
         }
         outcome
     }
-}
 
-impl Seckill {
     /// The script's answer was lost (a timeout, a dropped connection): it
     /// may or may not have run. The buyer record says which, as it would
     /// to the check-back — read it now, so a buyer whose unit was reserved
@@ -294,7 +388,9 @@ impl Seckill {
         }
         Ok(outcome)
     }
+}
 
+impl Seckill {
     /// Gives back `user`'s reservation `order_id` of `item` (a cancelled
     /// order). Idempotent; reopens the item here at once, and everywhere
     /// else through the store's publication.
@@ -304,9 +400,9 @@ impl Seckill {
         user: &str,
         order_id: &str,
     ) -> Result<Release, PurchaseError> {
-        let release = self.store.release(item, user, order_id).await?;
+        let release = self.core.store.release(item, user, order_id).await?;
         if let Release::Released { flag_version, .. } = release {
-            self.flags.apply(item, false, flag_version);
+            self.core.flags.apply(item, false, flag_version);
         }
         Ok(release)
     }
@@ -317,9 +413,10 @@ impl Seckill {
     /// could correct it).
     pub async fn resync_flags(&self) -> Result<(), PurchaseError> {
         for activity in self.activities.list() {
-            let status = self.store.status(&activity.item).await?;
+            let status = self.core.store.status(&activity.item).await?;
             if status.warmed {
-                self.flags
+                self.core
+                    .flags
                     .apply(&activity.item, status.sold_out, status.flag_version);
             }
         }
@@ -327,7 +424,7 @@ impl Seckill {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

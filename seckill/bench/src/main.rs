@@ -5,15 +5,20 @@
 //! cargo run --release -p seckill-bench -- [--quick] [--json FILE]
 //! ```
 //!
-//! Rows, each with the same number of concurrent buyers:
-//! - the service (`Seckill::purchase`: half message, `reserve.lua`,
-//!   commit) over a throwaway `redis-server` (or `REDIS_URL`), with the
-//!   broker in sync group-commit mode as deployed;
-//! - the same script through the same Redis pool, without the service
-//!   (the client-loop reference);
-//! - `redis-benchmark` running EVALSHA of the same script with as many
-//!   connections (skipped with a reason when it is not installed);
-//! - the embedded store, through the service and directly.
+//! Rows, every one over the same 64 Redis connections:
+//! - the single path (`ReservationPath::Single`: half message,
+//!   `reserve.lua`, commit per purchase) with 64 buyers, over a throwaway
+//!   `redis-server` (or `REDIS_URL`), the broker in sync group-commit mode
+//!   as deployed;
+//! - the coalesced path (the default: batches of halves, one
+//!   `reserve_batch.lua` call per batch, batches of commits) with 2,048
+//!   buyers in flight, as under a spike, same broker mode;
+//! - the same single script through the same Redis pool, without the
+//!   service (the client-loop reference);
+//! - `redis-benchmark` running EVALSHA of `reserve.lua` with 64
+//!   connections, unpipelined and pipelined by 16 (skipped with a reason
+//!   when it is not installed);
+//! - the embedded store, through both paths and directly.
 //!
 //! Every buyer is a new user and stock never runs out, so each request
 //! does the full work of a sale. The machine is shared and noisy: read the
@@ -28,12 +33,17 @@ use std::time::{Duration, Instant};
 use broker::{Broker, BrokerConfig, FlushMode};
 use seckill::{
     Activity, EmbeddedScripts, ItemKeys, PurchaseOutcome, RESERVE, RedisScripts, Reservation,
-    Seckill, StockStore,
+    ReservationPath, Seckill, StockStore,
 };
 use serde::Serialize;
 use test_support::ThrowawayRedis;
 
+/// Buyers of the single path's rows, and the Redis connections of every
+/// row (the service's pool and redis-benchmark's clients).
 const CONCURRENCY: usize = 64;
+/// Buyers in flight at once on the coalesced rows: a spike's worth of
+/// concurrent purchases, over the same 64 connections.
+const SPIKE_BUYERS: usize = 2048;
 const STOCK: u64 = 1_000_000_000;
 
 #[derive(Debug, Serialize)]
@@ -95,7 +105,7 @@ fn start_redis() -> Result<BenchRedis, String> {
 
 /// Runs `CONCURRENCY` closed-loop buyers for `duration`; each call of
 /// `buy(n)` must make one reservation for a new user `n`.
-async fn drive<F, Fut>(name: String, duration: Duration, buy: F) -> Row
+async fn drive<F, Fut>(name: String, buyers: usize, duration: Duration, buy: F) -> Row
 where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -104,7 +114,7 @@ where
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
+    for _ in 0..buyers {
         let buy = buy.clone();
         let next_user = Arc::clone(&next_user);
         tasks.push(tokio::spawn(async move {
@@ -127,12 +137,17 @@ where
     }
 }
 
-async fn service_over(store: StockStore, dir: &std::path::Path, item: &str) -> Arc<Seckill> {
+async fn service_over(
+    store: StockStore,
+    dir: &std::path::Path,
+    item: &str,
+    path: ReservationPath,
+) -> Arc<Seckill> {
     let mut config = BrokerConfig::new(dir);
     config.flush = FlushMode::sync();
     config.segment_size = 256 << 20;
     let broker = Broker::open(config).expect("open the broker");
-    let seckill = Seckill::new(broker, store, 1).expect("seckill");
+    let seckill = Seckill::with_path(broker, store, 1, path).expect("seckill");
     seckill
         .activities()
         .upsert(Activity {
@@ -151,9 +166,10 @@ fn service_row(
     seckill: Arc<Seckill>,
     item: &'static str,
     name: String,
+    buyers: usize,
     duration: Duration,
 ) -> impl std::future::Future<Output = Row> {
-    drive(name, duration, move |n| {
+    drive(name, buyers, duration, move |n| {
         let seckill = Arc::clone(&seckill);
         async move {
             let outcome = seckill
@@ -174,7 +190,7 @@ fn script_row(
     name: String,
     duration: Duration,
 ) -> impl std::future::Future<Output = Row> {
-    drive(name, duration, move |n| {
+    drive(name, CONCURRENCY, duration, move |n| {
         let store = store.clone();
         async move {
             let outcome = store
@@ -186,36 +202,60 @@ fn script_row(
     })
 }
 
-/// The two rows of one store: through the service, and the script alone
-/// (each on an item of its own, so neither sells the other's stock).
+/// The rows of one store: through the service on the single path and on
+/// the coalesced one, and the script alone (each on an item of its own,
+/// so none sells another's stock).
 async fn store_rows(
     store: StockStore,
     dir: &std::path::Path,
     label: &str,
     direct_name: &str,
     duration: Duration,
-) -> (Row, Row) {
-    let seckill = service_over(store.clone(), dir, "hot").await;
-    let service = service_row(
-        seckill.clone(),
+) -> Vec<Row> {
+    let single = service_over(
+        store.clone(),
+        &dir.join("single"),
         "hot",
-        format!("service over {label}"),
+        ReservationPath::Single,
+    )
+    .await;
+    let single_row = service_row(
+        single.clone(),
+        "hot",
+        format!("single service over {label}"),
+        CONCURRENCY,
         duration,
     )
     .await;
-    seckill
+    single.broker().shutdown().await.expect("shutdown");
+    let coalesced = service_over(
+        store.clone(),
+        &dir.join("coalesced"),
+        "hot-batched",
+        ReservationPath::default(),
+    )
+    .await;
+    let coalesced_row = service_row(
+        coalesced.clone(),
+        "hot-batched",
+        format!("coalesced service over {label}, {SPIKE_BUYERS} buyers"),
+        SPIKE_BUYERS,
+        duration,
+    )
+    .await;
+    coalesced
         .store()
         .prewarm("direct", STOCK)
         .await
         .expect("prewarm");
     let direct = script_row(store, "direct", direct_name.to_owned(), duration).await;
-    seckill.broker().shutdown().await.expect("shutdown");
-    (service, direct)
+    coalesced.broker().shutdown().await.expect("shutdown");
+    vec![single_row, coalesced_row, direct]
 }
 
 /// `redis-benchmark` running EVALSHA of reserve.lua: random users, the
 /// same number of connections.
-fn redis_benchmark(redis: &BenchRedis, requests: u64) -> Result<Row, String> {
+fn redis_benchmark(redis: &BenchRedis, requests: u64, pipeline: u32) -> Result<Row, String> {
     let port = redis
         .port
         .ok_or("REDIS_URL given; redis-benchmark runs only against the spawned server")?;
@@ -242,6 +282,8 @@ fn redis_benchmark(redis: &BenchRedis, requests: u64) -> Result<Row, String> {
         requests.to_string(),
         "-r".into(),
         "1000000000".into(),
+        "-P".into(),
+        pipeline.to_string(),
         "--csv".into(),
         "EVALSHA".into(),
         sha,
@@ -270,11 +312,22 @@ fn redis_benchmark(redis: &BenchRedis, requests: u64) -> Result<Row, String> {
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("cannot read redis-benchmark's output: {text}"))?;
     Ok(Row {
-        name: format!("redis-benchmark EVALSHA reserve.lua, {CONCURRENCY} connections"),
+        name: if pipeline > 1 {
+            format!(
+                "redis-benchmark EVALSHA reserve.lua, {CONCURRENCY} connections, pipelined by {pipeline}"
+            )
+        } else {
+            format!("redis-benchmark EVALSHA reserve.lua, {CONCURRENCY} connections")
+        },
         reservations: requests,
         seconds,
         per_second,
     })
+}
+
+/// The rate of the first row whose name passes `wanted`.
+fn find_exact(rows: &[Row], wanted: impl Fn(&str) -> bool) -> Option<f64> {
+    rows.iter().find(|r| wanted(&r.name)).map(|r| r.per_second)
 }
 
 fn main() {
@@ -305,23 +358,25 @@ async fn run(args: Args) {
             let scripts = RedisScripts::connect(&redis.url, CONCURRENCY).expect("redis pool");
             scripts.ping().await.expect("redis answers");
             let store = StockStore::new(Arc::new(scripts), "bench:");
-            let (service, direct) = store_rows(
-                store,
-                &dir.path().join("redis"),
-                "Redis (half + reserve.lua + commit, sync flush)",
-                "reserve.lua over Redis, client loop, same pool",
-                duration,
-            )
-            .await;
-            rows.push(service);
-            rows.push(direct);
-            let requests = (rows[1].per_second * duration.as_secs_f64()).max(10_000.0) as u64;
-            match redis_benchmark(&redis, requests) {
-                Ok(row) => {
-                    eprintln!("  {}: {:.0}/s", row.name, row.per_second);
-                    rows.push(row);
+            rows.extend(
+                store_rows(
+                    store,
+                    &dir.path().join("redis"),
+                    "Redis (half + script + commit, sync flush)",
+                    "reserve.lua over Redis, client loop, same pool",
+                    duration,
+                )
+                .await,
+            );
+            let requests = (rows[2].per_second * duration.as_secs_f64()).max(10_000.0) as u64;
+            for pipeline in [1, 16] {
+                match redis_benchmark(&redis, requests * u64::from(pipeline.min(4)), pipeline) {
+                    Ok(row) => {
+                        eprintln!("  {}: {:.0}/s", row.name, row.per_second);
+                        rows.push(row);
+                    }
+                    Err(reason) => skipped.push(format!("redis-benchmark: {reason}")),
                 }
-                Err(reason) => skipped.push(format!("redis-benchmark: {reason}")),
             }
         }
         Err(reason) => skipped.push(format!("Redis rows: {reason}")),
@@ -329,16 +384,16 @@ async fn run(args: Args) {
 
     let embedded = Arc::new(EmbeddedScripts::new().expect("embedded store"));
     let store = StockStore::new(embedded, "");
-    let (service, direct) = store_rows(
-        store,
-        &dir.path().join("embedded"),
-        "the embedded store",
-        "reserve.lua in the embedded store, direct",
-        duration,
-    )
-    .await;
-    rows.push(service);
-    rows.push(direct);
+    rows.extend(
+        store_rows(
+            store,
+            &dir.path().join("embedded"),
+            "the embedded store",
+            "reserve.lua in the embedded store, direct",
+            duration,
+        )
+        .await,
+    );
 
     let find = |prefix: &str| {
         rows.iter()
@@ -354,25 +409,46 @@ async fn run(args: Args) {
             });
         }
     };
+    let evalsha = find_exact(&rows, |n| {
+        n.starts_with("redis-benchmark") && !n.contains("pipelined")
+    });
+    let evalsha_pipelined = find_exact(&rows, |n| {
+        n.starts_with("redis-benchmark") && n.contains("pipelined")
+    });
     ratio(
-        "service over Redis / same script, client loop",
-        find("service over Redis"),
-        find("reserve.lua over Redis"),
+        "coalesced service over Redis / redis-benchmark EVALSHA (target >= 3)",
+        find("coalesced service over Redis"),
+        evalsha,
     );
     ratio(
-        "service over Redis / redis-benchmark EVALSHA",
-        find("service over Redis"),
-        find("redis-benchmark"),
+        "coalesced service over Redis / EVALSHA pipelined by 16 (target >= 1)",
+        find("coalesced service over Redis"),
+        evalsha_pipelined,
+    );
+    ratio(
+        "coalesced / single service over Redis",
+        find("coalesced service over Redis"),
+        find("single service over Redis"),
+    );
+    ratio(
+        "single service over Redis / redis-benchmark EVALSHA",
+        find("single service over Redis"),
+        evalsha,
+    );
+    ratio(
+        "single service over Redis / same script, client loop",
+        find("single service over Redis"),
+        find("reserve.lua over Redis"),
     );
     ratio(
         "client loop / redis-benchmark EVALSHA",
         find("reserve.lua over Redis"),
-        find("redis-benchmark"),
+        evalsha,
     );
     ratio(
-        "service over embedded store / over Redis",
-        find("service over the embedded"),
-        find("service over Redis"),
+        "coalesced / single service over the embedded store",
+        find("coalesced service over the embedded"),
+        find("single service over the embedded"),
     );
     ratio(
         "embedded script / Redis script (client loop)",

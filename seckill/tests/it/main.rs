@@ -1,6 +1,7 @@
 //! Integration tests of the seckill crate, one module per feature.
 
 mod app;
+mod batch;
 mod flags;
 mod helpers;
 mod http;

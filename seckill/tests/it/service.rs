@@ -15,7 +15,7 @@ use seckill::{
 
 use crate::helpers::{embedded_store, redis_store, test_redis};
 
-fn broker_config(dir: &std::path::Path) -> BrokerConfig {
+pub(crate) fn broker_config(dir: &std::path::Path) -> BrokerConfig {
     let mut config = BrokerConfig::new(dir);
     config.flush = FlushMode::async_default();
     config.segment_size = 8 << 20;
@@ -25,7 +25,12 @@ fn broker_config(dir: &std::path::Path) -> BrokerConfig {
     config
 }
 
-async fn service(store: StockStore, dir: &std::path::Path, item: &str, stock: u64) -> Arc<Seckill> {
+pub(crate) async fn service(
+    store: StockStore,
+    dir: &std::path::Path,
+    item: &str,
+    stock: u64,
+) -> Arc<Seckill> {
     let broker = Broker::open(broker_config(dir)).unwrap();
     let seckill = Seckill::new(broker, store, 1).unwrap();
     seckill
@@ -43,7 +48,7 @@ async fn service(store: StockStore, dir: &std::path::Path, item: &str, stock: u6
 }
 
 /// Every order message in the orders topic.
-async fn committed_orders(broker: &Broker) -> Vec<OrderMessage> {
+pub(crate) async fn committed_orders(broker: &Broker) -> Vec<OrderMessage> {
     let mut orders = Vec::new();
     let queues = broker.topic(ORDERS_TOPIC).unwrap().queues;
     for queue_id in 0..queues {
@@ -185,7 +190,7 @@ async fn release_then_rebuy_on_redis() {
 }
 
 /// Waits (bounded) until the broker has no open transaction.
-async fn settled(broker: &Broker) {
+pub(crate) async fn settled(broker: &Broker) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while broker.open_transactions() > 0 {
         assert!(

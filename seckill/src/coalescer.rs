@@ -1,0 +1,269 @@
+//! The coalescer: concurrent purchases of one item gathered into batches
+//! and decided together ([`crate::batch`]).
+//!
+//! Under a spike thousands of buyers of one item arrive in the same
+//! millisecond, and on the single path each pays for its own half append,
+//! durable wait, script round trip and commit. Here each item has a *lane*:
+//! purchases wait in it, and a batch closes
+//!
+//! - when **no batch of the item is in flight** (light traffic: a lone
+//!   purchase leaves at once, with no timer delay), or
+//! - when **`max_batch` purchases are waiting** while others are in flight
+//!   (heavy traffic: up to `max_in_flight` batches overlap, one storing its
+//!   halves while another runs its script or writes its commits),
+//!
+//! and otherwise when the batch before it returns. So batches grow with the
+//! load and shrink to one purchase when it is light.
+//!
+//! Scripts run in the order their batches closed (a batch waits for its
+//! turn after storing its halves), and a batch's script decides its
+//! purchases in arrival order: purchases are decided in exactly the order
+//! they reached the lane, as on a single path that served them one by one.
+//!
+//! A batch runs in a task of its own, so a buyer who disconnects does not
+//! abandon the others of the batch; each buyer waits for its own answer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot};
+
+use crate::batch::{BatchAnswer, HalfSentBatch};
+use crate::purchase::{PurchaseError, PurchaseOutcome, ReservationCore};
+
+/// The bounds of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// The most purchases in one batch (1..=1024, `stock::MAX_BATCH`).
+    /// Default 256: one script call of 256 decisions holds Redis for about
+    /// a quarter of a millisecond.
+    pub max_batch: usize,
+    /// The most batches of one item in flight at once (1..=64). Default 4:
+    /// enough to overlap the durable waits with the scripts.
+    pub max_in_flight: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_batch: 256,
+            max_in_flight: 4,
+        }
+    }
+}
+
+impl BatchLimits {
+    /// Checks both bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=stock::MAX_BATCH).contains(&self.max_batch) {
+            return Err(format!(
+                "the batch size must be 1 to {}, not {}",
+                stock::MAX_BATCH,
+                self.max_batch
+            ));
+        }
+        if !(1..=64).contains(&self.max_in_flight) {
+            return Err(format!(
+                "batches in flight must be 1 to 64, not {}",
+                self.max_in_flight
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Gathers purchases per item and runs their batches.
+#[derive(Debug)]
+pub(crate) struct Coalescer {
+    core: Arc<ReservationCore>,
+    limits: BatchLimits,
+    /// One lane per item ever bought here (items are activities: few).
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+}
+
+/// One item's waiting purchases and batches in flight.
+#[derive(Debug)]
+struct Lane {
+    item: String,
+    state: Mutex<LaneState>,
+    /// The sequence number of the batch whose script runs next.
+    script_turn: Mutex<u64>,
+    turn_changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct LaneState {
+    waiting: VecDeque<Waiting>,
+    in_flight: usize,
+    next_sequence: u64,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    user: String,
+    item_stock: u64,
+    answer: oneshot::Sender<BatchAnswer>,
+}
+
+/// A closed batch, ready to run.
+struct Closed {
+    sequence: u64,
+    purchases: Vec<Waiting>,
+}
+
+impl Coalescer {
+    pub(crate) fn new(core: Arc<ReservationCore>, limits: BatchLimits) -> Self {
+        Coalescer {
+            core,
+            limits,
+            lanes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn limits(&self) -> BatchLimits {
+        self.limits
+    }
+
+    /// Queues `user`'s purchase of `item` and waits for its batch's answer.
+    pub(crate) async fn purchase(
+        &self,
+        item: &str,
+        user: &str,
+        item_stock: u64,
+    ) -> Result<PurchaseOutcome, PurchaseError> {
+        let lane = self.lane(item);
+        let (answer, answered) = oneshot::channel();
+        let closed = {
+            let mut state = lane.state.lock();
+            state.waiting.push_back(Waiting {
+                user: user.to_owned(),
+                item_stock,
+                answer,
+            });
+            close_ready(self.limits, &mut state)
+        };
+        for batch in closed {
+            spawn_batch(
+                Arc::clone(&self.core),
+                Arc::clone(&lane),
+                self.limits,
+                batch,
+            );
+        }
+        answered.await.unwrap_or_else(|_| {
+            Err(PurchaseError::Batch(
+                "the batch of this purchase stopped before answering".into(),
+            ))
+        })
+    }
+
+    fn lane(&self, item: &str) -> Arc<Lane> {
+        let mut lanes = self.lanes.lock();
+        if let Some(lane) = lanes.get(item) {
+            return Arc::clone(lane);
+        }
+        let lane = Arc::new(Lane {
+            item: item.to_owned(),
+            state: Mutex::new(LaneState::default()),
+            script_turn: Mutex::new(0),
+            turn_changed: Notify::new(),
+        });
+        lanes.insert(item.to_owned(), Arc::clone(&lane));
+        lane
+    }
+}
+
+/// Closes every batch the rules allow now (see the module doc).
+fn close_ready(limits: BatchLimits, state: &mut LaneState) -> Vec<Closed> {
+    let mut closed = Vec::new();
+    while !state.waiting.is_empty()
+        && state.in_flight < limits.max_in_flight
+        && (state.in_flight == 0 || state.waiting.len() >= limits.max_batch)
+    {
+        let take = state.waiting.len().min(limits.max_batch);
+        let purchases: Vec<Waiting> = state.waiting.drain(..take).collect();
+        state.in_flight += 1;
+        let sequence = state.next_sequence;
+        state.next_sequence += 1;
+        closed.push(Closed {
+            sequence,
+            purchases,
+        });
+    }
+    closed
+}
+
+/// Runs `batch` in a task of its own; when it returns, closes what the
+/// rules allow next.
+fn spawn_batch(core: Arc<ReservationCore>, lane: Arc<Lane>, limits: BatchLimits, batch: Closed) {
+    tokio::spawn(async move {
+        run_batch(&core, &lane, batch).await;
+        let closed = {
+            let mut state = lane.state.lock();
+            state.in_flight -= 1;
+            close_ready(limits, &mut state)
+        };
+        for next in closed {
+            spawn_batch(Arc::clone(&core), Arc::clone(&lane), limits, next);
+        }
+    });
+}
+
+/// The three steps of one batch, its script in its turn, and every
+/// purchase answered.
+async fn run_batch(core: &Arc<ReservationCore>, lane: &Lane, batch: Closed) {
+    let item_stock = batch.purchases.first().map_or(0, |p| p.item_stock);
+    let users: Vec<String> = batch.purchases.iter().map(|p| p.user.clone()).collect();
+    let sent = HalfSentBatch::send(core, &lane.item, item_stock, users).await;
+    // The turn passes whether or not this batch runs its script.
+    let turn = lane.wait_for_turn(batch.sequence).await;
+    let answers = match sent {
+        Ok(sent) => {
+            let reserved = sent.reserve().await;
+            drop(turn);
+            sent.end(reserved).await
+        }
+        Err(e) => {
+            drop(turn);
+            let why = e.to_string();
+            batch
+                .purchases
+                .iter()
+                .map(|_| Err(PurchaseError::Batch(why.clone())))
+                .collect()
+        }
+    };
+    for (purchase, answer) in batch.purchases.into_iter().zip(answers) {
+        // A buyer who went away no longer waits; its outcome stands.
+        let _ = purchase.answer.send(answer);
+    }
+}
+
+impl Lane {
+    /// Waits until the batch `sequence` may run its script; the turn
+    /// passes to the next when the returned guard drops.
+    async fn wait_for_turn(&self, sequence: u64) -> TurnGuard<'_> {
+        loop {
+            let changed = self.turn_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if *self.script_turn.lock() == sequence {
+                return TurnGuard { lane: self };
+            }
+            changed.await;
+        }
+    }
+}
+
+/// The script turn of one batch; dropping it hands the turn on.
+struct TurnGuard<'a> {
+    lane: &'a Lane,
+}
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        *self.lane.script_turn.lock() += 1;
+        self.lane.turn_changed.notify_waiters();
+    }
+}
