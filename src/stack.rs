@@ -109,6 +109,46 @@ pub struct Stack {
     servers: Arc<Mutex<Vec<JoinHandle<()>>>>,
     /// The stop in progress or done, with its outcome.
     stopping: tokio::sync::Mutex<Option<JoinHandle<anyhow::Result<()>>>>,
+    /// Where the worker's consumer tasks run.
+    _worker_runtime: WorkerRuntime,
+}
+
+/// The order worker's own runtime, on a thread of its own. In one process
+/// with the gateway, seckill and a load generator, the worker's tasks
+/// would otherwise wait in the same run queue as tens of thousands of
+/// requests, and its steady rate would sag exactly during the spike it is
+/// there to flatten; on its own thread the operating system gives it its
+/// share of a core whatever the request load.
+#[derive(Debug)]
+struct WorkerRuntime(Option<tokio::runtime::Runtime>);
+
+impl WorkerRuntime {
+    fn start() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("order-worker")
+            .enable_all()
+            .build()
+            .context("the worker's runtime")?;
+        Ok(WorkerRuntime(Some(runtime)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("the runtime lives as long as the stack")
+            .handle()
+            .clone()
+    }
+}
+
+impl Drop for WorkerRuntime {
+    fn drop(&mut self) {
+        // Dropped from async code: a runtime must not block there.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Stack {
@@ -172,7 +212,17 @@ impl Stack {
             orders.clone(),
             store.clone(),
         );
-        worker.add_broker("local", Arc::new(broker.clone()));
+        // Its consumer tasks are spawned where `add_broker` runs: on the
+        // worker's runtime.
+        let worker_runtime = WorkerRuntime::start()?;
+        {
+            let (worker, broker) = (Arc::clone(&worker), broker.clone());
+            worker_runtime
+                .handle()
+                .spawn(async move { worker.add_broker("local", Arc::new(broker)) })
+                .await
+                .context("starting the worker's consumers")?;
+        }
         let worker_app = WorkerApp::with_worker(
             Arc::clone(&worker),
             config.worker_listen.unwrap_or(loopback),
@@ -212,8 +262,9 @@ impl Stack {
         let (worker_stop, seckill_stop) = (CancellationToken::new(), CancellationToken::new());
         let gateway =
             tokio::spawn(gateway_app.run_until_stopped(edge_stop.clone().cancelled_owned()));
-        let worker_served =
-            tokio::spawn(worker_app.run_until_stopped(worker_stop.clone().cancelled_owned()));
+        let worker_served = worker_runtime
+            .handle()
+            .spawn(worker_app.run_until_stopped(worker_stop.clone().cancelled_owned()));
         let seckill_served =
             tokio::spawn(seckill_app.run_until_stopped(seckill_stop.clone().cancelled_owned()));
         let stack = Stack {
@@ -227,6 +278,7 @@ impl Stack {
             edge_stop: edge_stop.clone(),
             servers: Arc::new(Mutex::new(vec![gateway])),
             stopping: tokio::sync::Mutex::new(None),
+            _worker_runtime: worker_runtime,
         };
         let servers = Arc::clone(&stack.servers);
         let stages = tokio::spawn(async move {
