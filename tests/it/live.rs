@@ -137,12 +137,19 @@ async fn the_series_carries_the_charts_points_and_moves_with_purchases() {
         assert_eq!(buy(format!("buyer-{user}")).await, 200);
     }
 
-    // The window catches up: every order written, the stock gone, and
-    // each outcome counted.
+    // The window catches up: a sample taken after the last answer, with
+    // every order written, the stock gone, and each outcome counted.
+    let answered_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let after = loop {
         let (_, series) = get_json(live, "/live/series").await;
         let latest = &series["latest"];
-        if latest["orders_written"] == 10 && latest["backlog"] == 0 {
+        if latest["at_ms"].as_i64().unwrap() > answered_ms
+            && latest["orders_written"] == 10
+            && latest["backlog"] == 0
+        {
             break series;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
