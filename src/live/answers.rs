@@ -37,8 +37,9 @@ pub struct AnswerTotals {
     pub duplicate: u64,
     /// Turned away by a rate limit or load shedding (429, 503).
     pub limited: u64,
-    /// Failures: seckill's errors, the gateway's timeouts and failed
-    /// forwards.
+    /// Failures: the gateway's timeouts and failed forwards, and
+    /// seckill's errors — which, as seckill counts them, also take in
+    /// its refusals of an unknown item or a bad user id.
     pub error: u64,
     /// Everything else: bad requests, unknown items, a closed sale
     /// window, the access hook's refusals.
