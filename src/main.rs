@@ -150,6 +150,9 @@ async fn serve() -> anyhow::Result<()> {
     };
     let (seckill, worker) = (config.seckill_listen, config.worker_listen);
     let live_listen = env_addr("LIVE_LISTEN", "127.0.0.1:8083")?;
+    // Before the stack starts, so the live page counts every answer (it
+    // says so itself if it cannot).
+    let _ = flashsale::live::count_answers();
     let stack = Arc::new(Stack::start(config).await?);
     let live = flashsale::live::serve(&stack, live_listen).await?;
     let url = stack.url();
@@ -180,6 +183,7 @@ async fn demo(stock: u64, worker_rate: u32) -> anyhow::Result<bool> {
         key_prefix: format!("demo-{}:", unix_ms()),
         ..base_config(data_dir.clone(), items_of(&records, stock))
     };
+    let _ = flashsale::live::count_answers();
     let stack = Arc::new(Stack::start(config).await?);
     let live = flashsale::live::serve(&stack, env_addr("LIVE_LISTEN", "127.0.0.1:0")?).await?;
     println!("watch it live: http://{live}/");
