@@ -12,6 +12,12 @@
 //! back; a crash in between is settled by the broker's check-back from the
 //! buyer record ([`BuyerRecordChecker`]). Requests after a sell-out are
 //! answered from this process's own [`SoldOutFlags`].
+//!
+//! Under load, concurrent purchases of one item are coalesced
+//! ([`coalescer`]): a batch's halves are one append, one
+//! `lua/reserve_batch.lua` call decides all of them in arrival order, and
+//! its commits and rollbacks are one write ([`HalfSentBatch`]). The single
+//! path ([`ReservationPath::Single`]) stays, for study and comparison.
 
 pub mod app;
 mod batch;

@@ -20,6 +20,11 @@
 //! record. A crash before the script leaves a half with no buyer record,
 //! which is rolled back. Either way, no order exists without a reservation
 //! and no reservation without an order.
+//!
+//! This is the single path ([`ReservationPath::Single`]). The default
+//! path coalesces concurrent purchases of an item into batches
+//! ([`crate::coalescer`], [`crate::batch`]) that take the same steps, in
+//! the same order, once per batch.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
