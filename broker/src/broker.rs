@@ -610,6 +610,36 @@ impl Broker {
             .await
     }
 
+    /// Stores every `(queue id, message)` as a half message of
+    /// `producer_group`, as [`Broker::send_half`] does one, with one append
+    /// and one durable wait for the whole batch. Results in input order.
+    /// An empty batch, or any invalid message, refuses the whole batch.
+    pub async fn send_half_batch(
+        &self,
+        producer_group: &str,
+        halves: Vec<(u32, Message)>,
+    ) -> Result<Vec<HalfSendResult>> {
+        let inner = &self.inner;
+        inner
+            .transactions
+            .send_half_batch(&inner.store, producer_group, halves)
+            .await
+    }
+
+    /// Ends many transactions, as [`Broker::end_transaction`] ends one,
+    /// with the real messages and op records of the whole batch in one
+    /// append and one durable wait. Each entry gets its own result, in
+    /// input order: a half that is not open (or named twice) fails alone.
+    /// The outer error is for what fails the whole batch (the store, a
+    /// shutdown); then no transaction of it is acknowledged.
+    pub async fn end_transactions(
+        &self,
+        ends: Vec<(u64, TransactionState)>,
+    ) -> Result<Vec<Result<Option<SendResult>>>> {
+        let inner = &self.inner;
+        inner.transactions.resolve_many(&inner.store, ends).await
+    }
+
     /// Registers the checker asked about `producer_group`'s open
     /// transactions (replacing any earlier one).
     pub fn register_checker(&self, producer_group: &str, checker: Arc<dyn TransactionChecker>) {
