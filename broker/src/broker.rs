@@ -610,32 +610,34 @@ impl Broker {
             .await
     }
 
-    /// Stores a batch of half messages of `producer_group`, each to its
-    /// queue, as [`Broker::send_half`] does one; results in order. (Each
-    /// half is its own append here.)
+    /// Stores every `(queue id, message)` as a half message of
+    /// `producer_group`, as [`Broker::send_half`] does one, with one append
+    /// and one durable wait for the whole batch. Results in input order.
+    /// An empty batch, or any invalid message, refuses the whole batch.
     pub async fn send_half_batch(
         &self,
         producer_group: &str,
         halves: Vec<(u32, Message)>,
     ) -> Result<Vec<HalfSendResult>> {
-        let mut out = Vec::with_capacity(halves.len());
-        for (queue, message) in halves {
-            out.push(self.send_half(producer_group, queue, message).await?);
-        }
-        Ok(out)
+        let inner = &self.inner;
+        inner
+            .transactions
+            .send_half_batch(&inner.store, producer_group, halves)
+            .await
     }
 
-    /// Commits or rolls back a batch of transactions, each as
-    /// [`Broker::end_transaction`] does; one result per entry, in order.
+    /// Ends many transactions, as [`Broker::end_transaction`] ends one,
+    /// with the real messages and op records of the whole batch in one
+    /// append and one durable wait. Each entry gets its own result, in
+    /// input order: a half that is not open (or named twice) fails alone.
+    /// The outer error is for what fails the whole batch (the store, a
+    /// shutdown); then no transaction of it is acknowledged.
     pub async fn end_transactions(
         &self,
         ends: Vec<(u64, TransactionState)>,
     ) -> Result<Vec<Result<Option<SendResult>>>> {
-        let mut out = Vec::with_capacity(ends.len());
-        for (offset, state) in ends {
-            out.push(self.end_transaction(offset, state).await);
-        }
-        Ok(out)
+        let inner = &self.inner;
+        inner.transactions.resolve_many(&inner.store, ends).await
     }
 
     /// Registers the checker asked about `producer_group`'s open

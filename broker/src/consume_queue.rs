@@ -173,6 +173,31 @@ impl ConsumeQueue {
         Ok(())
     }
 
+    /// Appends `entries` at the end of the queue with one `pwrite` per file
+    /// they fall in (an append of a batch, not one write per entry).
+    pub(crate) fn append_entries(&self, entries: &[QueueEntry]) -> Result<()> {
+        let mut index = self.len();
+        let mut rest = entries;
+        let mut bytes = Vec::with_capacity(entries.len().min(self.entries_per_file as usize) * 20);
+        while !rest.is_empty() {
+            let file = self.file_for_write(index)?;
+            let room = (file.first_entry + self.entries_per_file - index) as usize;
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            bytes.clear();
+            for entry in now {
+                bytes.extend_from_slice(&entry.encode());
+            }
+            file.file
+                .write_all_at(&bytes, (index - file.first_entry) * ENTRY_LEN)
+                .map_err(|e| BrokerError::io(format!("write {}", file.path.display()), e))?;
+            file.dirty.store(true, Ordering::Release);
+            index += now.len() as u64;
+            self.len.store(index, Ordering::Release);
+            rest = later;
+        }
+        Ok(())
+    }
+
     /// Reads entry `index`.
     pub(crate) fn get(&self, index: u64) -> Result<QueueEntry> {
         let entries = self.read(index, 1)?;

@@ -93,17 +93,24 @@ impl GroupCommit {
     }
 
     /// Called by a writer, still under the append lock, after its records
-    /// are in the page cache. In sync mode the queue's new length is
-    /// published only after the flush; in async mode it is published now.
-    pub(crate) fn appended(&self, visibility: PendingVisibility, dirty_bytes: u64) {
+    /// are in the page cache, once per batch with the new length of every
+    /// queue it touched. In sync mode the queues' new lengths are published
+    /// only after the flush; in async mode they are published now.
+    pub(crate) fn appended(
+        &self,
+        visibility: impl IntoIterator<Item = PendingVisibility>,
+        dirty_bytes: u64,
+    ) {
         match self.mode {
             FlushMode::Sync { .. } => {
                 let mut state = self.state.lock();
-                state.pending_visibility.push_back(visibility);
+                state.pending_visibility.extend(visibility);
                 self.wake.notify_one();
             }
             FlushMode::Async { bytes, .. } => {
-                visibility.queue.publish_visible(visibility.visible_len);
+                for pending in visibility {
+                    pending.queue.publish_visible(pending.visible_len);
+                }
                 if dirty_bytes >= bytes {
                     let _state = self.state.lock();
                     self.wake.notify_one();
@@ -349,7 +356,7 @@ mod tests {
                 queue: Arc::clone(&queue),
                 visible_len: i as u64 + 1,
             };
-            group_commit.appended(pending, end - target.log.flushed());
+            group_commit.appended([pending], end - target.log.flushed());
         }
         // Sync mode: nothing is visible before a flush covers it.
         assert_eq!(queue.visible_len(), 0);

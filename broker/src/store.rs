@@ -46,15 +46,14 @@ use crate::disk_guard::DiskGuard;
 use crate::error::{BrokerError, Result};
 use crate::failure_latch::FailureLatch;
 use crate::fs_util::{create_dir_durable, fsync_dir};
-use crate::group_commit::{FlushTarget, GroupCommit, PendingVisibility};
+use crate::group_commit::{FlushTarget, GroupCommit};
 use crate::key_index::{KeyIndex, key_hash};
-use crate::metrics::{APPENDED_BYTES, APPENDED_MESSAGES};
 use crate::queues::{QueueState, QueueTable};
-use crate::record::{self, Message, Placement, StoredMessage};
+use crate::record::{Message, StoredMessage};
 use crate::store_paths::StorePaths;
 use crate::system_topics::is_system_topic;
 use crate::topics::TopicRegistry;
-use crate::types::{RecoveryReport, SendResult, TopicConfig};
+use crate::types::{RecoveryReport, TopicConfig};
 
 /// What a message's consume-queue entry stores in its tag-hash field:
 /// normally the hash of its tags ([`crate::record::tag_hash`]); the broker
@@ -300,121 +299,7 @@ impl Store {
         )
     }
 
-    // -- append ------------------------------------------------------------
-
-    /// Appends a batch (all of one topic, any topic, system ones too) to
-    /// one queue. Returns the results and the log offset the batch ends at
-    /// (what a durable acknowledgement must cover: see
-    /// [`Store::wait_durable`]).
-    pub(crate) fn append(
-        &self,
-        queue_id: u32,
-        mut messages: Vec<Message>,
-    ) -> Result<(Vec<SendResult>, u64)> {
-        if self.closing.load(Ordering::Acquire) {
-            return Err(BrokerError::ShuttingDown);
-        }
-        self.failure.check()?;
-        self.disk.check()?;
-        let Some(first) = messages.first() else {
-            return Err(BrokerError::InvalidArgument(
-                "a send needs at least one message".into(),
-            ));
-        };
-        let topic = first.topic.clone();
-        if messages.iter().any(|m| m.topic != topic) {
-            return Err(BrokerError::InvalidArgument(
-                "every message of a batch must have the same topic".into(),
-            ));
-        }
-        self.ensure_topic(&topic)?;
-        let queue = self.queue(&topic, queue_id)?;
-        let now = self.clock.now_ms();
-        let mut lens = Vec::with_capacity(messages.len());
-        for message in &mut messages {
-            let len = record::encoded_len(message)
-                .map_err(|e| BrokerError::InvalidMessage(e.to_string()))?;
-            if len > self.config.max_message_size {
-                return Err(BrokerError::MessageTooLarge {
-                    size: len,
-                    max: self.config.max_message_size,
-                });
-            }
-            if message.born_timestamp_ms == 0 {
-                message.born_timestamp_ms = now;
-            }
-            lens.push(len);
-        }
-
-        let mut writer = self.append.lock();
-        // Taken under the lock so store timestamps follow log order.
-        let store_timestamp_ms = self.clock.store_timestamp_ms();
-        let first_queue_offset = queue.consume_queue_len();
-        let mut results = Vec::with_capacity(messages.len());
-        let mut entries = Vec::with_capacity(messages.len());
-        let mut total_bytes = 0u64;
-        let written = (|| -> Result<()> {
-            for (i, (message, &len)) in messages.iter().zip(&lens).enumerate() {
-                let offset = writer.position_for(&self.log, len)?;
-                let placement = Placement {
-                    queue_id,
-                    queue_offset: first_queue_offset + i as u64,
-                    commit_log_offset: offset,
-                    store_timestamp_ms,
-                };
-                record::encode_into(message, placement, len, writer.buffer());
-                writer.advance(len);
-                total_bytes += len as u64;
-                entries.push(QueueEntry {
-                    commit_log_offset: offset,
-                    size: len as u32,
-                    tag_hash: (self.tag_code)(message),
-                });
-                results.push(SendResult {
-                    msg_id: format!("{offset:016X}"),
-                    topic: topic.clone(),
-                    queue_id,
-                    queue_offset: placement.queue_offset,
-                    commit_log_offset: offset,
-                });
-            }
-            writer.write_buffer(&self.log)?;
-            for (i, entry) in entries.iter().enumerate() {
-                queue
-                    .consume_queue()
-                    .put(first_queue_offset + i as u64, *entry)?;
-            }
-            let keyed: Vec<(u64, u64)> = messages
-                .iter()
-                .zip(&entries)
-                .filter(|(m, _)| !m.key.is_empty())
-                .map(|(m, e)| (key_hash(&m.key), e.commit_log_offset))
-                .collect();
-            self.key_index.add(&keyed)?;
-            Ok(())
-        })();
-        if let Err(e) = written {
-            // The log and its queues may now disagree; only recovery can
-            // tell what reached the disk. Refuse further writes until then.
-            writer.discard_buffer();
-            self.failure.fail(&e.to_string());
-            return Err(e);
-        }
-        let end = writer.next_offset();
-        let dirty = end - self.log.flushed();
-        self.group_commit.appended(
-            PendingVisibility {
-                end,
-                queue: Arc::clone(&queue),
-                visible_len: first_queue_offset + messages.len() as u64,
-            },
-            dirty,
-        );
-        drop(writer);
-        metrics::counter!(APPENDED_MESSAGES).increment(messages.len() as u64);
-        metrics::counter!(APPENDED_BYTES).increment(total_bytes);
-        Ok((results, end))
-    }
+    // -- append (see `append.rs`) ------------------------------------------
 
     /// Waits until the log is durable up to `end`, as the flush mode promises.
     pub(crate) async fn wait_durable(&self, end: u64) -> Result<()> {
@@ -630,6 +515,8 @@ impl FlushTarget for Store {
         }
     }
 }
+
+mod append;
 
 #[cfg(test)]
 mod tests;

@@ -6,8 +6,13 @@
 //! topic and queue in properties. The producer then commits or rolls back:
 //!
 //! - **commit** appends the real message (tagged with its half offset) and
-//!   then an op record to [`HALF_OP_TOPIC`];
+//!   an op record to [`HALF_OP_TOPIC`], both in one write;
 //! - **rollback** appends only the op record.
+//!
+//! Halves can be sent, and transactions ended, in batches: a batch is one
+//! append and one durable wait whatever its size (`ending.rs`). The real
+//! message is kept in memory from the send, so a commit does not read its
+//! half back; only halves recovered at startup are read from the log.
 //!
 //! If the producer never says, the check-back task asks the producer
 //! group's [`TransactionChecker`] once the half is older than the
@@ -20,7 +25,8 @@
 //! wait for all before it.
 //!
 //! A commit is decided the moment its real message is appended. If the op
-//! record or the wait for durability fails after that, the open entry
+//! record (when it could not share the write) or the wait for durability
+//! fails after that, the open entry
 //! remembers where the real message went ([`Step::RealAppended`]); the
 //! next attempt, by the producer or the check-back, writes only the missing
 //! op record and never appends the real message again.
@@ -56,6 +62,7 @@ use crate::system_topics::{HALF_OP_TOPIC, HALF_TOPIC, check_user_message, proper
 use crate::types::{HalfMessage, HalfSendResult, SendResult, TransactionChecker, TransactionState};
 
 mod check_back;
+mod ending;
 
 /// How long a checker may take before its answer counts as unknown.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -81,7 +88,13 @@ struct Pending {
     resolving: bool,
     /// The check-back is asking its checker.
     checking: bool,
+    /// The real message and its queue, kept from the send so a commit
+    /// need not read the half back; `None` for halves found at startup.
+    real: Option<RealMessage>,
 }
+
+/// A half's real message (without its `HALF_OFFSET`) and its queue.
+type RealMessage = Arc<(u32, Message)>;
 
 /// The open transactions, by half offset and by due time.
 ///
@@ -184,26 +197,6 @@ enum Step {
     RealAppended(SendResult),
 }
 
-/// What an attempt to end a transaction found. "Resolved already" is an
-/// outcome, not an error: an error means the attempt failed and the
-/// transaction stays open.
-#[derive(Debug)]
-enum Resolution {
-    /// Committed now: where the real message is.
-    Committed(SendResult),
-    /// Rolled back now.
-    RolledBack,
-    /// A rollback was asked, but the real message was appended by an
-    /// earlier commit that failed later: the commit stands (its op record
-    /// is written now).
-    CommittedEarlier,
-    /// No open transaction has that half offset: it is resolved already,
-    /// or was never sent.
-    NotOpen,
-    /// Another resolution of the same half is under way.
-    InProgress,
-}
-
 /// Open transactions and the registered checkers.
 #[derive(Debug)]
 pub(crate) struct Transactions {
@@ -225,46 +218,6 @@ enum FailPoint {
     OpRecord,
     /// The wait for durability fails (the op record is appended).
     DurableWait,
-}
-
-/// An open transaction claimed by one resolution. Dropped unfinished (an
-/// error, or the caller's future dropped), it puts the transaction back,
-/// keeping the step it reached.
-struct Claim<'a> {
-    transactions: &'a Transactions,
-    store: &'a Store,
-    half_offset: u64,
-    finished: bool,
-}
-
-impl Claim<'_> {
-    /// The transaction is resolved: it leaves the open set.
-    fn finish(mut self) {
-        self.finished = true;
-        self.transactions.open.lock().remove(self.half_offset);
-    }
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        let now = self.store.clock().now_ms();
-        let mut open = self.transactions.open.lock();
-        if let Some(pending) = open.by_half.get_mut(&self.half_offset) {
-            pending.resolving = false;
-            // Not resolved after all: the check-back tries again, no sooner
-            // than one interval from now if it was due already.
-            if pending.next_check_ms <= now {
-                pending.next_check_ms =
-                    now + self.store.config().transaction_check_interval.as_millis() as i64;
-            }
-        }
-        open.requeue(self.half_offset);
-        drop(open);
-        self.transactions.wake.notify_one();
-    }
 }
 
 impl Transactions {
@@ -357,6 +310,7 @@ impl Transactions {
                         step: Step::Open,
                         resolving: false,
                         checking: false,
+                        real: None,
                     },
                 );
             } else if let Some(half) = resolved_half(&record) {
@@ -379,161 +333,95 @@ impl Transactions {
         queue_id: u32,
         message: Message,
     ) -> Result<HalfSendResult> {
+        let mut results = self
+            .send_half_batch(store, producer_group, vec![(queue_id, message)])
+            .await?;
+        Ok(results.pop().expect("one result"))
+    }
+
+    /// Stores every `(queue id, message)` as a half message of
+    /// `producer_group` with one append and one durable wait (see
+    /// [`crate::Broker::send_half_batch`]). One invalid message refuses
+    /// the batch before anything is written.
+    pub(crate) async fn send_half_batch(
+        &self,
+        store: &Store,
+        producer_group: &str,
+        messages: Vec<(u32, Message)>,
+    ) -> Result<Vec<HalfSendResult>> {
         if producer_group.is_empty() {
             return Err(BrokerError::InvalidArgument(
                 "producer group must not be empty".into(),
             ));
         }
-        if message.properties.contains_key(property::DELAY_LEVEL)
-            || message.properties.contains_key(property::DELIVER_AT_MS)
-        {
+        if messages.is_empty() {
             return Err(BrokerError::InvalidArgument(
-                "a transactional message cannot also be delayed".into(),
+                "a batch of half messages needs at least one".into(),
             ));
         }
-        check_user_message(&message)?;
-        store.ensure_topic(&message.topic)?;
-        store.queue(&message.topic, queue_id)?;
-        let mut half = message;
-        let real_topic = std::mem::replace(&mut half.topic, HALF_TOPIC.to_owned());
-        half.properties
-            .insert(property::REAL_TOPIC.into(), real_topic);
-        half.properties
-            .insert(property::REAL_QUEUE.into(), queue_id.to_string());
-        half.properties
-            .insert(property::PRODUCER_GROUP.into(), producer_group.to_owned());
         let now = store.clock().now_ms();
-        let (mut results, end) = store.append(0, vec![half])?;
-        let result = results.pop().expect("one result");
-        self.insert(
-            result.queue_offset,
-            Pending {
-                producer_group: producer_group.to_owned(),
-                checks: 0,
-                next_check_ms: now + store.config().transaction_timeout.as_millis() as i64,
-                step: Step::Open,
-                resolving: false,
-                checking: false,
-            },
-        );
-        store.wait_durable(end).await?;
-        Ok(HalfSendResult {
-            half_offset: result.queue_offset,
-            msg_id: result.msg_id,
-        })
-    }
-
-    /// Commits or rolls back the transaction of the half message at
-    /// `half_offset`; a commit returns where the real message landed.
-    /// Ending a transaction that is not open is refused.
-    pub(crate) async fn resolve(
-        &self,
-        store: &Store,
-        half_offset: u64,
-        state: TransactionState,
-    ) -> Result<Option<SendResult>> {
-        match self.end(store, half_offset, state).await? {
-            Resolution::Committed(result) => Ok(Some(result)),
-            Resolution::RolledBack => Ok(None),
-            Resolution::CommittedEarlier => Err(BrokerError::InvalidArgument(format!(
-                "the transaction with half offset {half_offset} is committed already; it cannot be rolled back"
-            ))),
-            Resolution::NotOpen => Err(BrokerError::InvalidArgument(format!(
-                "no open transaction with half offset {half_offset} (resolved already, or never sent)"
-            ))),
-            Resolution::InProgress => Err(BrokerError::InvalidArgument(format!(
-                "the transaction with half offset {half_offset} is being resolved; ask again"
-            ))),
+        let mut halves = Vec::with_capacity(messages.len());
+        let mut reals = Vec::with_capacity(messages.len());
+        for (queue_id, mut message) in messages {
+            if message.properties.contains_key(property::DELAY_LEVEL)
+                || message.properties.contains_key(property::DELIVER_AT_MS)
+            {
+                return Err(BrokerError::InvalidArgument(
+                    "a transactional message cannot also be delayed".into(),
+                ));
+            }
+            check_user_message(&message)?;
+            store.ensure_topic(&message.topic)?;
+            store.queue(&message.topic, queue_id)?;
+            if message.born_timestamp_ms == 0 {
+                // Set here so the copy kept for the commit is what the log
+                // holds.
+                message.born_timestamp_ms = now;
+            }
+            let mut half = message.clone();
+            reals.push(Arc::new((queue_id, message)));
+            let real_topic = std::mem::replace(&mut half.topic, HALF_TOPIC.to_owned());
+            half.properties
+                .insert(property::REAL_TOPIC.into(), real_topic);
+            half.properties
+                .insert(property::REAL_QUEUE.into(), queue_id.to_string());
+            half.properties
+                .insert(property::PRODUCER_GROUP.into(), producer_group.to_owned());
+            halves.push(half);
         }
-    }
-
-    /// Ends the transaction at `half_offset` as `state` says, from the step
-    /// its resolution reached: a commit appends the real message (once,
-    /// ever), then either ending appends its op record, and both wait for
-    /// durability. On an error the transaction stays open with its step.
-    async fn end(
-        &self,
-        store: &Store,
-        half_offset: u64,
-        state: TransactionState,
-    ) -> Result<Resolution> {
-        if state == TransactionState::Unknown {
-            return Err(BrokerError::InvalidArgument(
-                "a transaction ends with commit or rollback, not unknown".into(),
-            ));
-        }
-        let step = {
+        let (results, end) = store.append(0, halves)?;
+        let next_check_ms = now + store.config().transaction_timeout.as_millis() as i64;
+        let earliest = {
             let mut open = self.open.lock();
-            let open = &mut *open;
-            match open.by_half.get_mut(&half_offset) {
-                None => return Ok(Resolution::NotOpen),
-                Some(pending) if pending.resolving => return Ok(Resolution::InProgress),
-                Some(pending) => {
-                    pending.resolving = true;
-                    open.due.remove(&(pending.next_check_ms, half_offset));
-                    pending.step.clone()
-                }
+            let mut earliest = false;
+            for (result, real) in results.iter().zip(reals) {
+                earliest |= open.insert(
+                    result.queue_offset,
+                    Pending {
+                        producer_group: producer_group.to_owned(),
+                        checks: 0,
+                        next_check_ms,
+                        step: Step::Open,
+                        resolving: false,
+                        checking: false,
+                        real: Some(real),
+                    },
+                );
             }
+            earliest
         };
-        let claim = Claim {
-            transactions: self,
-            store,
-            half_offset,
-            finished: false,
-        };
-        let committed = match (step, state) {
-            (Step::RealAppended(result), _) => Some(result),
-            (Step::Open, TransactionState::Commit) => {
-                let result = append_real(store, half_offset)?;
-                // Recorded before anything else can fail: from here on the
-                // commit is decided.
-                self.open.lock().mark_committed(half_offset, result.clone());
-                Some(result)
-            }
-            (Step::Open, _) => None,
-        };
-        let op = Message::new(HALF_OP_TOPIC, half_offset.to_string()).with_tags(
-            if committed.is_some() {
-                "commit"
-            } else {
-                "rollback"
-            },
-        );
-        #[cfg(test)]
-        let injected = if committed.is_some() {
-            self.fail_after_append.lock().take()
-        } else {
-            None
-        };
-        #[cfg(test)]
-        if let Some((FailPoint::OpRecord, e)) = injected {
-            return Err(e);
-        }
-        let (_, end) = store.append(0, vec![op])?;
-        #[cfg(test)]
-        if let Some((FailPoint::DurableWait, e)) = injected {
-            return Err(e);
+        if earliest {
+            self.wake.notify_one();
         }
         store.wait_durable(end).await?;
-        claim.finish();
-        Ok(match (committed, state) {
-            (Some(result), TransactionState::Commit) => Resolution::Committed(result),
-            (Some(_), _) => Resolution::CommittedEarlier,
-            (None, _) => Resolution::RolledBack,
-        })
+        Ok(results
+            .into_iter()
+            .map(|result| HalfSendResult {
+                half_offset: result.queue_offset,
+                msg_id: result.msg_id,
+            })
+            .collect())
     }
-}
-
-/// Appends the real message of the half at `half_offset`, tagged with it.
-fn append_real(store: &Store, half_offset: u64) -> Result<SendResult> {
-    let half = store.read(HALF_TOPIC, 0, half_offset)?;
-    let (mut message, queue_id) = restore_real(half.message)?;
-    message.properties.remove(property::PRODUCER_GROUP);
-    message
-        .properties
-        .insert(property::HALF_OFFSET.into(), half_offset.to_string());
-    let (mut results, _) = store.append(queue_id, vec![message])?;
-    Ok(results.pop().expect("one result"))
 }
 
 /// The half message at `half_offset`, as a checker sees it.

@@ -136,6 +136,7 @@ fn pending(next_check_ms: i64) -> Pending {
         step: Step::Open,
         resolving: false,
         checking: false,
+        real: None,
     }
 }
 

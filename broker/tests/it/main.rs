@@ -15,4 +15,5 @@ mod recovery;
 mod retention;
 mod retry;
 mod storage;
+mod transaction_batches;
 mod transactions;
