@@ -214,7 +214,11 @@ fn spawn_batch(core: Arc<ReservationCore>, lane: Arc<Lane>, limits: BatchLimits,
 /// purchase answered.
 async fn run_batch(core: &Arc<ReservationCore>, lane: &Lane, batch: Closed) {
     let item_stock = batch.purchases.first().map_or(0, |p| p.item_stock);
-    let users: Vec<String> = batch.purchases.iter().map(|p| p.user.clone()).collect();
+    let (users, answers_to): (Vec<String>, Vec<oneshot::Sender<BatchAnswer>>) = batch
+        .purchases
+        .into_iter()
+        .map(|p| (p.user, p.answer))
+        .unzip();
     let sent = HalfSentBatch::send(core, &lane.item, item_stock, users).await;
     // The turn passes whether or not this batch runs its script.
     let turn = lane.wait_for_turn(batch.sequence).await;
@@ -227,16 +231,15 @@ async fn run_batch(core: &Arc<ReservationCore>, lane: &Lane, batch: Closed) {
         Err(e) => {
             drop(turn);
             let why = e.to_string();
-            batch
-                .purchases
+            answers_to
                 .iter()
                 .map(|_| Err(PurchaseError::Batch(why.clone())))
                 .collect()
         }
     };
-    for (purchase, answer) in batch.purchases.into_iter().zip(answers) {
+    for (answer_to, answer) in answers_to.into_iter().zip(answers) {
         // A buyer who went away no longer waits; its outcome stands.
-        let _ = purchase.answer.send(answer);
+        let _ = answer_to.send(answer);
     }
 }
 
