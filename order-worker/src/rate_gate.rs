@@ -6,8 +6,12 @@
 //! A task takes tokens *before* it pulls and pulls exactly that many
 //! messages, so no message waits in memory for its slot: what is not yet
 //! allowed stays in the broker. The bucket is governor's (GCRA); its burst
-//! is a tenth of a second of orders, so a pull is never more than 100 ms
-//! of the rate. A pull that finds fewer messages than it was granted gives
+//! is 5 ms of orders ([`BURST_SECONDS`]), so writes arrive in many small
+//! steps rather than a few large ones: at 2,000 orders/s a step is 10
+//! orders, twenty steps per 100 ms, and the line of writes stays flat at
+//! that resolution (a 100 ms burst would write a tenth of a second's
+//! orders at once, and a 100 ms window would see 0, 1 or 2 of them). A
+//! pull that finds fewer messages than it was granted gives
 //! the rest back, into a small credit the next task takes first — tokens
 //! are delayed, never lost, so a queue running dry does not slow the
 //! others down. The credit is capped at one burst, like a full bucket.
@@ -16,6 +20,9 @@ use std::num::NonZeroU32;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
+
+/// How much of a second of the rate one grant may be.
+pub const BURST_SECONDS: f64 = 0.005;
 
 /// The shared bucket; `rate == 0` means unlimited.
 #[derive(Debug)]
@@ -29,7 +36,7 @@ pub struct RateGate {
 impl RateGate {
     /// A gate letting `per_second` orders through per second (0 = no cap).
     pub fn new(per_second: u32) -> Self {
-        let burst = (per_second / 10).max(1);
+        let burst = ((f64::from(per_second) * BURST_SECONDS) as u32).max(1);
         let limiter = NonZeroU32::new(per_second).map(|rate| {
             let burst = NonZeroU32::new(burst).expect("burst is at least 1");
             RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
@@ -94,12 +101,13 @@ mod tests {
 
     #[tokio::test]
     async fn grants_are_capped_at_one_burst_and_unused_tokens_come_back_once() {
-        let gate = RateGate::new(1_000); // burst 100
+        let gate = RateGate::new(20_000); // burst 100 (5 ms)
         assert_eq!(gate.acquire(500).await, 100);
         gate.give_back(60);
         assert_eq!(gate.acquire(500).await, 60); // the credit first
         gate.give_back(1_000);
         assert_eq!(gate.acquire(30).await, 30);
         assert_eq!(gate.acquire(500).await, 70); // capped at one burst
+        assert_eq!(RateGate::new(100).acquire(50).await, 1); // at least one
     }
 }

@@ -45,7 +45,7 @@ async fn drains_at_the_configured_rate(db: Db) {
     // Only the cap is asserted: a busy shared machine can make the drain
     // slower than the cap (which says nothing about the worker), but no
     // machine can make the token bucket grant more than the rate plus one
-    // burst and its credit, both 100 ms of the rate.
+    // burst and its credit, both 5 ms of the rate.
     let ratio = measured / f64::from(RATE);
     assert!(
         ratio <= 1.1,
