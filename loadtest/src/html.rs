@@ -338,6 +338,7 @@ mod tests {
             late_sends: 0,
             planned_span_us: 2_940_000,
             actual_span_us: 2_940_000,
+            reconnects: 0,
         };
         let system: Vec<SystemSample> = (0..4)
             .map(|s| SystemSample {

@@ -6,7 +6,9 @@
 //!   a population of buyers, repeat clickers and bots, reproducible by
 //!   seed;
 //! - [`replay`] — open-loop sends at planned times, latency corrected for
-//!   coordinated omission, every answer classified;
+//!   coordinated omission, every answer classified; `connection` — one
+//!   pipelined keep-alive connection driven on its schedule; [`http1`] —
+//!   the HTTP/1.1 it speaks;
 //! - [`audit`] — the design's invariants as pure checks;
 //! - [`deployment`] — where the audit's facts come from: a deployment's
 //!   Redis, order database and seckill instances, read only;
@@ -22,9 +24,11 @@
 //! the root package's library, which uses this one.
 
 pub mod audit;
+mod connection;
 pub mod deployment;
 pub mod generate;
 pub mod html;
+pub mod http1;
 pub mod options;
 pub mod progress;
 pub mod replay;

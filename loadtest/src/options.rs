@@ -22,9 +22,24 @@ pub struct RunArgs {
     /// Time scale (2 = twice as fast).
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
-    /// Most requests in flight.
-    #[arg(long, default_value_t = 2_048)]
+    /// Keep-alive connections the requests are spread over; each
+    /// pipelines its share (many requests in flight on one connection).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Most requests in flight in all (shared out between the
+    /// connections); a due request past it waits and counts as late.
+    #[arg(long, default_value_t = 65_536)]
     pub max_in_flight: usize,
+    /// A send written later than this past its plan counts as late.
+    #[arg(long, default_value = "1ms", value_parser = crate::generate::parse_duration)]
+    pub late_after: std::time::Duration,
+    /// Longest wait for one answer (its connection is then closed and
+    /// what was in flight on it counted as errors).
+    #[arg(long, default_value = "10s", value_parser = crate::generate::parse_duration)]
+    pub request_timeout: std::time::Duration,
+    /// Threads of the generator's own runtime.
+    #[arg(long, default_value_t = 1)]
+    pub generator_threads: usize,
     /// Fail when the achieved rate is below this share of the offered one.
     #[arg(long, default_value_t = 0.9)]
     pub min_achieved: f64,
@@ -57,8 +72,11 @@ pub fn replay_config(target: &str, run: &RunArgs) -> ReplayConfig {
     ReplayConfig {
         target: target.to_owned(),
         speed: run.speed,
-        max_in_flight: run.max_in_flight.max(1),
-        ..ReplayConfig::default()
+        connections: run.connections,
+        max_in_flight: run.max_in_flight,
+        late_after: run.late_after,
+        request_timeout: run.request_timeout,
+        threads: run.generator_threads,
     }
 }
 

@@ -406,6 +406,7 @@ mod tests {
             late_sends: 0,
             planned_span_us: 1_299_900,
             actual_span_us: 1_299_900,
+            reconnects: 0,
         };
         let system = [
             SystemSample {

@@ -30,6 +30,7 @@ fn report_page() -> String {
         late_sends: 0,
         planned_span_us: 2_995_000,
         actual_span_us: 2_995_000,
+        reconnects: 0,
     };
     let system: Vec<SystemSample> = (0..4)
         .map(|s| SystemSample {

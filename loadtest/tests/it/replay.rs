@@ -71,6 +71,7 @@ async fn sends_follow_the_plan_and_latency_counts_from_it() {
         assert_eq!(sample.order_id.as_deref(), Some("o"));
     }
     assert_eq!(result.planned_span_us, 39 * 5_000);
+    assert_eq!(result.reconnects, 0, "keep-alive connections stay open");
 }
 
 /// One connection and a server that takes 10 ms per request: the tool
