@@ -18,6 +18,9 @@
 //! - `redis-benchmark` running EVALSHA of `reserve.lua` with 64
 //!   connections, unpipelined and pipelined by 16 (skipped with a reason
 //!   when it is not installed);
+//! - seckill's HTTP endpoint on the coalesced path over the same Redis,
+//!   one new user per request, offered open-loop (150,000 requests/s) by
+//!   loadtest's replay over 2,048 keep-alive connections;
 //! - the embedded store, through both paths and directly.
 //!
 //! Every buyer is a new user and stock never runs out, so each request
@@ -325,6 +328,79 @@ fn redis_benchmark(redis: &BenchRedis, requests: u64, pipeline: u32) -> Result<R
     })
 }
 
+/// Requests per second offered to seckill's HTTP endpoint: more than it
+/// can answer, so the row measures what it does answer.
+const HTTP_OFFERED_PER_SECOND: u64 = 150_000;
+
+/// seckill's HTTP endpoint (`POST /api/seckill/{item}`, one new user per
+/// request) on the coalesced path over `store`, driven open-loop by
+/// loadtest's replay over 2,048 keep-alive connections at more than it
+/// can answer. The row is the purchases it answered `queued`, per second
+/// from the first send to the last answer.
+async fn http_row(
+    store: StockStore,
+    dir: &std::path::Path,
+    label: &str,
+    duration: Duration,
+) -> Result<Row, String> {
+    use loadtest::replay::{Outcome, Quiet, ReplayConfig, replay};
+    use loadtest::trace::{ClientKind, TraceRecord};
+
+    let seckill = service_over(store, dir, "http", ReservationPath::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot listen: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, seckill::http::router(seckill)).await;
+    });
+    let requests = (HTTP_OFFERED_PER_SECOND as f64 * duration.as_secs_f64()) as u64;
+    let records: Vec<TraceRecord> = (0..requests)
+        .map(|i| TraceRecord {
+            at_us: i * 1_000_000 / HTTP_OFFERED_PER_SECOND,
+            user: format!("h{i}"),
+            item: "http".into(),
+            kind: ClientKind::Buyer,
+        })
+        .collect();
+    let config = ReplayConfig {
+        target: format!("http://{addr}"),
+        // HTTP/1.1 answers a connection's requests one at a time, so the
+        // purchases in flight (and a batch's size) are the connections.
+        connections: SPIKE_BUYERS,
+        max_in_flight: SPIKE_BUYERS,
+        request_timeout: Duration::from_secs(30),
+        ..ReplayConfig::default()
+    };
+    let result = replay(&records, &config, Arc::new(Quiet))
+        .await
+        .map_err(|e| format!("replay: {e}"));
+    server.abort();
+    let result = result?;
+    let queued = result
+        .samples
+        .iter()
+        .filter(|s| s.outcome == Outcome::Queued)
+        .count() as u64;
+    if queued < result.samples.len() as u64 * 99 / 100 {
+        return Err(format!(
+            "only {queued} of {} requests were queued",
+            result.samples.len()
+        ));
+    }
+    let first_send = result.samples.iter().map(|s| s.sent_us).min().unwrap_or(0);
+    let last_answer = result.samples.iter().map(|s| s.done_us).max().unwrap_or(0);
+    let seconds = last_answer.saturating_sub(first_send).max(1) as f64 / 1e6;
+    let row = Row {
+        name: format!("seckill HTTP endpoint, coalesced over {label}, one new user per request"),
+        reservations: queued,
+        seconds,
+        per_second: queued as f64 / seconds,
+    };
+    eprintln!("  {}: {:.0}/s", row.name, row.per_second);
+    Ok(row)
+}
+
 /// The rate of the first row whose name passes `wanted`.
 fn find_exact(rows: &[Row], wanted: impl Fn(&str) -> bool) -> Option<f64> {
     rows.iter().find(|r| wanted(&r.name)).map(|r| r.per_second)
@@ -358,6 +434,7 @@ async fn run(args: Args) {
             let scripts = RedisScripts::connect(&redis.url, CONCURRENCY).expect("redis pool");
             scripts.ping().await.expect("redis answers");
             let store = StockStore::new(Arc::new(scripts), "bench:");
+            let store_for_http = store.clone();
             rows.extend(
                 store_rows(
                     store,
@@ -368,6 +445,10 @@ async fn run(args: Args) {
                 )
                 .await,
             );
+            match http_row(store_for_http, &dir.path().join("http"), "Redis", duration).await {
+                Ok(row) => rows.push(row),
+                Err(reason) => skipped.push(format!("seckill HTTP row: {reason}")),
+            }
             let requests = (rows[2].per_second * duration.as_secs_f64()).max(10_000.0) as u64;
             for pipeline in [1, 16] {
                 match redis_benchmark(&redis, requests * u64::from(pipeline.min(4)), pipeline) {
@@ -424,6 +505,11 @@ async fn run(args: Args) {
         "coalesced service over Redis / EVALSHA pipelined by 16 (target >= 1)",
         find("coalesced service over Redis"),
         evalsha_pipelined,
+    );
+    ratio(
+        "seckill HTTP endpoint / redis-benchmark EVALSHA (target >= 1.5)",
+        find("seckill HTTP endpoint"),
+        evalsha,
     );
     ratio(
         "coalesced / single service over Redis",
