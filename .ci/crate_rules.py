@@ -24,7 +24,7 @@ MAY_USE = {
     "flashsale": {"broker", "stock", "seckill", "order-worker", "gateway", "loadtest", "service-kit"},
     "broker-bench": {"broker"},
     "seckill-bench": {"broker", "loadtest", "seckill", "test-support"},
-    "gateway-bench": {"gateway", "stock", "service-kit"},
+    "gateway-bench": {"gateway", "stock", "service-kit", "loadtest"},
 }
 # What only the broker's bench needs: never the broker library's.
 BENCH_ONLY = {"async-nats", "redis", "clap", "hdrhistogram", "tempfile", "anyhow"}

@@ -6,8 +6,12 @@
 //!
 //! - `cargo run --release` — start it, create a demo item, say where to
 //!   send requests and where the live page is; stop with Ctrl-C.
-//! - `cargo run --release -- demo` — start it, replay the bundled spike
-//!   trace, drain, audit every invariant and write the HTML report.
+//! - `cargo run --release -- demo` — start it, generate a flash-sale spike
+//!   from a fixed seed (about 225,000 requests, offered at up to about
+//!   60,000/s, for 10,000 units, with repeat clickers and bots), replay it,
+//!   drain, audit every invariant, print what the edge and the
+//!   reservation path answered and how the orders were written, and write
+//!   the HTML and JSON reports.
 //! - `cargo run --release -- run TRACE` — the same with a trace of your
 //!   own (`loadtest gen`) and the load tester's options.
 //!
@@ -24,15 +28,15 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use flashsale::stack::{Stack, StackConfig};
 use flashsale::stack_run::run_on_stack;
-use loadtest::generate::parse_duration;
-use loadtest::options::{RunArgs, finish, load_trace, replay_config};
+use loadtest::generate::{Population, Shape, generate, parse_duration};
+use loadtest::options::{RunArgs, finish, load_trace, print_latency_by_outcome, replay_config};
 use loadtest::replay::ReplayConfig;
-use loadtest::report::{Parameters, build};
+use loadtest::report::{Parameters, RunReport, SystemSample, build};
 use loadtest::runner::unix_ms;
 use service_kit::env_settings::EnvReader;
 
-/// The spike replayed by `demo` (also in `loadtest/traces/`).
-const BUNDLED_SPIKE: &str = include_str!("../loadtest/traces/spike.ndjson");
+/// The demo's item.
+const DEMO_ITEM: &str = "flash-item";
 
 #[derive(Debug, Parser)]
 #[command(version, about = "The flash-sale stack in one process")]
@@ -41,20 +45,15 @@ struct Cli {
     command: Option<Command>,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start the stack and serve until Ctrl-C (the default).
     Serve,
-    /// Replay the bundled spike against a fresh stack, audit, and write
-    /// the HTML report.
-    Demo {
-        /// Stock of the spike's item.
-        #[arg(long, default_value_t = 300)]
-        stock: u64,
-        /// The order worker's write cap (orders/s).
-        #[arg(long, default_value_t = 200)]
-        worker_rate: u32,
-    },
+    /// Replay a generated flash-sale spike against a fresh stack, audit,
+    /// and write the HTML and JSON reports.
+    Demo(DemoArgs),
     /// Start the whole stack, replay a trace against it, wait for the
     /// workers to drain, and audit every invariant.
     Run {
@@ -73,6 +72,28 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+}
+
+/// The demo's spike and stack.
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Units of the item on sale.
+    #[arg(long, default_value_t = 10_000)]
+    stock: u64,
+    /// The order worker's write cap (orders/s).
+    #[arg(long, default_value_t = 2_000)]
+    worker_rate: u32,
+    /// Peak arrival rate of buyers and bots (per second), held 3 s after
+    /// 1 s of base load; repeat clicks and bot bursts come on top (the
+    /// offered request rate peaks about 1.6 times higher).
+    #[arg(long, default_value_t = 36_000.0)]
+    peak: f64,
+    /// Seed of the generated spike: the same seed, the same requests.
+    #[arg(long, default_value_t = 2026)]
+    seed: u64,
+    /// Keep-alive connections of the replay.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
 }
 
 /// The environment, read the way every service reads it.
@@ -112,7 +133,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve().await.map(|()| true),
-            Command::Demo { stock, worker_rate } => demo(stock, worker_rate).await,
+            Command::Demo(args) => demo(args).await,
             Command::Run {
                 stock,
                 worker_rate,
@@ -175,32 +196,58 @@ async fn serve() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo(stock: u64, worker_rate: u32) -> anyhow::Result<bool> {
-    let records = loadtest::trace::read_trace(BUNDLED_SPIKE.as_bytes())?;
+/// The demo's spike: base load, a jump to the peak held 3 s, a 1 s
+/// decay; 300,000 possible buyers with repeat clickers and bots.
+fn demo_spike(args: &DemoArgs) -> anyhow::Result<Vec<loadtest::trace::TraceRecord>> {
+    let shape = Shape::Spike {
+        base_rps: 500.0,
+        peak_rps: args.peak,
+        at: Duration::from_secs(1),
+        ramp: Duration::ZERO,
+        hold: Duration::from_secs(3),
+        tail: Duration::from_secs(1),
+        duration: Duration::from_secs(7),
+    };
+    let population = Population {
+        users: 300_000,
+        items: vec![DEMO_ITEM.into()],
+        ..Population::default()
+    };
+    generate(&shape, &population, args.seed).map_err(anyhow::Error::msg)
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
+    let records = demo_spike(&args)?;
     let data_dir = PathBuf::from("data").join(format!("demo-{}", unix_ms()));
     let config = StackConfig {
-        worker_rate,
+        worker_rate: args.worker_rate,
         key_prefix: format!("demo-{}:", unix_ms()),
-        ..base_config(data_dir.clone(), items_of(&records, stock))
+        ..base_config(data_dir.clone(), items_of(&records, args.stock))
     };
     let _ = flashsale::live::count_answers();
     let stack = Arc::new(Stack::start(config).await?);
     let live = flashsale::live::serve(&stack, env_addr("LIVE_LISTEN", "127.0.0.1:0")?).await?;
     println!("watch it live: http://{live}/");
     println!(
-        "flashsale demo: the stack is up at {} (data in {}); replaying a {}-request spike for {stock} units",
+        "flashsale demo: the stack is up at {} (data in {}); replaying a generated {}-request spike (seed {}) for {} units",
         stack.url(),
         data_dir.display(),
-        records.len()
+        records.len(),
+        args.seed,
+        args.stock
     );
     let replay = ReplayConfig {
         target: stack.url(),
+        connections: args.connections,
         ..ReplayConfig::default()
     };
     let run = run_on_stack(&stack, &records, &replay, false, Duration::from_secs(120)).await?;
     let parameters = Parameters {
         target: stack.url(),
-        trace: "loadtest/traces/spike.ndjson (bundled)".into(),
+        trace: format!(
+            "generated spike: peak arrivals {:.0}/s, seed {}, {} units",
+            args.peak, args.seed, args.stock
+        ),
         requests: records.len(),
         speed: 1.0,
         started_at_ms: run.started_at_ms,
@@ -208,9 +255,7 @@ async fn demo(stock: u64, worker_rate: u32) -> anyhow::Result<bool> {
     let passed = run.audit.passed();
     let report = build(parameters, &run.result, &run.system, Some(run.audit));
     println!();
-    for (name, count) in report.totals.outcomes.iter().filter(|(_, n)| **n > 0) {
-        println!("  {name:<12} {count}");
-    }
+    print_demo_summary(&report, &run.system, args.worker_rate);
     println!("audit:");
     for check in &report.audit.as_ref().expect("the demo audits").checks {
         println!(
@@ -228,6 +273,85 @@ async fn demo(stock: u64, worker_rate: u32) -> anyhow::Result<bool> {
     println!("json:   {}", json.display());
     stack.stop().await?;
     Ok(passed)
+}
+
+/// The demo's figures: the load as offered and sent, what each path
+/// answered and how fast, and the orders written per 100 ms against the
+/// worker's cap.
+fn print_demo_summary(report: &RunReport, system: &[SystemSample], worker_rate: u32) {
+    let totals = &report.totals;
+    println!(
+        "{} requests, peak offered {:.0}/s, late sends {:.2} % (written > 1 ms after plan), reconnects {}",
+        totals.requests,
+        totals.peak_offered_rps,
+        totals.late_share * 100.0,
+        totals.reconnects
+    );
+    for (name, count) in totals.outcomes.iter().filter(|(_, n)| **n > 0) {
+        println!("  {name:<12} {count}");
+    }
+    let p99_ms = |outcome: &str| {
+        totals.by_outcome.get(outcome).map_or("-".to_owned(), |o| {
+            format!("{:.2} ms", o.corrected_us.p99 as f64 / 1e3)
+        })
+    };
+    println!(
+        "corrected p99: sold_out {}, queued {}",
+        p99_ms("sold_out"),
+        p99_ms("queued")
+    );
+    print_latency_by_outcome(report);
+    let cap = f64::from(worker_rate) / 10.0;
+    match written_per_100ms(system) {
+        Some(written) => println!(
+            "orders written per 100 ms: max {:.0}; while orders waited: min {:.0}, mean {:.0} (worker cap {cap:.0} per 100 ms, {worker_rate}/s)",
+            written.max, written.min, written.mean
+        ),
+        None => println!("orders written per 100 ms: no system samples"),
+    }
+}
+
+/// Orders written per 100 ms, from consecutive system samples.
+struct WrittenRate {
+    /// Highest over the run.
+    max: f64,
+    /// Lowest while orders waited in the broker (the spike's drain).
+    min: f64,
+    /// Mean while orders waited.
+    mean: f64,
+}
+
+fn written_per_100ms(system: &[SystemSample]) -> Option<WrittenRate> {
+    let mut max = 0.0f64;
+    let mut waiting = Vec::new();
+    for pair in system.windows(2) {
+        let span_ms = pair[1].at_ms.saturating_sub(pair[0].at_ms);
+        if span_ms == 0 {
+            continue;
+        }
+        let rate = pair[1]
+            .orders_written
+            .saturating_sub(pair[0].orders_written) as f64
+            * 100.0
+            / span_ms as f64;
+        max = max.max(rate);
+        // Work was waiting through the whole span: the worker's own pace.
+        if pair[0].backlog > 0 && pair[1].backlog > 0 {
+            waiting.push(rate);
+        }
+    }
+    if system.len() < 2 {
+        return None;
+    }
+    let (min, mean) = if waiting.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (
+            waiting.iter().copied().fold(f64::INFINITY, f64::min),
+            waiting.iter().sum::<f64>() / waiting.len() as f64,
+        )
+    };
+    Some(WrittenRate { max, min, mean })
 }
 
 async fn run_trace(

@@ -1,5 +1,5 @@
 //! A replay on the in-process stack, start to verdict: replay with the
-//! live line, sample the stack every 250 ms for the report's series, wait
+//! live line, sample the stack every 100 ms for the report's series, wait
 //! for the workers to drain, audit.
 
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub struct StackRun {
     pub result: ReplayResult,
     /// When it started (ms since the epoch).
     pub started_at_ms: i64,
-    /// The system, sampled every 250 ms.
+    /// The system, sampled every 100 ms.
     pub system: Vec<SystemSample>,
     /// The audit after the drain.
     pub audit: AuditReport,

@@ -2,12 +2,13 @@
 //! by plotters, no scripts, no fonts or styles from the network — that
 //! opens anywhere and can be attached to an issue.
 //!
-//! Charts, one point per second: offered vs achieved request rate;
-//! outcomes; latency percentiles (corrected and not); stock left; broker
-//! backlog; and the peak-shaving picture — orders queued per second (the
-//! spike in) against orders written per second (the flat line out). Then
-//! the audit table, the thresholds, the totals, the parameters and the
-//! machine.
+//! Charts, one point per interval (100 ms; counts drawn as rates per
+//! second): offered vs achieved request rate; outcomes; latency
+//! percentiles (corrected and not); stock left; broker backlog; and the
+//! peak-shaving picture — orders queued (the spike in) against orders
+//! written (the flat line out). Then the latency of each outcome apart
+//! (the sold-out edge and the reservation path), the audit table, the
+//! thresholds, the totals, the parameters and the machine.
 
 use std::fmt::Write as _;
 
@@ -18,7 +19,7 @@ use crate::report::RunReport;
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 300;
 
-/// A named series of (second, value) points.
+/// A named series of (seconds from the start, value) points.
 struct Series {
     name: String,
     points: Vec<(f64, f64)>,
@@ -102,15 +103,25 @@ fn line_chart(title: &str, y_label: &str, series: &[Series]) -> String {
     }
 }
 
-fn per_second(
+/// A value of every interval, at its start (in seconds).
+fn per_interval(
     report: &RunReport,
     value: impl Fn(&crate::report::Interval) -> Option<f64>,
 ) -> Vec<(f64, f64)> {
     report
         .intervals
         .iter()
-        .filter_map(|i| value(i).map(|v| (i.second as f64, v)))
+        .filter_map(|i| value(i).map(|v| (i.at_ms as f64 / 1e3, v)))
         .collect()
+}
+
+/// A count of every interval as a rate per second.
+fn rate(
+    report: &RunReport,
+    count: impl Fn(&crate::report::Interval) -> Option<u64>,
+) -> Vec<(f64, f64)> {
+    let per_second = 1_000.0 / report.interval_ms.max(1) as f64;
+    per_interval(report, |i| count(i).map(|n| n as f64 * per_second))
 }
 
 /// The whole page.
@@ -122,12 +133,12 @@ pub fn render(report: &RunReport) -> String {
         &[
             Series {
                 name: "offered (planned)".into(),
-                points: per_second(report, |i| Some(i.offered as f64)),
+                points: rate(report, |i| Some(i.offered)),
                 color: PALETTE[0],
             },
             Series {
                 name: "achieved (sent)".into(),
-                points: per_second(report, |i| Some(i.sent as f64)),
+                points: rate(report, |i| Some(i.sent)),
                 color: PALETTE[1],
             },
         ],
@@ -140,37 +151,37 @@ pub fn render(report: &RunReport) -> String {
         .enumerate()
         .map(|(k, (name, _))| Series {
             name: name.clone(),
-            points: per_second(report, |i| Some(*i.outcomes.get(name).unwrap_or(&0) as f64)),
+            points: rate(report, |i| Some(*i.outcomes.get(name).unwrap_or(&0))),
             color: PALETTE[k % PALETTE.len()],
         })
         .collect();
     charts.push(line_chart(
-        "Outcomes per second",
+        "Outcomes (100 ms intervals)",
         "answers/s",
         &outcome_series,
     ));
     charts.push(line_chart(
-        "Latency per second",
+        "Latency (100 ms intervals)",
         "ms",
         &[
             Series {
                 name: "p50 (corrected)".into(),
-                points: per_second(report, |i| Some(i.p50_us as f64 / 1e3)),
+                points: per_interval(report, |i| Some(i.p50_us as f64 / 1e3)),
                 color: PALETTE[2],
             },
             Series {
                 name: "p99 (corrected)".into(),
-                points: per_second(report, |i| Some(i.p99_us as f64 / 1e3)),
+                points: per_interval(report, |i| Some(i.p99_us as f64 / 1e3)),
                 color: PALETTE[3],
             },
             Series {
                 name: "p99 (uncorrected)".into(),
-                points: per_second(report, |i| Some(i.uncorrected_p99_us as f64 / 1e3)),
+                points: per_interval(report, |i| Some(i.uncorrected_p99_us as f64 / 1e3)),
                 color: PALETTE[7],
             },
         ],
     ));
-    let stock = per_second(report, |i| i.stock_left.map(|v| v as f64));
+    let stock = per_interval(report, |i| i.stock_left.map(|v| v as f64));
     if !stock.is_empty() {
         charts.push(line_chart(
             "Stock left",
@@ -182,7 +193,7 @@ pub fn render(report: &RunReport) -> String {
             }],
         ));
     }
-    let backlog = per_second(report, |i| i.backlog.map(|v| v as f64));
+    let backlog = per_interval(report, |i| i.backlog.map(|v| v as f64));
     if !backlog.is_empty() {
         charts.push(line_chart(
             "Broker backlog",
@@ -194,7 +205,7 @@ pub fn render(report: &RunReport) -> String {
             }],
         ));
     }
-    let written = per_second(report, |i| i.orders_written.map(|v| v as f64));
+    let written = rate(report, |i| i.orders_written);
     if !written.is_empty() {
         charts.push(line_chart(
             "Peak shaving: orders in (queued) vs orders out (written)",
@@ -202,9 +213,7 @@ pub fn render(report: &RunReport) -> String {
             &[
                 Series {
                     name: "queued (in)".into(),
-                    points: per_second(report, |i| {
-                        Some(*i.outcomes.get("queued").unwrap_or(&0) as f64)
-                    }),
+                    points: rate(report, |i| Some(*i.outcomes.get("queued").unwrap_or(&0))),
                     color: PALETTE[3],
                 },
                 Series {
@@ -240,6 +249,26 @@ pub fn render(report: &RunReport) -> String {
     for chart in &charts {
         let _ = write!(page, "<div class=\"chart\">{chart}</div>");
     }
+    page.push_str(
+        "<h2>Latency by outcome</h2><table><tr><th>outcome</th><th>answers</th>\
+         <th>corrected p50 / p99 / p99.9 (µs)</th><th>uncorrected p50 / p99 / p99.9 (µs)</th></tr>",
+    );
+    for (name, latency) in &totals.by_outcome {
+        let (c, u) = (&latency.corrected_us, &latency.uncorrected_us);
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{} / {} / {}</td><td>{} / {} / {}</td></tr>",
+            escape(name),
+            latency.count,
+            c.p50,
+            c.p99,
+            c.p999,
+            u.p50,
+            u.p99,
+            u.p999
+        );
+    }
+    page.push_str("</table>");
     if let Some(audit) = &report.audit {
         page.push_str(
             "<h2>Audit</h2><table><tr><th>invariant</th><th>verdict</th><th>detail</th></tr>",
@@ -280,10 +309,13 @@ pub fn render(report: &RunReport) -> String {
     let u = &totals.uncorrected_us;
     let _ = write!(
         page,
-        "<tr><td>late sends</td><td>{}</td></tr><tr><td>achieved / offered</td><td>{:.3}</td></tr>\
+        "<tr><td>late sends</td><td>{} ({:.2} %)</td></tr><tr><td>peak offered</td><td>{:.0} requests/s</td></tr>\
+         <tr><td>achieved / offered</td><td>{:.3}</td></tr>\
          <tr><td>latency, corrected (µs)</td><td>p50 {} · p90 {} · p99 {} · p99.9 {} · max {}</td></tr>\
          <tr><td>latency, uncorrected (µs)</td><td>p50 {} · p90 {} · p99 {} · p99.9 {} · max {}</td></tr></table>",
         totals.late_sends,
+        totals.late_share * 100.0,
+        totals.peak_offered_rps,
         totals.achieved_ratio,
         c.p50,
         c.p90,
@@ -368,6 +400,12 @@ mod tests {
         let page = render(&report);
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert_eq!(page.matches("<svg").count(), 6, "six charts");
+        assert!(page.contains("Latency by outcome"));
+        assert!(
+            page.contains("<tr><td>queued</td><td>10</td>")
+                && page.contains("<tr><td>sold_out</td><td>40</td>"),
+            "each outcome's latency apart"
+        );
         assert!(!page.contains("<script"));
         assert!(
             !page.contains("src=") && !page.contains("<link"),

@@ -105,8 +105,13 @@ pub fn finish(
     }
     let totals = &report.totals;
     println!(
-        "\n{} requests, late sends {}, achieved/offered {:.3}",
-        totals.requests, totals.late_sends, totals.achieved_ratio
+        "\n{} requests, peak offered {:.0}/s, late sends {} ({:.2} %), achieved/offered {:.3}, reconnects {}",
+        totals.requests,
+        totals.peak_offered_rps,
+        totals.late_sends,
+        totals.late_share * 100.0,
+        totals.achieved_ratio,
+        totals.reconnects
     );
     for (name, count) in &totals.outcomes {
         if *count > 0 {
@@ -123,6 +128,7 @@ pub fn finish(
         "latency uncorrected p50 {} µs, p99 {} µs, max {} µs",
         u.p50, u.p99, u.max
     );
+    print_latency_by_outcome(&report);
     let mut passed = true;
     if totals.achieved_ratio < run.min_achieved {
         println!(
@@ -173,4 +179,17 @@ pub fn finish(
         eprintln!("wrote {}", path.display());
     }
     Ok(passed)
+}
+
+/// Corrected and uncorrected p50/p99/p99.9 of each outcome that occurred,
+/// one line each.
+pub fn print_latency_by_outcome(report: &RunReport) {
+    println!("latency by outcome (µs)      corrected p50/p99/p99.9    uncorrected p50/p99/p99.9");
+    for (name, latency) in &report.totals.by_outcome {
+        let (c, u) = (&latency.corrected_us, &latency.uncorrected_us);
+        println!(
+            "  {name:<12} {:>9}   {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
+            latency.count, c.p50, c.p99, c.p999, u.p50, u.p99, u.p999
+        );
+    }
 }

@@ -1,21 +1,25 @@
-//! The run report: what a replay measured, second by second, with the
+//! The run report: what a replay measured, 100 ms by 100 ms, with the
 //! audit and the thresholds — as JSON (schema below) and the numbers the
 //! HTML report draws.
 //!
-//! JSON schema (`"schema": "flashsale-loadtest/1"`):
+//! JSON schema (`"schema": "flashsale-loadtest/2"`):
 //!
 //! ```text
 //! {
-//!   "schema": "flashsale-loadtest/1",
+//!   "schema": "flashsale-loadtest/2",
 //!   "parameters": {"target", "trace", "requests", "speed", "started_at_ms"},
 //!   "machine": {"os", "arch", "cpus"},
+//!   "interval_ms": 100,
 //!   "totals": {
-//!     "requests", "late_sends", "achieved_ratio",
+//!     "requests", "late_sends", "late_share", "reconnects",
+//!     "achieved_ratio", "peak_offered_rps",
 //!     "outcomes": {"queued": n, "sold_out": n, …},
 //!     "corrected_us": {"p50", "p90", "p99", "p999", "max"},
-//!     "uncorrected_us": {…same…}
+//!     "uncorrected_us": {…same…},
+//!     "by_outcome": {"sold_out": {"count", "corrected_us": {…},
+//!                                 "uncorrected_us": {…}}, …}
 //!   },
-//!   "intervals": [ {"second", "offered", "sent", "outcomes": {…},
+//!   "intervals": [ {"at_ms", "offered", "sent", "outcomes": {…},
 //!                   "p50_us", "p99_us", "uncorrected_p99_us",
 //!                   "stock_left", "backlog", "orders_written"} ],
 //!   "audit": {"checks": [{"name", "passed", "detail"}]} | null,
@@ -25,8 +29,13 @@
 //!
 //! Latencies are microseconds; `corrected` counts from the planned send
 //! time (coordinated omission corrected), `uncorrected` from the actual
-//! send. `stock_left`, `backlog` and `orders_written` (per second) are
-//! sampled from the system when the run can see it, else null.
+//! send. `by_outcome` holds the outcomes that occurred, so the sold-out
+//! edge and the reservation path (`queued`) are seen apart. Intervals are
+//! `interval_ms` long and start at `at_ms` from the start; their counts
+//! are per interval (`peak_offered_rps` is the busiest interval's, per
+//! second). `stock_left`, `backlog` and `orders_written` (in the
+//! interval) are sampled from the system when the run can see it, else
+//! null.
 
 use std::collections::BTreeMap;
 
@@ -37,7 +46,10 @@ use crate::audit::AuditReport;
 use crate::replay::{Outcome, ReplayResult};
 
 /// The schema name in every report.
-pub const SCHEMA: &str = "flashsale-loadtest/1";
+pub const SCHEMA: &str = "flashsale-loadtest/2";
+
+/// Length of one interval of the series, ms.
+pub const INTERVAL_MS: u64 = 100;
 
 /// Latency percentiles, µs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +118,17 @@ impl Machine {
     }
 }
 
+/// The latency of one outcome's answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeLatency {
+    /// Answers with this outcome.
+    pub count: u64,
+    /// From the planned send.
+    pub corrected_us: Percentiles,
+    /// From the actual send.
+    pub uncorrected_us: Percentiles,
+}
+
 /// Whole-run figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
@@ -113,26 +136,34 @@ pub struct Totals {
     pub requests: usize,
     /// Sends later than planned.
     pub late_sends: usize,
+    /// Late sends over requests.
+    pub late_share: f64,
+    /// Connections opened again during the run.
+    pub reconnects: usize,
     /// Achieved over offered rate.
     pub achieved_ratio: f64,
+    /// The busiest interval's offered requests, per second.
+    pub peak_offered_rps: f64,
     /// Answers by outcome.
     pub outcomes: BTreeMap<String, u64>,
     /// From the planned send.
     pub corrected_us: Percentiles,
     /// From the actual send.
     pub uncorrected_us: Percentiles,
+    /// Latency by outcome (the outcomes that occurred).
+    pub by_outcome: BTreeMap<String, OutcomeLatency>,
 }
 
-/// One second of the run.
+/// One interval ([`INTERVAL_MS`]) of the run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
-    /// Seconds from the start.
-    pub second: u64,
-    /// Requests planned in this second.
+    /// Start, ms from the start of the run.
+    pub at_ms: u64,
+    /// Requests planned in this interval.
     pub offered: u64,
-    /// Requests actually sent in this second.
+    /// Requests actually sent in this interval.
     pub sent: u64,
-    /// Answers (by planned second) by outcome.
+    /// Answers (by planned interval) by outcome.
     pub outcomes: BTreeMap<String, u64>,
     /// Corrected median latency.
     pub p50_us: u64,
@@ -140,11 +171,11 @@ pub struct Interval {
     pub p99_us: u64,
     /// Uncorrected 99th percentile.
     pub uncorrected_p99_us: u64,
-    /// Units left in the store at the end of the second.
+    /// Units left in the store at the end of the interval.
     pub stock_left: Option<i64>,
-    /// Orders waiting in the broker at the end of the second.
+    /// Orders waiting in the broker at the end of the interval.
     pub backlog: Option<u64>,
-    /// Orders written in this second.
+    /// Orders written in this interval.
     pub orders_written: Option<u64>,
 }
 
@@ -168,9 +199,11 @@ pub struct RunReport {
     pub parameters: Parameters,
     /// Machine.
     pub machine: Machine,
+    /// Length of one interval, ms ([`INTERVAL_MS`]).
+    pub interval_ms: u64,
     /// Totals.
     pub totals: Totals,
-    /// Per second.
+    /// Interval by interval.
     pub intervals: Vec<Interval>,
     /// The audit, when one ran.
     pub audit: Option<AuditReport>,
@@ -207,54 +240,58 @@ pub fn build(
     system: &[SystemSample],
     audit: Option<AuditReport>,
 ) -> RunReport {
+    let width_us = INTERVAL_MS * 1_000;
     let mut corrected = histogram();
     let mut uncorrected = histogram();
     let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
-    let seconds = result
+    let mut by_outcome: BTreeMap<Outcome, (Histogram<u64>, Histogram<u64>)> = BTreeMap::new();
+    let count = result
         .samples
         .iter()
-        .map(|s| s.planned_us.max(s.sent_us) / 1_000_000 + 1)
+        .map(|s| s.planned_us.max(s.sent_us) / width_us + 1)
         .max()
         .unwrap_or(0)
-        .max(system.last().map_or(0, |s| s.at_ms / 1_000 + 1)) as usize;
-    let mut intervals: Vec<Interval> = (0..seconds)
-        .map(|second| Interval {
-            second: second as u64,
+        .max(system.last().map_or(0, |s| s.at_ms / INTERVAL_MS + 1)) as usize;
+    let mut intervals: Vec<Interval> = (0..count)
+        .map(|n| Interval {
+            at_ms: n as u64 * INTERVAL_MS,
             ..Interval::default()
         })
         .collect();
-    let mut per_second: Vec<(Histogram<u64>, Histogram<u64>)> =
-        (0..seconds).map(|_| (histogram(), histogram())).collect();
+    let mut per_interval: Vec<(Histogram<u64>, Histogram<u64>)> =
+        (0..count).map(|_| (histogram(), histogram())).collect();
     for sample in &result.samples {
-        corrected.saturating_record(sample.corrected_us().max(1));
-        uncorrected.saturating_record(sample.uncorrected_us().max(1));
+        let (c, u) = (sample.corrected_us().max(1), sample.uncorrected_us().max(1));
+        corrected.saturating_record(c);
+        uncorrected.saturating_record(u);
         *outcomes.entry(sample.outcome.name().into()).or_default() += 1;
-        let planned = (sample.planned_us / 1_000_000) as usize;
-        let sent = (sample.sent_us / 1_000_000) as usize;
+        let of_outcome = by_outcome
+            .entry(sample.outcome)
+            .or_insert_with(|| (histogram(), histogram()));
+        of_outcome.0.saturating_record(c);
+        of_outcome.1.saturating_record(u);
+        let planned = (sample.planned_us / width_us) as usize;
+        let sent = (sample.sent_us / width_us) as usize;
         intervals[planned].offered += 1;
         *intervals[planned]
             .outcomes
             .entry(sample.outcome.name().into())
             .or_default() += 1;
         intervals[sent].sent += 1;
-        per_second[planned]
-            .0
-            .saturating_record(sample.corrected_us().max(1));
-        per_second[planned]
-            .1
-            .saturating_record(sample.uncorrected_us().max(1));
+        per_interval[planned].0.saturating_record(c);
+        per_interval[planned].1.saturating_record(u);
     }
-    for (interval, (c, u)) in intervals.iter_mut().zip(&per_second) {
+    for (interval, (c, u)) in intervals.iter_mut().zip(&per_interval) {
         if !c.is_empty() {
             interval.p50_us = c.value_at_quantile(0.5);
             interval.p99_us = c.value_at_quantile(0.99);
             interval.uncorrected_p99_us = u.value_at_quantile(0.99);
         }
     }
-    // The system at the end of each second, and what was written in it.
+    // The system at the end of each interval, and what was written in it.
     let mut written_before = system.first().map(|s| s.orders_written);
     for interval in &mut intervals {
-        let end_ms = (interval.second + 1) * 1_000;
+        let end_ms = interval.at_ms + INTERVAL_MS;
         if let Some(last) = system.iter().rev().find(|s| s.at_ms < end_ms) {
             interval.stock_left = Some(last.stock_left);
             interval.backlog = Some(last.backlog);
@@ -266,17 +303,36 @@ pub fn build(
     for outcome in Outcome::ALL {
         outcomes.entry(outcome.name().into()).or_default();
     }
+    let peak_offered_rps = intervals.iter().map(|i| i.offered).max().unwrap_or(0) as f64 * 1_000.0
+        / INTERVAL_MS as f64;
     RunReport {
         schema: SCHEMA.into(),
         parameters,
         machine: Machine::this(),
+        interval_ms: INTERVAL_MS,
         totals: Totals {
             requests: result.samples.len(),
             late_sends: result.late_sends,
+            late_share: result.late_share(),
+            reconnects: result.reconnects,
             achieved_ratio: result.achieved_ratio(),
+            peak_offered_rps,
             outcomes,
             corrected_us: Percentiles::of(&corrected),
             uncorrected_us: Percentiles::of(&uncorrected),
+            by_outcome: by_outcome
+                .into_iter()
+                .map(|(outcome, (c, u))| {
+                    (
+                        outcome.name().to_owned(),
+                        OutcomeLatency {
+                            count: c.len(),
+                            corrected_us: Percentiles::of(&c),
+                            uncorrected_us: Percentiles::of(&u),
+                        },
+                    )
+                })
+                .collect(),
         },
         intervals,
         audit,
@@ -288,8 +344,10 @@ pub fn build(
 /// `queued>=100`, `achieved>=0.95`.
 ///
 /// Metrics: `p50`, `p90`, `p99`, `p999`, `max` (corrected latency; values
-/// take `us`, `ms` or `s`), `late`, `achieved` (a ratio), and every
-/// outcome name (`queued`, `sold_out`, …, `errors` for `error`).
+/// take `us`, `ms` or `s`), the same per outcome (`sold_out_p99`,
+/// `queued_p999`, …; 0 when the outcome did not occur), `late` (a count),
+/// `late_share` and `achieved` (ratios), and every outcome name
+/// (`queued`, `sold_out`, …, `errors` for `error`).
 pub fn check_threshold(report: &RunReport, rule: &str) -> Result<ThresholdResult, String> {
     let operators = ["<=", ">=", "<", ">", "="];
     let (at, operator) = operators
@@ -308,10 +366,14 @@ pub fn check_threshold(report: &RunReport, rule: &str) -> Result<ThresholdResult
         "p999" => (latency(totals.corrected_us.p999), true),
         "max" => (latency(totals.corrected_us.max), true),
         "late" => (totals.late_sends as f64, false),
+        "late_share" => (totals.late_share, false),
         "achieved" => (totals.achieved_ratio, false),
         "errors" => (*totals.outcomes.get("error").unwrap_or(&0) as f64, false),
         name if totals.outcomes.contains_key(name) => (totals.outcomes[name] as f64, false),
-        other => return Err(format!("{rule:?}: unknown metric {other:?}")),
+        other => match outcome_percentile(totals, other) {
+            Some(value) => (latency(value), true),
+            None => return Err(format!("{rule:?}: unknown metric {other:?}")),
+        },
     };
     let expected = if is_latency {
         let (number, scale) = if let Some(n) = value.strip_suffix("ms") {
@@ -339,6 +401,28 @@ pub fn check_threshold(report: &RunReport, rule: &str) -> Result<ThresholdResult
         rule: rule.to_owned(),
         actual,
         passed,
+    })
+}
+
+/// `sold_out_p99` and the like: that outcome's corrected percentile (0
+/// when it did not occur); `None` for anything else.
+fn outcome_percentile(totals: &Totals, metric: &str) -> Option<u64> {
+    let (outcome, percentile) = metric.rsplit_once('_')?;
+    if !totals.outcomes.contains_key(outcome) {
+        return None;
+    }
+    let p = totals
+        .by_outcome
+        .get(outcome)
+        .map(|o| o.corrected_us)
+        .unwrap_or_default();
+    Some(match percentile {
+        "p50" => p.p50,
+        "p90" => p.p90,
+        "p99" => p.p99,
+        "p999" => p.p999,
+        "max" => p.max,
+        _ => return None,
     })
 }
 
@@ -432,19 +516,36 @@ mod tests {
     }
 
     #[test]
-    fn intervals_count_what_was_planned_and_sampled_each_second() {
+    fn intervals_count_what_was_planned_and_sampled_every_100_ms() {
         let report = report();
-        assert_eq!(report.intervals.len(), 2);
-        let (first, second) = (&report.intervals[0], &report.intervals[1]);
-        assert_eq!((first.offered, second.offered), (2, 2));
-        assert_eq!(first.outcomes["queued"], 1);
-        assert_eq!(second.outcomes["error"], 1);
-        assert_eq!((first.stock_left, first.backlog), (Some(9), Some(1)));
+        assert_eq!(report.interval_ms, 100);
+        assert_eq!(report.intervals.len(), 20);
+        let at = |ms: u64| &report.intervals[(ms / 100) as usize];
+        assert_eq!(at(1_200).at_ms, 1_200);
+        let offered: Vec<u64> = report.intervals.iter().map(|i| i.offered).collect();
+        assert_eq!(offered.iter().sum::<u64>(), 4);
         assert_eq!(
-            (first.orders_written, second.orders_written),
+            (at(0).offered, at(500).offered, at(1_300).offered),
+            (1, 1, 1)
+        );
+        assert_eq!(report.totals.peak_offered_rps, 10.0);
+        assert_eq!(at(0).outcomes["queued"], 1);
+        assert_eq!(at(1_300).outcomes["error"], 1);
+        assert_eq!((at(900).stock_left, at(900).backlog), (Some(9), Some(1)));
+        assert_eq!(
+            (at(900).orders_written, at(1_900).orders_written),
             (Some(0), Some(1))
         );
-        assert!(second.p99_us >= 29_000);
+        assert_eq!(at(1_800).orders_written, Some(0));
+        assert!(at(1_200).p99_us >= 29_000);
+        let sold_out = report.totals.by_outcome["sold_out"];
+        assert_eq!(sold_out.count, 2);
+        assert!(sold_out.corrected_us.p99 >= 29_000 && sold_out.corrected_us.p50 < 29_000);
+        assert_eq!(report.totals.by_outcome["queued"].count, 1);
+        assert!(
+            !report.totals.by_outcome.contains_key("duplicate"),
+            "only what occurred"
+        );
         assert_eq!(
             report.totals.outcomes["duplicate"], 0,
             "every outcome is listed"
@@ -464,6 +565,12 @@ mod tests {
         assert_eq!(check("errors<=1"), Ok(true));
         assert_eq!(check("sold_out>=2"), Ok(true));
         assert_eq!(check("achieved>=0.99"), Ok(true));
+        assert_eq!(check("sold_out_p99<50ms"), Ok(true));
+        assert_eq!(check("sold_out_p50<4ms"), Ok(true));
+        assert_eq!(check("queued_p99<500us"), Ok(false));
+        assert_eq!(check("duplicate_p99<1us"), Ok(true), "none occurred");
+        assert_eq!(check("late_share<=0.01"), Ok(true));
+        assert!(check("nothing_p99<1ms").is_err());
         assert!(check("p99<50").is_err(), "a latency needs a unit");
         assert!(check("speed>1").is_err());
         assert!(check("p99").is_err());

@@ -49,8 +49,12 @@ pub async fn replay_with_progress(
     Ok((result, started_at_ms))
 }
 
-/// Samples the system every 250 ms with `sample` for the report (and the
-/// live line).
+/// How often the system is sampled: the report's interval.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(crate::report::INTERVAL_MS);
+
+/// Samples the system every [`SAMPLE_EVERY`] with `sample` for the
+/// report (and the live line), on a steady tick: a slow sample delays
+/// the next one, never shifts every later one.
 pub fn spawn_sampler<F, Fut>(
     sample: F,
     samples: Arc<Mutex<Vec<SystemSample>>>,
@@ -63,7 +67,10 @@ where
     tokio::spawn(async move {
         let start = Instant::now();
         let mut warned = false;
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            tick.tick().await;
             let sampled = sample(start).await;
             if let Err(e) = &sampled
                 && !warned
@@ -78,7 +85,6 @@ where
                 ));
                 samples.lock().push(sample);
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })
 }

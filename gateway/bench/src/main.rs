@@ -21,6 +21,11 @@
 //!
 //! Requests/s and p99 latency per row, then the ratios. The machine is
 //! shared and noisy: read the ratios.
+//!
+//! Then the generators themselves on the gateway's sold-out path (see
+//! `generators.rs`): the highest rate the load tester's replay sends on
+//! plan, beside `oha -q` (open loop) and `wrk` (closed loop), with the
+//! ratios. `--generators-only` runs just that part.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -37,6 +42,8 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod generators;
+
 #[derive(Debug, clap::Parser)]
 #[command(about = "Sold-out path: gateway vs nginx + Lua vs bare hyper")]
 struct Args {
@@ -46,6 +53,19 @@ struct Args {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// Connections of the open-loop generators (the load tester's replay
+    /// and oha) and of wrk, in the generators' comparison.
+    #[arg(long, default_value_t = 16)]
+    generator_connections: usize,
+    /// Threads of the load tester's generator runtime.
+    #[arg(long, default_value_t = 1)]
+    generator_threads: usize,
+    /// Seconds per offered-rate step of the generators' comparison.
+    #[arg(long, default_value_t = 2.0)]
+    step_seconds: f64,
+    /// Only the generators' comparison.
+    #[arg(long)]
+    generators_only: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -79,6 +99,7 @@ struct Report {
     quick: bool,
     connections: usize,
     rows: Vec<Row>,
+    generators: Vec<generators::GeneratorRow>,
     skipped: Vec<String>,
     ratios: Vec<(String, f64)>,
 }
@@ -469,27 +490,35 @@ async fn run(args: Args) {
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
 
-    for (name, kind) in [
-        ("gateway, sold-out path", "gateway"),
-        ("gateway, sold-out path, Lua hook on", "gateway-hook"),
-        ("hyper hello-world (no logic)", "hello"),
-    ] {
+    let servers: &[(&str, &str)] = if args.generators_only {
+        &[]
+    } else {
+        &[
+            ("gateway, sold-out path", "gateway"),
+            ("gateway, sold-out path, Lua hook on", "gateway-hook"),
+            ("hyper hello-world (no logic)", "hello"),
+        ]
+    };
+    for (name, kind) in servers {
         let server = spawn_self(kind);
         match load(name, server.port, connections, seconds).await {
             Ok(row) => rows.push(row),
             Err(e) => skipped.push(format!("{name}: {e}")),
         }
     }
-    match nginx_binary().and_then(|binary| spawn_nginx(&binary)) {
-        Ok(server) => {
-            let name = "nginx + Lua shared-dict flag, sold-out path";
-            match load(name, server.port, connections, seconds).await {
-                Ok(row) => rows.push(row),
-                Err(e) => skipped.push(format!("{name}: {e}")),
+    if !args.generators_only {
+        match nginx_binary().and_then(|binary| spawn_nginx(&binary)) {
+            Ok(server) => {
+                let name = "nginx + Lua shared-dict flag, sold-out path";
+                match load(name, server.port, connections, seconds).await {
+                    Ok(row) => rows.push(row),
+                    Err(e) => skipped.push(format!("{name}: {e}")),
+                }
             }
+            Err(reason) => skipped.push(format!("nginx + Lua: {reason}")),
         }
-        Err(reason) => skipped.push(format!("nginx + Lua: {reason}")),
     }
+    let generator_rows = compare_generators(&args, &mut skipped).await;
 
     let find = |prefix: &str| rows.iter().find(|r| r.name.starts_with(prefix));
     let mut ratios = Vec::new();
@@ -531,6 +560,48 @@ async fn run(args: Args) {
     for reason in &skipped {
         println!("skipped {reason}");
     }
+    if !generator_rows.is_empty() {
+        println!();
+        println!(
+            "{:<46} {:>14} {:>14} {:>9}",
+            "generator (gateway, sold-out path)", "on plan req/s", "best req/s", "p99 µs"
+        );
+        for row in &generator_rows {
+            let p99 = row
+                .steps
+                .iter()
+                .rev()
+                .find(|s| s.on_plan)
+                .or(row.steps.last())
+                .map_or(0, |s| s.p99_us);
+            println!(
+                "{:<46} {:>14} {:>14.0} {:>9}",
+                row.name,
+                row.on_plan_rps
+                    .map_or("-".to_owned(), |r| format!("{r:.0}")),
+                row.best_achieved_rps,
+                p99
+            );
+        }
+        println!(
+            "(on plan: <= 1 % of sends more than 1 ms late and every request answered; oha: 99 % of the offered rate achieved, all answered; wrk: closed loop, its rate)"
+        );
+    }
+    let find_generator = |prefix: &str| generator_rows.iter().find(|r| r.name.starts_with(prefix));
+    if let Some(ours) = find_generator("loadtest").and_then(|r| r.on_plan_rps) {
+        if let Some(oha) = find_generator("oha") {
+            ratios.push((
+                "loadtest replay / oha -q, on-plan requests/s".to_owned(),
+                ours / oha.on_plan_rps.unwrap_or(oha.best_achieved_rps).max(1.0),
+            ));
+        }
+        if let Some(wrk) = find_generator("wrk") {
+            ratios.push((
+                "loadtest replay on plan / wrk closed loop, requests/s".to_owned(),
+                ours / wrk.best_achieved_rps.max(1.0),
+            ));
+        }
+    }
     println!("-- ratios");
     for (what, ratio) in &ratios {
         println!("{ratio:>8.2}x  {what}");
@@ -539,6 +610,7 @@ async fn run(args: Args) {
         quick: args.quick,
         connections,
         rows,
+        generators: generator_rows,
         skipped,
         ratios,
     };
@@ -547,4 +619,62 @@ async fn run(args: Args) {
             .expect("write the JSON report");
         eprintln!("wrote {}", path.display());
     }
+}
+
+/// The generators on the gateway's sold-out path, one fresh gateway
+/// process each.
+async fn compare_generators(
+    args: &Args,
+    skipped: &mut Vec<String>,
+) -> Vec<generators::GeneratorRow> {
+    let connections = args.generator_connections.max(1);
+    let seconds = args.step_seconds.clamp(0.5, 10.0);
+    eprintln!(
+        "generators on the gateway's sold-out path: {connections} connections, {seconds} s per step"
+    );
+    let mut rows = Vec::new();
+    let gateway = spawn_self("gateway");
+    if let Err(e) = wait_until_up(gateway.port).await {
+        skipped.push(format!("generators: the gateway did not start: {e}"));
+        return rows;
+    }
+    rows.push(generators::ours(gateway.port, connections, args.generator_threads, seconds).await);
+    drop(gateway);
+    match generators::find_or_install_oha() {
+        Ok(oha) => {
+            let gateway = spawn_self("gateway");
+            let port = gateway.port;
+            let ran = async {
+                wait_until_up(port).await?;
+                tokio::task::spawn_blocking(move || {
+                    generators::oha(&oha, port, connections, seconds)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            };
+            match ran.await {
+                Ok(row) => rows.push(row),
+                Err(reason) => skipped.push(format!("oha: {reason}")),
+            }
+        }
+        Err(reason) => skipped.push(format!("oha: {reason}")),
+    }
+    match generators::find_or_install_wrk() {
+        Ok(()) => {
+            let gateway = spawn_self("gateway");
+            let port = gateway.port;
+            let ran = async {
+                wait_until_up(port).await?;
+                tokio::task::spawn_blocking(move || generators::wrk(port, connections, seconds))
+                    .await
+                    .map_err(|e| e.to_string())?
+            };
+            match ran.await {
+                Ok(row) => rows.push(row),
+                Err(reason) => skipped.push(format!("wrk: {reason}")),
+            }
+        }
+        Err(reason) => skipped.push(format!("wrk: {reason}")),
+    }
+    rows
 }
