@@ -22,7 +22,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 
 /// How much of a second of the rate one grant may be.
-pub const BURST_SECONDS: f64 = 0.005;
+pub(crate) const BURST_SECONDS: f64 = 0.005;
 
 /// The shared bucket; `rate == 0` means unlimited.
 #[derive(Debug)]
