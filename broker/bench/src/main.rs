@@ -128,9 +128,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let row = batches::transaction_batches(work.path(), 128, 8, &budget).await?;
     eprintln!("  {}", row.name);
     broker_rows.push(row);
-    let row = batches::batched_append(work.path(), 128, 1, &budget).await?;
-    eprintln!("  {}", row.name);
-    broker_rows.push(row);
+    for producers in [1, 2] {
+        let row = batches::batched_append(work.path(), 128, producers, &budget).await?;
+        eprintln!("  {}", row.name);
+        broker_rows.push(row);
+    }
     broker_rows.push(consume(work.path(), 1024, &budget).await?);
 
     let mut reference_rows = Vec::new();
@@ -452,7 +454,7 @@ fn ratios(broker: &[Measurement], references: &[Measurement]) -> Vec<Ratio> {
         false,
     );
     push(
-        "batched async append vs Redis Streams XADD pipelined (128 B, msgs/s; goal >= 3.0)",
+        "batched async append vs Redis Streams XADD pipelined (128 B, 1 producer, msgs/s; goal >= 3.0)",
         find(broker, &batches::batched_append_row_name(128, 1)),
         references
             .iter()
