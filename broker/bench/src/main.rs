@@ -2,7 +2,7 @@
 //! same machine does without it, measured in one run.
 //!
 //! ```text
-//! cargo run --release -p broker-bench -- [--quick] [--json FILE]
+//! cargo run --release -p broker-bench -- [--quick] [--json FILE] [--only TEXT]
 //! ```
 //!
 //! Rows: append throughput and latency (p50/p99/p999 per send, from the
@@ -53,6 +53,10 @@ struct Args {
     /// Redis for the Streams reference.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// Run only the broker rows whose names contain this text, and no
+    /// references (for looking at one row; the ratios need the full run).
+    #[arg(long)]
+    only: Option<String>,
     /// NATS with JetStream for its reference.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
@@ -110,33 +114,51 @@ async fn run(args: Args) -> anyhow::Result<()> {
         work.path().display()
     );
 
+    let wanted = |name: &str| args.only.as_ref().is_none_or(|only| name.contains(only));
     let mut broker_rows = Vec::new();
     for flush in [FlushMode::async_default(), FlushMode::sync()] {
         for size in SIZES {
             for producers in PRODUCERS {
+                if !wanted(&row_name(flush, size, producers)) {
+                    continue;
+                }
                 let row = append(work.path(), flush, size, producers, &budget).await?;
                 eprintln!("  {}", row.name);
                 broker_rows.push(row);
             }
         }
     }
-    for size in SIZES {
+    for size in SIZES
+        .into_iter()
+        .filter(|&s| wanted(&transactional_row_name(s, 64)))
+    {
         let row = transactional(work.path(), size, 64, &budget).await?;
         eprintln!("  {}", row.name);
         broker_rows.push(row);
     }
-    let row = batches::transaction_batches(work.path(), 128, 8, &budget).await?;
-    eprintln!("  {}", row.name);
-    broker_rows.push(row);
+    if wanted(&batches::transaction_batch_row_name(128, 8)) {
+        let row = batches::transaction_batches(work.path(), 128, 8, &budget).await?;
+        eprintln!("  {}", row.name);
+        broker_rows.push(row);
+    }
     for producers in [1, 2] {
+        if !wanted(&batches::batched_append_row_name(128, producers)) {
+            continue;
+        }
         let row = batches::batched_append(work.path(), 128, producers, &budget).await?;
         eprintln!("  {}", row.name);
         broker_rows.push(row);
     }
-    broker_rows.push(consume(work.path(), 1024, &budget).await?);
+    if args.only.is_none() {
+        broker_rows.push(consume(work.path(), 1024, &budget).await?);
+    }
 
     let mut reference_rows = Vec::new();
     let mut skipped = Vec::new();
+    if args.only.is_some() {
+        print_table(&broker_rows, &reference_rows, &skipped, &[]);
+        return Ok(());
+    }
     let disk_budget = Budget {
         duration: per_row,
         max_ops: budget.max_ops,
