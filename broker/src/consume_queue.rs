@@ -178,7 +178,9 @@ impl ConsumeQueue {
     pub(crate) fn append_entries(&self, entries: &[QueueEntry]) -> Result<()> {
         let mut index = self.len();
         let mut rest = entries;
-        let mut bytes = Vec::with_capacity(entries.len().min(self.entries_per_file as usize) * 20);
+        let mut bytes = Vec::with_capacity(
+            entries.len().min(self.entries_per_file as usize) * ENTRY_LEN as usize,
+        );
         while !rest.is_empty() {
             let file = self.file_for_write(index)?;
             let room = (file.first_entry + self.entries_per_file - index) as usize;
@@ -333,6 +335,24 @@ mod tests {
             size: 100,
             tag_hash: n ^ 0xABCD,
         }
+    }
+
+    #[test]
+    fn a_batch_of_entries_is_appended_across_files_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _) = ConsumeQueue::open(dir.path(), 16, u64::MAX).unwrap();
+        queue.put(0, entry(0)).unwrap();
+        let batch: Vec<QueueEntry> = (1..40).map(entry).collect();
+        queue.append_entries(&batch).unwrap();
+        assert_eq!(queue.len(), 40);
+        assert_eq!(
+            queue.read(0, 40).unwrap(),
+            (0..40).map(entry).collect::<Vec<_>>()
+        );
+        drop(queue);
+        let (queue, dropped) = ConsumeQueue::open(dir.path(), 16, u64::MAX).unwrap();
+        assert_eq!((queue.len(), dropped), (40, 0));
+        assert_eq!(queue.get(39).unwrap(), entry(39));
     }
 
     #[test]

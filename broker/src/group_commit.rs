@@ -95,26 +95,27 @@ impl GroupCommit {
     /// Called by a writer, still under the append lock, after its records
     /// are in the page cache, once per batch with the new length of every
     /// queue it touched. In sync mode the queues' new lengths are published
-    /// only after the flush; in async mode they are published now.
+    /// only after the flush; in async mode they are returned, for the
+    /// writer to publish now (after releasing the append lock).
+    #[must_use = "in async mode the returned lengths must be published"]
     pub(crate) fn appended(
         &self,
-        visibility: impl IntoIterator<Item = PendingVisibility>,
+        visibility: Vec<PendingVisibility>,
         dirty_bytes: u64,
-    ) {
+    ) -> Vec<PendingVisibility> {
         match self.mode {
             FlushMode::Sync { .. } => {
                 let mut state = self.state.lock();
                 state.pending_visibility.extend(visibility);
                 self.wake.notify_one();
+                Vec::new()
             }
             FlushMode::Async { bytes, .. } => {
-                for pending in visibility {
-                    pending.queue.publish_visible(pending.visible_len);
-                }
                 if dirty_bytes >= bytes {
                     let _state = self.state.lock();
                     self.wake.notify_one();
                 }
+                visibility
             }
         }
     }
@@ -356,7 +357,11 @@ mod tests {
                 queue: Arc::clone(&queue),
                 visible_len: i as u64 + 1,
             };
-            group_commit.appended([pending], end - target.log.flushed());
+            let publish_now = group_commit.appended(vec![pending], end - target.log.flushed());
+            assert!(
+                publish_now.is_empty(),
+                "sync mode publishes after the flush"
+            );
         }
         // Sync mode: nothing is visible before a flush covers it.
         assert_eq!(queue.visible_len(), 0);

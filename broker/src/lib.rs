@@ -21,6 +21,7 @@
 //! | concept | module |
 //! |---|---|
 //! | the storage core | `store` |
+//! | the append path: records of many queues in one write | `store::append` |
 //! | commit log segments, roll, recovery scan | `commit_log` |
 //! | consume queues (20-byte entries) | `consume_queue` |
 //! | a queue's visible length (what consumers may see) | `queues` |
@@ -41,6 +42,7 @@
 //! | pulls: long polling, tag filtering | `pull`, `long_poll`, `tag_filter` |
 //! | delayed messages: 18 levels and arbitrary delays | `delay_scheduler` |
 //! | transactional half messages, check-back | `transactions` |
+//! | ending transactions, one or a batch per write | `transactions::ending` |
 //! | retry topic, dead letters, re-drive | `retry` |
 //! | retention by age (features say what they still need) | `retention` |
 //! | time lookup, offset reset (backtrack) | `time_lookup` |

@@ -253,7 +253,7 @@ impl Store {
     /// Makes sure `topic` exists: system topics are created with one queue,
     /// others with `default_queues` when auto-creation is on.
     pub(crate) fn ensure_topic(&self, topic: &str) -> Result<()> {
-        if self.topics.get(topic).is_some() {
+        if self.topics.contains(topic) {
             return Ok(());
         }
         if is_system_topic(topic) {

@@ -74,6 +74,11 @@ impl TopicRegistry {
         self.topics.read().get(name).cloned()
     }
 
+    /// Whether `name` exists (on every append: no copy of its settings).
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.topics.read().contains_key(name)
+    }
+
     pub(crate) fn list(&self) -> Vec<TopicConfig> {
         self.topics.read().values().cloned().collect()
     }

@@ -2,20 +2,22 @@
 //! same machine does without it, measured in one run.
 //!
 //! ```text
-//! cargo run --release -p broker-bench -- [--quick] [--json FILE]
+//! cargo run --release -p broker-bench -- [--quick] [--json FILE] [--only TEXT]
 //! ```
 //!
 //! Rows: append throughput and latency (p50/p99/p999 per send, from the
 //! call to its acknowledgement) for 128 B and 1 KiB messages, async flush
 //! and sync group commit, at 1, 8 and 64 concurrent producers;
 //! transactional sends (half message + commit, as the seckill service
-//! sends orders) beside plain sync sends; consume throughput; and the
+//! sends orders) beside plain sync sends; the batch APIs (transaction
+//! batches, batched async appends: `batches.rs`); consume throughput; and the
 //! references — raw disk (fdatasync per write,
 //! sequential write), Redis Streams `XADD` and NATS JetStream publish — on
 //! the same disk and loopback. The machine is shared and noisy, so the
 //! conclusions are the ratios printed under the table, not the absolute
 //! numbers. `--quick` keeps the whole run under a minute.
 
+mod batches;
 mod references;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +53,10 @@ struct Args {
     /// Redis for the Streams reference.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// Run only the broker rows whose names contain this text, and no
+    /// references (for looking at one row; the ratios need the full run).
+    #[arg(long)]
+    only: Option<String>,
     /// NATS with JetStream for its reference.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
@@ -108,25 +114,51 @@ async fn run(args: Args) -> anyhow::Result<()> {
         work.path().display()
     );
 
+    let wanted = |name: &str| args.only.as_ref().is_none_or(|only| name.contains(only));
     let mut broker_rows = Vec::new();
     for flush in [FlushMode::async_default(), FlushMode::sync()] {
         for size in SIZES {
             for producers in PRODUCERS {
+                if !wanted(&row_name(flush, size, producers)) {
+                    continue;
+                }
                 let row = append(work.path(), flush, size, producers, &budget).await?;
                 eprintln!("  {}", row.name);
                 broker_rows.push(row);
             }
         }
     }
-    for size in SIZES {
+    for size in SIZES
+        .into_iter()
+        .filter(|&s| wanted(&transactional_row_name(s, 64)))
+    {
         let row = transactional(work.path(), size, 64, &budget).await?;
         eprintln!("  {}", row.name);
         broker_rows.push(row);
     }
-    broker_rows.push(consume(work.path(), 1024, &budget).await?);
+    if wanted(&batches::transaction_batch_row_name(128, 8)) {
+        let row = batches::transaction_batches(work.path(), 128, 8, &budget).await?;
+        eprintln!("  {}", row.name);
+        broker_rows.push(row);
+    }
+    for producers in [1, 2] {
+        if !wanted(&batches::batched_append_row_name(128, producers)) {
+            continue;
+        }
+        let row = batches::batched_append(work.path(), 128, producers, &budget).await?;
+        eprintln!("  {}", row.name);
+        broker_rows.push(row);
+    }
+    if args.only.is_none() {
+        broker_rows.push(consume(work.path(), 1024, &budget).await?);
+    }
 
     let mut reference_rows = Vec::new();
     let mut skipped = Vec::new();
+    if args.only.is_some() {
+        print_table(&broker_rows, &reference_rows, &skipped, &[]);
+        return Ok(());
+    }
     let disk_budget = Budget {
         duration: per_row,
         max_ops: budget.max_ops,
@@ -417,7 +449,7 @@ fn ratios(broker: &[Measurement], references: &[Measurement]) -> Vec<Ratio> {
     for size in SIZES {
         push(
             &format!(
-                "transactional send (half + commit) vs plain send ({}, sync, 64 producers, msgs/s)",
+                "transactional send (half + commit) vs plain send ({}, sync, 64 producers, msgs/s; goal >= 0.7)",
                 human_size(size)
             ),
             find(broker, &transactional_row_name(size, 64)),
@@ -425,6 +457,33 @@ fn ratios(broker: &[Measurement], references: &[Measurement]) -> Vec<Ratio> {
             false,
         );
     }
+    push(
+        "transaction batches vs single transactional sends (128 B, msgs/s)",
+        find(broker, &batches::transaction_batch_row_name(128, 8)),
+        find(broker, &transactional_row_name(128, 64)),
+        false,
+    );
+    push(
+        "sync group commit bandwidth vs sequential disk write (1 KiB, 64 producers, MiB/s; goal >= 0.5)",
+        find(broker, &row_name(FlushMode::sync(), 1024, 64)),
+        sequential.clone(),
+        true,
+    );
+    push(
+        "async append scaling, 64 vs 1 producer (128 B, msgs/s; goal >= 1.0)",
+        find(broker, &row_name(FlushMode::async_default(), 128, 64)),
+        find(broker, &row_name(FlushMode::async_default(), 128, 1)),
+        false,
+    );
+    push(
+        "batched async append vs Redis Streams XADD pipelined (128 B, 1 producer, msgs/s; goal >= 3.0)",
+        find(broker, &batches::batched_append_row_name(128, 1)),
+        references
+            .iter()
+            .find(|m| m.name.contains("XADD") && m.name.contains(&human_size(128)))
+            .cloned(),
+        false,
+    );
     push(
         "async append bandwidth vs sequential disk write (1 KiB, 64 producers, MiB/s)",
         find(broker, &row_name(FlushMode::async_default(), 1024, 64)),
@@ -481,7 +540,7 @@ fn print_table(
     let fmt_us = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
     println!();
     println!(
-        "{:<62} {:>12} {:>9} {:>9} {:>9} {:>9}",
+        "{:<80} {:>12} {:>9} {:>9} {:>9} {:>9}",
         "row", "msgs/s", "MiB/s", "p50 µs", "p99 µs", "p999 µs"
     );
     for (title, rows) in [
@@ -491,7 +550,7 @@ fn print_table(
         println!("-- {title}");
         for m in rows {
             println!(
-                "{:<62} {:>12.0} {:>9.1} {:>9} {:>9} {:>9}",
+                "{:<80} {:>12.0} {:>9.1} {:>9} {:>9} {:>9}",
                 m.name,
                 m.msgs_per_sec,
                 m.mib_per_sec,

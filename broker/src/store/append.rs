@@ -109,22 +109,32 @@ impl Store {
             lens.push(len);
         }
 
+        // Key hashes need no log order: computed before the lock.
+        let key_hashes: Vec<Option<u64>> = batch
+            .iter()
+            .map(|(_, m)| (!m.key.is_empty()).then(|| key_hash(&m.key)))
+            .collect();
+
         let mut writer = self.append.lock();
         // Taken under the lock so store timestamps follow log order.
         let store_timestamp_ms = self.clock.store_timestamp_ms();
         for run in &mut runs {
             run.first_offset = run.queue.consume_queue_len();
         }
-        let mut results = Vec::with_capacity(batch.len());
+        // (log offset, queue offset) of every record, in input order.
+        let mut placed = Vec::with_capacity(batch.len());
         let mut keyed = Vec::new();
         let mut total_bytes = 0u64;
         let written = (|| -> Result<()> {
-            for (((queue_id, message), &len), &run) in batch.iter().zip(&lens).zip(&run_of) {
+            for ((((queue_id, message), &len), &run), key) in
+                batch.iter().zip(&lens).zip(&run_of).zip(&key_hashes)
+            {
                 let run = &mut runs[run];
                 let offset = writer.position_for(&self.log, len)?;
+                let queue_offset = run.first_offset + run.entries.len() as u64;
                 let placement = Placement {
                     queue_id: *queue_id,
-                    queue_offset: run.first_offset + run.entries.len() as u64,
+                    queue_offset,
                     commit_log_offset: offset,
                     store_timestamp_ms,
                 };
@@ -136,16 +146,10 @@ impl Store {
                     size: len as u32,
                     tag_hash: (self.tag_code)(message),
                 });
-                if !message.key.is_empty() {
-                    keyed.push((key_hash(&message.key), offset));
+                if let Some(hash) = key {
+                    keyed.push((*hash, offset));
                 }
-                results.push(SendResult {
-                    msg_id: format!("{offset:016X}"),
-                    topic: message.topic.clone(),
-                    queue_id: *queue_id,
-                    queue_offset: placement.queue_offset,
-                    commit_log_offset: offset,
-                });
+                placed.push((offset, queue_offset));
             }
             writer.write_buffer(&self.log)?;
             for run in &runs {
@@ -165,21 +169,60 @@ impl Store {
         }
         let end = writer.next_offset();
         let dirty = end - self.log.flushed();
-        self.group_commit.appended(
-            runs.iter().map(|run| PendingVisibility {
-                end,
-                queue: Arc::clone(&run.queue),
-                visible_len: run.first_offset + run.entries.len() as u64,
-            }),
+        let publish_now = self.group_commit.appended(
+            runs.iter()
+                .map(|run| PendingVisibility {
+                    end,
+                    queue: Arc::clone(&run.queue),
+                    visible_len: run.first_offset + run.entries.len() as u64,
+                })
+                .collect(),
             dirty,
         );
         drop(writer);
+        // Async mode: visible at once. Lengths only grow, so publishing
+        // after the lock cannot lower one another append published.
+        for pending in publish_now {
+            pending.queue.publish_visible(pending.visible_len);
+        }
+        let results = batch
+            .iter()
+            .zip(placed)
+            .map(|((queue_id, message), (offset, queue_offset))| SendResult {
+                msg_id: msg_id(offset),
+                topic: message.topic.clone(),
+                queue_id: *queue_id,
+                queue_offset,
+                commit_log_offset: offset,
+            })
+            .collect();
         metrics::counter!(APPENDED_MESSAGES).increment(batch.len() as u64);
         metrics::counter!(APPENDED_BYTES).increment(total_bytes);
         Ok((results, end))
     }
 }
 
+/// A message id: its log offset in 16 upper-case hex digits (as
+/// `format!("{offset:016X}")`, without the formatting machinery).
+fn msg_id(offset: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut id = String::with_capacity(16);
+    for shift in (0..16).rev() {
+        id.push(HEX[(offset >> (shift * 4)) as usize & 0xF] as char);
+    }
+    id
+}
+
 fn is_queue(queue: &QueueState, topic: &str, queue_id: u32) -> bool {
     queue.queue_id() == queue_id && queue.topic() == topic
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn message_ids_are_log_offsets_in_sixteen_hex_digits() {
+        for offset in [0, 1, 0xABCDEF, u64::MAX, 1 << 40] {
+            assert_eq!(super::msg_id(offset), format!("{offset:016X}"));
+        }
+    }
 }

@@ -297,3 +297,59 @@ async fn in_async_mode_appends_are_visible_at_once_and_flushed_by_the_interval()
     }
     stop_flusher(&store, flusher);
 }
+
+#[test]
+fn one_append_of_many_queues_numbers_each_queue_in_order_and_is_visible_after_one_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&small_config(dir.path()));
+    store.create_topic("a", 2).unwrap();
+    store.create_topic("b", 1).unwrap();
+    store.append(1, vec![Message::new("a", "a1-0")]).unwrap();
+    let batch = vec![
+        (0, Message::new("a", "a0-0")),
+        (0, Message::new("b", "b0-0")),
+        (1, Message::new("a", "a1-1")),
+        (0, Message::new("a", "a0-1")),
+        (0, Message::new("b", "b0-1").with_key("k")),
+    ];
+    let (results, end) = store.append_many(batch).unwrap();
+    let placed: Vec<(&str, u32, u64)> = results
+        .iter()
+        .map(|r| (r.topic.as_str(), r.queue_id, r.queue_offset))
+        .collect();
+    assert_eq!(
+        placed,
+        [
+            ("a", 0, 0),
+            ("b", 0, 0),
+            ("a", 1, 1),
+            ("a", 0, 1),
+            ("b", 0, 1)
+        ],
+        "results in input order, offsets per queue"
+    );
+    assert!(
+        results
+            .windows(2)
+            .all(|w| w[0].commit_log_offset < w[1].commit_log_offset)
+    );
+    assert_eq!(
+        end,
+        store.log().written(),
+        "one write, ending at the log's end"
+    );
+    assert_eq!(bodies(&store, "a", 0), ["a0-0", "a0-1"]);
+    assert_eq!(bodies(&store, "a", 1), ["a1-0", "a1-1"]);
+    assert_eq!(bodies(&store, "b", 0), ["b0-0", "b0-1"]);
+    assert_eq!(store.messages_by_key("k", None, 4).unwrap().len(), 1);
+    // Sync mode: nothing of the batch is visible before a flush covers
+    // it, and one flush makes every queue it touched visible.
+    let visible = |topic, queue| store.queue(topic, queue).unwrap().visible_len();
+    assert_eq!((visible("a", 0), visible("b", 0)), (0, 0));
+    store.group_commit.flush_once(&store).unwrap();
+    assert_eq!(
+        (visible("a", 0), visible("a", 1), visible("b", 0)),
+        (2, 2, 2)
+    );
+    assert!(store.append_many(Vec::new()).is_err(), "an empty batch");
+}
