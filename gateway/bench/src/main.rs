@@ -588,6 +588,12 @@ async fn run(args: Args) {
         );
     }
     let find_generator = |prefix: &str| generator_rows.iter().find(|r| r.name.starts_with(prefix));
+    if let (Some(ours), Some(oha)) = (find_generator("loadtest"), find_generator("oha")) {
+        ratios.push((
+            "loadtest replay / oha -q, best achieved requests/s".to_owned(),
+            ours.best_achieved_rps / oha.best_achieved_rps.max(1.0),
+        ));
+    }
     if let Some(ours) = find_generator("loadtest").and_then(|r| r.on_plan_rps) {
         if let Some(oha) = find_generator("oha") {
             ratios.push((
