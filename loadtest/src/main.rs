@@ -3,7 +3,17 @@
 //! ```text
 //! loadtest gen spike --peak 5000 --duration 10s --seed 1 -o spike.ndjson
 //! loadtest replay --target http://127.0.0.1:8080 spike.ndjson --html report.html
+//! loadtest replay --target http://127.0.0.1:8080 spike.ndjson --connections 16 \
+//!     --max-in-flight 65536 --late-after 1ms --request-timeout 10s --generator-threads 1
 //! ```
+//!
+//! The replay sends on a fixed set of keep-alive connections
+//! (`--connections`), each pipelining its share of the requests (at most
+//! `--max-in-flight` in all); a send written more than `--late-after` past
+//! its plan is counted late; an answer awaited longer than
+//! `--request-timeout` closes its connection and counts what was in flight
+//! on it as errors. The generator runs on `--generator-threads` threads of
+//! its own, plus one pacing thread.
 //!
 //! The whole stack in this process with a replay and its audit is the
 //! all-in-one binary's `run` (`cargo run --release -- run spike.ndjson`):

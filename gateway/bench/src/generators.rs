@@ -11,6 +11,10 @@
 //! on plan when it achieved 99 % of the offered rate with every request
 //! answered. wrk has no plan: its row is the closed-loop rate.
 //!
+//! The gateway and the generators share the machine's cores; other work
+//! on the machine shows up as late sends (a pacing thread not scheduled in
+//! time), so compare the rows of one run, on a machine as quiet as can be.
+//!
 //! oha is installed with `cargo install oha` and wrk is Debian's `wrk`
 //! package (`apt-get install -y wrk`) when missing; a tool that cannot be
 //! had is skipped with the reason printed.
@@ -24,10 +28,11 @@ use loadtest::replay::{Outcome, Quiet, ReplayConfig, replay};
 use loadtest::trace::{ClientKind, TraceRecord};
 use serde::Serialize;
 
-use crate::PATH;
+use crate::{Args, PATH, spawn_self, wait_until_up};
 
-/// Offered rates tried, requests/s, in order; stepping stops at the first
-/// step off plan.
+/// Offered rates tried, requests/s, in order; stepping goes on past a
+/// step off plan while the generator still sends 95 % of the offered
+/// rate with every request answered (so the table shows how it degrades).
 pub(crate) const STEPS: [f64; 9] = [
     25_000.0, 50_000.0, 100_000.0, 150_000.0, 200_000.0, 250_000.0, 300_000.0, 400_000.0, 500_000.0,
 ];
@@ -77,12 +82,7 @@ fn step_trace(rate: f64, seconds: f64) -> Vec<TraceRecord> {
 }
 
 /// Steps the load tester's replay up against `port`.
-pub(crate) async fn ours(
-    port: u16,
-    connections: usize,
-    threads: usize,
-    seconds: f64,
-) -> GeneratorRow {
+async fn ours(port: u16, connections: usize, threads: usize, seconds: f64) -> GeneratorRow {
     let config = ReplayConfig {
         target: format!("http://127.0.0.1:{port}"),
         connections,
@@ -129,9 +129,9 @@ pub(crate) async fn ours(
             step.p99_us,
             if step.on_plan { "" } else { " — off plan" }
         );
-        let on_plan = step.on_plan;
+        let keep_going = keeps_up(&step);
         steps.push(step);
-        if !on_plan {
+        if !keep_going {
             break;
         }
     }
@@ -139,6 +139,12 @@ pub(crate) async fn ours(
         format!("loadtest replay, {connections} pipelined connections"),
         steps,
     )
+}
+
+/// Whether to try the next step: 95 % of the offered rate sent, all
+/// answered.
+fn keeps_up(step: &Step) -> bool {
+    step.achieved_rps >= 0.95 * step.offered_rps && step.unanswered == 0
 }
 
 fn row(name: String, steps: Vec<Step>) -> GeneratorRow {
@@ -171,7 +177,7 @@ fn output(program: &str, args: &[String]) -> Result<String, String> {
 }
 
 /// oha on the PATH, or installed with `cargo install oha`.
-pub(crate) fn find_or_install_oha() -> Result<String, String> {
+fn find_or_install_oha() -> Result<String, String> {
     if output("oha", &["--version".into()]).is_ok() {
         return Ok("oha".into());
     }
@@ -195,12 +201,7 @@ pub(crate) fn find_or_install_oha() -> Result<String, String> {
 }
 
 /// Steps `oha -q` up against `port`.
-pub(crate) fn oha(
-    oha: &str,
-    port: u16,
-    connections: usize,
-    seconds: f64,
-) -> Result<GeneratorRow, String> {
+fn oha(oha: &str, port: u16, connections: usize, seconds: f64) -> Result<GeneratorRow, String> {
     let mut steps = Vec::new();
     for rate in STEPS {
         let args: Vec<String> = [
@@ -237,7 +238,7 @@ pub(crate) fn oha(
             success * 100.0,
             if on_plan { "" } else { " — off plan" }
         );
-        steps.push(Step {
+        let step = Step {
             offered_rps: rate,
             achieved_rps: achieved,
             late_share: None,
@@ -245,8 +246,10 @@ pub(crate) fn oha(
             unanswered,
             p99_us,
             on_plan,
-        });
-        if !on_plan {
+        };
+        let keep_going = keeps_up(&step);
+        steps.push(step);
+        if !keep_going {
             break;
         }
     }
@@ -254,7 +257,7 @@ pub(crate) fn oha(
 }
 
 /// wrk on the PATH, or installed from Debian's package.
-pub(crate) fn find_or_install_wrk() -> Result<(), String> {
+fn find_or_install_wrk() -> Result<(), String> {
     if Command::new("wrk").arg("--version").output().is_ok() {
         return Ok(());
     }
@@ -274,7 +277,7 @@ pub(crate) fn find_or_install_wrk() -> Result<(), String> {
 }
 
 /// wrk's closed-loop rate against `port` (2 threads).
-pub(crate) fn wrk(port: u16, connections: usize, seconds: f64) -> Result<GeneratorRow, String> {
+fn wrk(port: u16, connections: usize, seconds: f64) -> Result<GeneratorRow, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let script = dir.path().join("post.lua");
     std::fs::write(
@@ -330,4 +333,57 @@ fn wrk_duration_us(text: &str) -> u64 {
         (text, 1.0)
     };
     (number.parse::<f64>().unwrap_or(0.0) * scale) as u64
+}
+
+/// The generators on the gateway's sold-out path, one fresh gateway
+/// process each.
+pub(crate) async fn compare(args: &Args, skipped: &mut Vec<String>) -> Vec<GeneratorRow> {
+    let connections = args.generator_connections.max(1);
+    let seconds = args.step_seconds.clamp(0.5, 10.0);
+    eprintln!(
+        "generators on the gateway's sold-out path: {connections} connections, {seconds} s per step"
+    );
+    let mut rows = Vec::new();
+    let gateway = spawn_self("gateway");
+    if let Err(e) = wait_until_up(gateway.port).await {
+        skipped.push(format!("generators: the gateway did not start: {e}"));
+        return rows;
+    }
+    rows.push(ours(gateway.port, connections, args.generator_threads, seconds).await);
+    drop(gateway);
+    match find_or_install_oha() {
+        Ok(program) => {
+            let gateway = spawn_self("gateway");
+            let port = gateway.port;
+            let ran = async {
+                wait_until_up(port).await?;
+                tokio::task::spawn_blocking(move || oha(&program, port, connections, seconds))
+                    .await
+                    .map_err(|e| e.to_string())?
+            };
+            match ran.await {
+                Ok(row) => rows.push(row),
+                Err(reason) => skipped.push(format!("oha: {reason}")),
+            }
+        }
+        Err(reason) => skipped.push(format!("oha: {reason}")),
+    }
+    match find_or_install_wrk() {
+        Ok(()) => {
+            let gateway = spawn_self("gateway");
+            let port = gateway.port;
+            let ran = async {
+                wait_until_up(port).await?;
+                tokio::task::spawn_blocking(move || wrk(port, connections, seconds))
+                    .await
+                    .map_err(|e| e.to_string())?
+            };
+            match ran.await {
+                Ok(row) => rows.push(row),
+                Err(reason) => skipped.push(format!("wrk: {reason}")),
+            }
+        }
+        Err(reason) => skipped.push(format!("wrk: {reason}")),
+    }
+    rows
 }

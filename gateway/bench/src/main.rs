@@ -518,7 +518,7 @@ async fn run(args: Args) {
             Err(reason) => skipped.push(format!("nginx + Lua: {reason}")),
         }
     }
-    let generator_rows = compare_generators(&args, &mut skipped).await;
+    let generator_rows = generators::compare(&args, &mut skipped).await;
 
     let find = |prefix: &str| rows.iter().find(|r| r.name.starts_with(prefix));
     let mut ratios = Vec::new();
@@ -588,6 +588,12 @@ async fn run(args: Args) {
         );
     }
     let find_generator = |prefix: &str| generator_rows.iter().find(|r| r.name.starts_with(prefix));
+    if let (Some(ours), Some(oha)) = (find_generator("loadtest"), find_generator("oha")) {
+        ratios.push((
+            "loadtest replay / oha -q, best achieved requests/s".to_owned(),
+            ours.best_achieved_rps / oha.best_achieved_rps.max(1.0),
+        ));
+    }
     if let Some(ours) = find_generator("loadtest").and_then(|r| r.on_plan_rps) {
         if let Some(oha) = find_generator("oha") {
             ratios.push((
@@ -619,62 +625,4 @@ async fn run(args: Args) {
             .expect("write the JSON report");
         eprintln!("wrote {}", path.display());
     }
-}
-
-/// The generators on the gateway's sold-out path, one fresh gateway
-/// process each.
-async fn compare_generators(
-    args: &Args,
-    skipped: &mut Vec<String>,
-) -> Vec<generators::GeneratorRow> {
-    let connections = args.generator_connections.max(1);
-    let seconds = args.step_seconds.clamp(0.5, 10.0);
-    eprintln!(
-        "generators on the gateway's sold-out path: {connections} connections, {seconds} s per step"
-    );
-    let mut rows = Vec::new();
-    let gateway = spawn_self("gateway");
-    if let Err(e) = wait_until_up(gateway.port).await {
-        skipped.push(format!("generators: the gateway did not start: {e}"));
-        return rows;
-    }
-    rows.push(generators::ours(gateway.port, connections, args.generator_threads, seconds).await);
-    drop(gateway);
-    match generators::find_or_install_oha() {
-        Ok(oha) => {
-            let gateway = spawn_self("gateway");
-            let port = gateway.port;
-            let ran = async {
-                wait_until_up(port).await?;
-                tokio::task::spawn_blocking(move || {
-                    generators::oha(&oha, port, connections, seconds)
-                })
-                .await
-                .map_err(|e| e.to_string())?
-            };
-            match ran.await {
-                Ok(row) => rows.push(row),
-                Err(reason) => skipped.push(format!("oha: {reason}")),
-            }
-        }
-        Err(reason) => skipped.push(format!("oha: {reason}")),
-    }
-    match generators::find_or_install_wrk() {
-        Ok(()) => {
-            let gateway = spawn_self("gateway");
-            let port = gateway.port;
-            let ran = async {
-                wait_until_up(port).await?;
-                tokio::task::spawn_blocking(move || generators::wrk(port, connections, seconds))
-                    .await
-                    .map_err(|e| e.to_string())?
-            };
-            match ran.await {
-                Ok(row) => rows.push(row),
-                Err(reason) => skipped.push(format!("wrk: {reason}")),
-            }
-        }
-        Err(reason) => skipped.push(format!("wrk: {reason}")),
-    }
-    rows
 }
