@@ -347,8 +347,12 @@ async fn http_row(
     use loadtest::trace::{ClientKind, TraceRecord};
 
     let seckill = service_over(store, dir, "http", ReservationPath::default()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+    // A backlog for every connection opening at once (bind's is 1,024).
+    let listener = tokio::net::TcpSocket::new_v4()
+        .and_then(|socket| {
+            socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            socket.listen(4096)
+        })
         .map_err(|e| format!("cannot listen: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let server = tokio::spawn(async move {
@@ -383,8 +387,12 @@ async fn http_row(
         .filter(|s| s.outcome == Outcome::Queued)
         .count() as u64;
     if queued < result.samples.len() as u64 * 99 / 100 {
+        let mut by_outcome = std::collections::BTreeMap::new();
+        for sample in &result.samples {
+            *by_outcome.entry(sample.outcome.name()).or_insert(0u64) += 1;
+        }
         return Err(format!(
-            "only {queued} of {} requests were queued",
+            "only {queued} of {} requests were queued: {by_outcome:?}",
             result.samples.len()
         ));
     }
