@@ -368,6 +368,7 @@ impl Stack {
             at_ms: start.elapsed().as_millis() as u64,
             stock_left,
             backlog: self.backlog(),
+            open_transactions: self.broker.open_transactions() as u64,
             orders_written: self.worker.stats().inserted,
         })
     }

@@ -227,6 +227,7 @@ impl Deployment {
             orders_written += self.orders_written(&activity.item).await?;
         }
         Ok(SystemSample {
+            open_transactions: 0,
             at_ms: start.elapsed().as_millis() as u64,
             stock_left,
             backlog: self.backlog().await?,

@@ -374,6 +374,7 @@ mod tests {
         };
         let system: Vec<SystemSample> = (0..4)
             .map(|s| SystemSample {
+                open_transactions: 0,
                 at_ms: s * 1_000 + 500,
                 stock_left: 10 - (s as i64 * 3).min(10),
                 backlog: 3 - s.min(3),

@@ -225,6 +225,9 @@ pub struct SystemSample {
     pub stock_left: i64,
     /// Orders waiting in the broker.
     pub backlog: u64,
+    /// Of the backlog, purchases whose transaction was still open: not
+    /// yet visible to the workers (0 where not known).
+    pub open_transactions: u64,
     /// Orders written so far.
     pub orders_written: u64,
 }
@@ -494,18 +497,21 @@ mod tests {
         };
         let system = [
             SystemSample {
+                open_transactions: 0,
                 at_ms: 0,
                 stock_left: 10,
                 backlog: 0,
                 orders_written: 0,
             },
             SystemSample {
+                open_transactions: 0,
                 at_ms: 900,
                 stock_left: 9,
                 backlog: 1,
                 orders_written: 0,
             },
             SystemSample {
+                open_transactions: 0,
                 at_ms: 1_900,
                 stock_left: 9,
                 backlog: 0,

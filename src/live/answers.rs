@@ -3,23 +3,27 @@
 //!
 //! The gateway and seckill count every answer in their metrics
 //! (`gateway_requests_total`, `seckill_reservations_total`, by outcome);
-//! nothing else sees the answers, so the page reads those counters from
-//! the process-wide Prometheus recorder, which [`count_answers`] installs.
-//! It must run before the stack starts: the gateway resolves its sold-out
-//! counter once, when its edge is built, and a counter resolved with no
-//! recorder installed counts nothing.
+//! nothing else sees the answers, so the page counts those two counters
+//! itself: [`count_answers`] installs, as the process's metrics recorder,
+//! one that keeps exactly these two in atomics by outcome and makes every
+//! other metric a no-op. A full Prometheus recorder would cost every
+//! request of a spike its histogram and label lookups for series that
+//! nothing in the one-process stack reads (in the demo that was the
+//! difference between late sends and none). It must run before the stack
+//! starts: the gateway resolves its sold-out counter once, when its edge
+//! is built, and a counter resolved with no recorder installed counts
+//! nothing.
 //!
 //! The counters are the process's, not one stack's: where several stacks
 //! share a process (the end-to-end tests), their answers add up.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use parking_lot::RwLock;
 use serde::Serialize;
-
-/// How often the recorder drains what histograms recorded, so their
-/// memory stays bounded whether or not anyone renders them.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The gateway's answers by outcome.
 const GATEWAY_REQUESTS: &str = gateway::metrics::REQUESTS;
@@ -84,61 +88,88 @@ impl AnswerTotals {
         *bucket += count;
     }
 
-    /// The totals in a Prometheus text exposition.
-    pub fn from_exposition(text: &str) -> AnswerTotals {
+    /// The totals of `(metric, outcome, count)` counts.
+    fn from_counts<'a>(counts: impl IntoIterator<Item = (&'a str, &'a str, u64)>) -> Self {
         let mut totals = AnswerTotals::default();
-        for line in text.lines() {
-            if let Some((metric, outcome, count)) = parse_sample(line) {
-                totals.add(metric, outcome, count);
-            }
+        for (metric, outcome, count) in counts {
+            totals.add(metric, outcome, count);
         }
         totals
     }
 }
 
-/// `name{…outcome="x"…} 12` as `(name, x, 12)`; `None` for comments,
-/// other shapes and values that are not counts.
-fn parse_sample(line: &str) -> Option<(&str, &str, u64)> {
-    let (name, rest) = line.split_once('{')?;
-    let (labels, value) = rest.rsplit_once('}')?;
-    let outcome = labels
-        .split(',')
-        .find_map(|label| label.trim().strip_prefix("outcome=\""))?
-        .strip_suffix('"')?;
-    let value: f64 = value.trim().parse().ok()?;
-    (value.is_finite() && value >= 0.0).then_some((name.trim(), outcome, value as u64))
+/// The two answer counters, by outcome; every other metric is a no-op.
+/// Outcome labels are a fixed set in the code, so the maps stay small.
+#[derive(Debug, Default)]
+struct AnswerRecorder {
+    gateway: RwLock<HashMap<String, Arc<AtomicU64>>>,
+    seckill: RwLock<HashMap<String, Arc<AtomicU64>>>,
 }
 
-/// Renders the process-wide recorder's exposition.
-type Render = Box<dyn Fn() -> String + Send + Sync>;
+impl AnswerRecorder {
+    fn counts(&self) -> Vec<(&'static str, String, u64)> {
+        let mut counts = Vec::new();
+        for (metric, map) in [
+            (GATEWAY_REQUESTS, &self.gateway),
+            (SECKILL_RESERVATIONS, &self.seckill),
+        ] {
+            for (outcome, count) in map.read().iter() {
+                counts.push((metric, outcome.clone(), count.load(Ordering::Relaxed)));
+            }
+        }
+        counts
+    }
+}
 
-/// The process-wide recorder, once installed (as its rendering); `Err`
-/// says why it could not be (another recorder was installed first).
-static RECORDER: OnceLock<Result<Render, String>> = OnceLock::new();
+impl Recorder for AnswerRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
 
-/// Installs the process-wide Prometheus recorder the answer counts are
-/// read from, once per process (later calls do nothing). Call it before
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let map = match key.name() {
+            GATEWAY_REQUESTS => &self.gateway,
+            SECKILL_RESERVATIONS => &self.seckill,
+            _ => return Counter::noop(),
+        };
+        let Some(outcome) = key
+            .labels()
+            .find(|label| label.key() == "outcome")
+            .map(|label| label.value())
+        else {
+            return Counter::noop();
+        };
+        if let Some(count) = map.read().get(outcome) {
+            return Counter::from_arc(Arc::clone(count));
+        }
+        let count = Arc::clone(map.write().entry(outcome.to_owned()).or_default());
+        Counter::from_arc(count)
+    }
+
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+/// The process-wide recorder, once installed; `Err` says why it could not
+/// be (another recorder was installed first).
+static RECORDER: OnceLock<Result<&'static AnswerRecorder, String>> = OnceLock::new();
+
+/// Installs the process-wide recorder the answer counts are kept in, once
+/// per process (later calls do nothing). Call it before
 /// [`Stack::start`](crate::stack::Stack::start), or the gateway's sold-out
 /// answers go uncounted. Returns why the counts are unavailable, if they
 /// are.
 pub fn count_answers() -> Result<(), String> {
     let recorder = RECORDER.get_or_init(|| {
-        let handle = service_kit::telemetry::install_metrics(&[
-            gateway::metrics::HISTOGRAM_BUCKETS,
-            broker::metrics::HISTOGRAM_BUCKETS,
-            order_worker::metrics::HISTOGRAM_BUCKETS,
-        ])?;
-        let upkept = handle.clone();
-        std::thread::Builder::new()
-            .name("live-metrics-upkeep".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(UPKEEP_INTERVAL);
-                    upkept.run_upkeep();
-                }
-            })
-            .map_err(|e| format!("cannot start the metrics upkeep: {e}"))?;
-        Ok(Box::new(move || handle.render()) as Render)
+        let recorder: &'static AnswerRecorder = Box::leak(Box::default());
+        metrics::set_global_recorder(recorder)
+            .map_err(|e| format!("cannot install the answer counters: {e}"))?;
+        Ok(recorder)
     });
     recorder.as_ref().map(|_| ()).map_err(Clone::clone)
 }
@@ -146,7 +177,12 @@ pub fn count_answers() -> Result<(), String> {
 /// The answers counted so far, or why there are none.
 pub fn answer_totals() -> Result<AnswerTotals, String> {
     match RECORDER.get() {
-        Some(Ok(render)) => Ok(AnswerTotals::from_exposition(&render())),
+        Some(Ok(recorder)) => {
+            let counts = recorder.counts();
+            Ok(AnswerTotals::from_counts(
+                counts.iter().map(|(m, o, n)| (*m, o.as_str(), *n)),
+            ))
+        }
         Some(Err(why)) => Err(why.clone()),
         None => Err("answers are not counted in this process".into()),
     }
@@ -158,24 +194,22 @@ mod tests {
 
     #[test]
     fn outcomes_fall_in_their_buckets() {
-        let text = "\
-# TYPE gateway_requests_total counter
-gateway_requests_total{outcome=\"sold_out_local\"} 40
-gateway_requests_total{outcome=\"forwarded\"} 12
-gateway_requests_total{outcome=\"rate_limited_user\"} 3
-gateway_requests_total{outcome=\"shed\"} 1
-gateway_requests_total{outcome=\"upstream_error\"} 2
-gateway_requests_total{outcome=\"bad_request\"} 5
-seckill_reservations_total{outcome=\"queued\"} 7
-seckill_reservations_total{outcome=\"duplicate\"} 2
-seckill_reservations_total{outcome=\"sold_out\"} 3
-seckill_reservations_total{outcome=\"sold_out_local\"} 1
-seckill_reservations_total{outcome=\"error\"} 1
-broker_puts_total{outcome=\"ok\"} 99
-gateway_request_duration_seconds_bucket{le=\"0.1\"} 60
-";
+        let counts = [
+            (GATEWAY_REQUESTS, "sold_out_local", 40),
+            (GATEWAY_REQUESTS, "forwarded", 12),
+            (GATEWAY_REQUESTS, "rate_limited_user", 3),
+            (GATEWAY_REQUESTS, "shed", 1),
+            (GATEWAY_REQUESTS, "upstream_error", 2),
+            (GATEWAY_REQUESTS, "bad_request", 5),
+            (SECKILL_RESERVATIONS, "queued", 7),
+            (SECKILL_RESERVATIONS, "duplicate", 2),
+            (SECKILL_RESERVATIONS, "sold_out", 3),
+            (SECKILL_RESERVATIONS, "sold_out_local", 1),
+            (SECKILL_RESERVATIONS, "error", 1),
+            ("broker_puts_total", "ok", 99),
+        ];
         assert_eq!(
-            AnswerTotals::from_exposition(text),
+            AnswerTotals::from_counts(counts),
             AnswerTotals {
                 queued: 7,
                 sold_out: 43,
@@ -188,17 +222,29 @@ gateway_request_duration_seconds_bucket{le=\"0.1\"} 60
     }
 
     #[test]
-    fn malformed_lines_are_skipped() {
-        for line in [
-            "",
-            "# HELP x",
-            "gateway_requests_total 3",
-            "gateway_requests_total{outcome=\"shed\"}",
-            "gateway_requests_total{outcome=\"shed\"} NaN",
-            "gateway_requests_total{outcome=\"shed\"} -1",
-            "gateway_requests_total{outcome=shed} 1",
-        ] {
-            assert_eq!(parse_sample(line), None, "{line}");
-        }
+    fn the_recorder_keeps_the_two_answer_counters_and_nothing_else() {
+        let recorder = AnswerRecorder::default();
+        let metadata = Metadata::new("live", metrics::Level::INFO, None);
+        let counter = |name: &'static str, labels: Vec<metrics::Label>| {
+            recorder.register_counter(&Key::from_parts(name, labels), &metadata)
+        };
+        let outcome = |value: &'static str| vec![metrics::Label::new("outcome", value)];
+        counter(GATEWAY_REQUESTS, outcome("sold_out_local")).increment(5);
+        counter(GATEWAY_REQUESTS, outcome("sold_out_local")).increment(2);
+        counter(SECKILL_RESERVATIONS, outcome("queued")).increment(3);
+        counter(GATEWAY_REQUESTS, vec![]).increment(100);
+        counter("broker_puts_total", outcome("ok")).increment(100);
+        recorder
+            .register_histogram(&Key::from_name("gateway_request_seconds"), &metadata)
+            .record(1.0);
+        let mut counts = recorder.counts();
+        counts.sort();
+        assert_eq!(
+            counts,
+            [
+                (GATEWAY_REQUESTS, "sold_out_local".to_owned(), 7),
+                (SECKILL_RESERVATIONS, "queued".to_owned(), 3),
+            ]
+        );
     }
 }

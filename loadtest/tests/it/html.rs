@@ -34,6 +34,7 @@ fn report_page() -> String {
     };
     let system: Vec<SystemSample> = (0..4)
         .map(|s| SystemSample {
+            open_transactions: 0,
             at_ms: s * 1_000 + 900,
             stock_left: 100 - (s as i64 * 40).min(100),
             backlog: 30 - (s * 10).min(30),
