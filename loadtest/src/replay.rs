@@ -304,6 +304,7 @@ pub async fn replay(
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.threads)
                 .thread_name("loadgen-io")
+                .on_thread_start(run_ahead_of_the_target)
                 .enable_all()
                 .build();
             let result = match runtime {
@@ -364,7 +365,10 @@ async fn run_connections(
     }
     let pacer = std::thread::Builder::new()
         .name("loadgen-pacer".into())
-        .spawn(move || pace(start, &order, &planned, &senders));
+        .spawn(move || {
+            run_ahead_of_the_target();
+            pace(start, &order, &planned, &senders)
+        });
     let mut reports = Vec::with_capacity(connections);
     for task in tasks {
         // A connection's task only ends by returning its report.
@@ -376,6 +380,20 @@ async fn run_connections(
         let _ = pacer.join();
     }
     reports
+}
+
+/// Asks the OS to run the calling generator thread ahead of ordinary
+/// threads (the highest niceness). Where the target shares the machine —
+/// the demo runs it in this very process — its threads would otherwise
+/// take turns with the pacer and the connections, and a send delayed by
+/// the scheduler would be blamed on the plan. Without the privilege to
+/// raise a priority, threads keep the one they have.
+pub(crate) fn run_ahead_of_the_target() {
+    if let Err(e) =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Max)
+    {
+        tracing::debug!(error = ?e, "the generator's thread keeps its priority");
+    }
 }
 
 /// How long the pacer sleeps at least between hand-overs. Waking for
@@ -395,7 +413,12 @@ const PACER_TICK: Duration = Duration::from_micros(200);
 fn pace(start: Instant, order: &[usize], planned: &[u64], senders: &[mpsc::UnboundedSender<Due>]) {
     let mut position = 0;
     while position < order.len() {
-        let now_us = start.elapsed().as_micros() as u64;
+        let now = Instant::now();
+        if now < start {
+            std::thread::sleep(start - now);
+            continue;
+        }
+        let now_us = (now - start).as_micros() as u64;
         while position < order.len() && planned[order[position]] <= now_us {
             let index = order[position];
             let _ = senders[position % senders.len()].send(Due {

@@ -65,7 +65,7 @@ async fn sends_follow_the_plan_and_latency_counts_from_it() {
         assert!(sample.corrected_us() >= sample.uncorrected_us());
         assert!(
             sample.uncorrected_us() >= 1_000,
-            "faster than the server works"
+            "faster than the server works: {sample:?}"
         );
         assert_eq!(sample.outcome, Outcome::Queued);
         assert_eq!(sample.order_id.as_deref(), Some("o"));
