@@ -5,12 +5,14 @@
 //!
 //! A task takes tokens *before* it pulls and pulls exactly that many
 //! messages, so no message waits in memory for its slot: what is not yet
-//! allowed stays in the broker. The bucket is governor's (GCRA); its burst
-//! is 5 ms of orders ([`BURST_SECONDS`]), so writes arrive in many small
-//! steps rather than a few large ones: at 2,000 orders/s a step is 10
-//! orders, twenty steps per 100 ms, and the line of writes stays flat at
-//! that resolution (a 100 ms burst would write a tenth of a second's
-//! orders at once, and a 100 ms window would see 0, 1 or 2 of them). A
+//! allowed stays in the broker. The bucket is governor's (GCRA). A grant
+//! is at most 5 ms of orders ([`BURST_SECONDS`]), so writes arrive in many
+//! small steps rather than a few large ones: at 2,000 orders/s a step is
+//! 10 orders, twenty steps per 100 ms, and the line of writes stays flat
+//! at that resolution (a 100 ms grant would write a tenth of a second's
+//! orders at once, and a 100 ms window would see 0, 1 or 2 of them). The
+//! bucket holds 20 ms ([`BUCKET_SECONDS`]), so a consumer that stalls for
+//! a moment catches up instead of losing tokens. A
 //! pull that finds fewer messages than it was granted gives
 //! the rest back, into a small credit the next task takes first — tokens
 //! are delayed, never lost, so a queue running dry does not slow the
@@ -23,6 +25,13 @@ use parking_lot::Mutex;
 
 /// How much of a second of the rate one grant may be.
 pub(crate) const BURST_SECONDS: f64 = 0.005;
+
+/// How much of a second of the rate the bucket holds: four grants. A
+/// consumer that stalls for a moment (a checkpoint, a descheduled thread)
+/// catches up on the next grants instead of losing the tokens the bucket
+/// could not hold, so the written rate does not sag below the cap, while
+/// no 100 ms ever sees more than the cap plus these 20 ms.
+pub(crate) const BUCKET_SECONDS: f64 = 0.02;
 
 /// The shared bucket; `rate == 0` means unlimited.
 #[derive(Debug)]
@@ -37,9 +46,10 @@ impl RateGate {
     /// A gate letting `per_second` orders through per second (0 = no cap).
     pub fn new(per_second: u32) -> Self {
         let burst = ((f64::from(per_second) * BURST_SECONDS) as u32).max(1);
+        let bucket = ((f64::from(per_second) * BUCKET_SECONDS) as u32).max(burst);
         let limiter = NonZeroU32::new(per_second).map(|rate| {
-            let burst = NonZeroU32::new(burst).expect("burst is at least 1");
-            RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+            let bucket = NonZeroU32::new(bucket).expect("the bucket holds at least 1");
+            RateLimiter::direct(Quota::per_second(rate).allow_burst(bucket))
         });
         RateGate {
             rate: per_second,
