@@ -8,8 +8,8 @@
 //! one that keeps exactly these two in atomics by outcome and makes every
 //! other metric a no-op. A full Prometheus recorder would cost every
 //! request of a spike its histogram and label lookups for series that
-//! nothing in the one-process stack reads (in the demo that was the
-//! difference between late sends and none). It must run before the stack
+//! nothing in the one-process stack reads (measured in the demo: 1.0–1.5 %
+//! of sends late with it, 0.7–0.8 % with no recorder). It must run before the stack
 //! starts: the gateway resolves its sold-out counter once, when its edge
 //! is built, and a counter resolved with no recorder installed counts
 //! nothing.
