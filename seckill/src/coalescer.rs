@@ -23,7 +23,7 @@
 //! A batch runs in a task of its own, so a buyer who disconnects does not
 //! abandon the others of the batch; each buyer waits for its own answer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -87,8 +87,8 @@ pub(crate) struct Coalescer {
 struct Lane {
     item: String,
     state: Mutex<LaneState>,
-    /// The sequence number of the batch whose script runs next.
-    script_turn: Mutex<u64>,
+    /// Which batch runs its script next.
+    turns: Mutex<TurnOrder>,
     turn_changed: Notify,
 }
 
@@ -166,7 +166,7 @@ impl Coalescer {
         let lane = Arc::new(Lane {
             item: item.to_owned(),
             state: Mutex::new(LaneState::default()),
-            script_turn: Mutex::new(0),
+            turns: Mutex::new(TurnOrder::default()),
             turn_changed: Notify::new(),
         });
         lanes.insert(item.to_owned(), Arc::clone(&lane));
@@ -194,25 +194,56 @@ fn close_ready(limits: BatchLimits, state: &mut LaneState) -> Vec<Closed> {
     closed
 }
 
-/// Runs `batch` in a task of its own; when it returns, closes what the
-/// rules allow next.
+/// Runs `batch` in a task of its own; when it returns (or fails in any
+/// way), closes what the rules allow next.
 fn spawn_batch(core: Arc<ReservationCore>, lane: Arc<Lane>, limits: BatchLimits, batch: Closed) {
     tokio::spawn(async move {
+        let in_flight = InFlight {
+            core: Arc::clone(&core),
+            lane: Arc::clone(&lane),
+            limits,
+        };
         run_batch(&core, &lane, batch).await;
+        drop(in_flight);
+    });
+}
+
+/// One batch in flight. Dropping it — when the batch returns, and also if
+/// its task panicked — frees its place and closes what may go next, so a
+/// failed batch can never leave its item's lane stuck.
+struct InFlight {
+    core: Arc<ReservationCore>,
+    lane: Arc<Lane>,
+    limits: BatchLimits,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
         let closed = {
-            let mut state = lane.state.lock();
+            let mut state = self.lane.state.lock();
             state.in_flight -= 1;
-            close_ready(limits, &mut state)
+            close_ready(self.limits, &mut state)
         };
         for next in closed {
-            spawn_batch(Arc::clone(&core), Arc::clone(&lane), limits, next);
+            spawn_batch(
+                Arc::clone(&self.core),
+                Arc::clone(&self.lane),
+                self.limits,
+                next,
+            );
         }
-    });
+    }
 }
 
 /// The three steps of one batch, its script in its turn, and every
 /// purchase answered.
 async fn run_batch(core: &Arc<ReservationCore>, lane: &Lane, batch: Closed) {
+    // Held from here: however this batch ends, its turn is passed on.
+    let mut turn = ScriptTurn {
+        lane,
+        sequence: batch.sequence,
+        taken: false,
+    };
     let item_stock = batch.purchases.first().map_or(0, |p| p.item_stock);
     let (users, answers_to): (Vec<String>, Vec<oneshot::Sender<BatchAnswer>>) = batch
         .purchases
@@ -220,15 +251,15 @@ async fn run_batch(core: &Arc<ReservationCore>, lane: &Lane, batch: Closed) {
         .map(|p| (p.user, p.answer))
         .unzip();
     let sent = HalfSentBatch::send(core, &lane.item, item_stock, users).await;
-    // The turn passes whether or not this batch runs its script.
-    let turn = lane.wait_for_turn(batch.sequence).await;
     let answers = match sent {
         Ok(sent) => {
+            turn.wait().await;
             let reserved = sent.reserve().await;
             drop(turn);
             sent.end(reserved).await
         }
         Err(e) => {
+            // No script to run: the turn is given up without waiting.
             drop(turn);
             let why = e.to_string();
             answers_to
@@ -243,30 +274,145 @@ async fn run_batch(core: &Arc<ReservationCore>, lane: &Lane, batch: Closed) {
     }
 }
 
-impl Lane {
-    /// Waits until the batch `sequence` may run its script; the turn
-    /// passes to the next when the returned guard drops.
-    async fn wait_for_turn(&self, sequence: u64) -> TurnGuard<'_> {
+/// Whose script runs next in a lane, and the batches that gave up their
+/// turn before it came (their halves could not be stored, or their task
+/// failed): the turn skips them.
+#[derive(Debug, Default)]
+struct TurnOrder {
+    next: u64,
+    given_up: BTreeSet<u64>,
+}
+
+impl TurnOrder {
+    fn pass(&mut self) {
+        self.next += 1;
+        while self.given_up.remove(&self.next) {
+            self.next += 1;
+        }
+    }
+}
+
+/// One batch's place in its lane's script order. Dropping it passes the
+/// turn on: at once if it is this batch's, or when it comes.
+struct ScriptTurn<'a> {
+    lane: &'a Lane,
+    sequence: u64,
+    taken: bool,
+}
+
+impl ScriptTurn<'_> {
+    /// Waits until this batch may run its script.
+    async fn wait(&mut self) {
         loop {
-            let changed = self.turn_changed.notified();
+            let changed = self.lane.turn_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if *self.script_turn.lock() == sequence {
-                return TurnGuard { lane: self };
+            if self.lane.turns.lock().next == self.sequence {
+                self.taken = true;
+                return;
             }
             changed.await;
         }
     }
 }
 
-/// The script turn of one batch; dropping it hands the turn on.
-struct TurnGuard<'a> {
-    lane: &'a Lane,
+impl Drop for ScriptTurn<'_> {
+    fn drop(&mut self) {
+        {
+            let mut turns = self.lane.turns.lock();
+            if self.taken || turns.next == self.sequence {
+                turns.pass();
+            } else {
+                turns.given_up.insert(self.sequence);
+            }
+        }
+        self.lane.turn_changed.notify_waiters();
+    }
 }
 
-impl Drop for TurnGuard<'_> {
-    fn drop(&mut self) {
-        *self.lane.script_turn.lock() += 1;
-        self.lane.turn_changed.notify_waiters();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane() -> Lane {
+        Lane {
+            item: "sku".into(),
+            state: Mutex::new(LaneState::default()),
+            turns: Mutex::new(TurnOrder::default()),
+            turn_changed: Notify::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_gives_up_its_turn_is_skipped_when_the_turn_comes() {
+        let lane = lane();
+        // Batch 1 fails before its turn; batch 2 waits behind batch 0.
+        drop(ScriptTurn {
+            lane: &lane,
+            sequence: 1,
+            taken: false,
+        });
+        assert_eq!(lane.turns.lock().next, 0, "batch 0 still goes first");
+        let mut first = ScriptTurn {
+            lane: &lane,
+            sequence: 0,
+            taken: false,
+        };
+        first.wait().await;
+        drop(first);
+        assert_eq!(lane.turns.lock().next, 2, "the turn skipped batch 1");
+        let mut third = ScriptTurn {
+            lane: &lane,
+            sequence: 2,
+            taken: false,
+        };
+        third.wait().await;
+        assert!(third.taken);
+        drop(third);
+        // A batch whose turn it is and that fails passes it on at once.
+        drop(ScriptTurn {
+            lane: &lane,
+            sequence: 3,
+            taken: false,
+        });
+        assert_eq!(lane.turns.lock().next, 4);
+        assert!(lane.turns.lock().given_up.is_empty());
+    }
+
+    #[test]
+    fn a_batch_closes_when_none_is_in_flight_or_when_a_full_one_waits() {
+        let limits = BatchLimits {
+            max_batch: 3,
+            max_in_flight: 2,
+        };
+        let mut state = LaneState::default();
+        let waiting = |n: usize| {
+            (0..n)
+                .map(|i| Waiting {
+                    user: format!("u{i}"),
+                    item_stock: 1,
+                    answer: oneshot::channel().0,
+                })
+                .collect::<VecDeque<_>>()
+        };
+        // Light traffic: one purchase leaves at once.
+        state.waiting = waiting(1);
+        let closed = close_ready(limits, &mut state);
+        assert_eq!(
+            closed.iter().map(|c| c.purchases.len()).collect::<Vec<_>>(),
+            [1]
+        );
+        // While it is in flight, two more wait: not a full batch, so they stay.
+        state.waiting = waiting(2);
+        assert!(close_ready(limits, &mut state).is_empty());
+        // Seven wait: two full batches could leave, but only one more may fly.
+        state.waiting = waiting(7);
+        let closed = close_ready(limits, &mut state);
+        assert_eq!(
+            closed.iter().map(|c| c.purchases.len()).collect::<Vec<_>>(),
+            [3]
+        );
+        assert_eq!(closed[0].sequence, 1);
+        assert_eq!((state.in_flight, state.waiting.len()), (2, 4));
     }
 }
