@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use loadtest::generate::parse_duration;
 use loadtest::replay::{Outcome, Quiet, ReplayConfig, replay};
 use loadtest::trace::{ClientKind, TraceRecord};
 use serde::Serialize;
@@ -303,7 +304,8 @@ fn wrk(port: u16, connections: usize, seconds: f64) -> Result<GeneratorRow, Stri
     let p99_us = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("99%"))
-        .map_or(0, |v| wrk_duration_us(v.trim()));
+        .and_then(|v| parse_duration(v).ok())
+        .map_or(0, |d| d.as_micros() as u64);
     eprintln!("  wrk (closed loop): {rate:.0}/s, p99 {p99_us} µs");
     Ok(GeneratorRow {
         name: format!("wrk -t2, {connections} connections (closed loop)"),
@@ -319,20 +321,6 @@ fn wrk(port: u16, connections: usize, seconds: f64) -> Result<GeneratorRow, Stri
             on_plan: false,
         }],
     })
-}
-
-/// `1.23ms`, `850.00us`, `2.00s` in µs.
-fn wrk_duration_us(text: &str) -> u64 {
-    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix("ms") {
-        (n, 1e3)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1e6)
-    } else {
-        (text, 1.0)
-    };
-    (number.parse::<f64>().unwrap_or(0.0) * scale) as u64
 }
 
 /// The generators on the gateway's sold-out path, one fresh gateway
@@ -351,39 +339,38 @@ pub(crate) async fn compare(args: &Args, skipped: &mut Vec<String>) -> Vec<Gener
     }
     rows.push(ours(gateway.port, connections, args.generator_threads, seconds).await);
     drop(gateway);
-    match find_or_install_oha() {
+    let oha_row = match find_or_install_oha() {
         Ok(program) => {
-            let gateway = spawn_self("gateway");
-            let port = gateway.port;
-            let ran = async {
-                wait_until_up(port).await?;
-                tokio::task::spawn_blocking(move || oha(&program, port, connections, seconds))
-                    .await
-                    .map_err(|e| e.to_string())?
-            };
-            match ran.await {
-                Ok(row) => rows.push(row),
-                Err(reason) => skipped.push(format!("oha: {reason}")),
-            }
+            on_a_fresh_gateway(move |port| oha(&program, port, connections, seconds)).await
         }
+        Err(reason) => Err(reason),
+    };
+    match oha_row {
+        Ok(row) => rows.push(row),
         Err(reason) => skipped.push(format!("oha: {reason}")),
     }
-    match find_or_install_wrk() {
-        Ok(()) => {
-            let gateway = spawn_self("gateway");
-            let port = gateway.port;
-            let ran = async {
-                wait_until_up(port).await?;
-                tokio::task::spawn_blocking(move || wrk(port, connections, seconds))
-                    .await
-                    .map_err(|e| e.to_string())?
-            };
-            match ran.await {
-                Ok(row) => rows.push(row),
-                Err(reason) => skipped.push(format!("wrk: {reason}")),
-            }
-        }
+    let wrk_row = match find_or_install_wrk() {
+        Ok(()) => on_a_fresh_gateway(move |port| wrk(port, connections, seconds)).await,
+        Err(reason) => Err(reason),
+    };
+    match wrk_row {
+        Ok(row) => rows.push(row),
         Err(reason) => skipped.push(format!("wrk: {reason}")),
     }
     rows
+}
+
+/// Runs an external generator (a blocking call given the port) against a
+/// gateway process of its own, stopped when the generator returns.
+async fn on_a_fresh_gateway(
+    run: impl FnOnce(u16) -> Result<GeneratorRow, String> + Send + 'static,
+) -> Result<GeneratorRow, String> {
+    let gateway = spawn_self("gateway");
+    let port = gateway.port;
+    wait_until_up(port).await?;
+    let row = tokio::task::spawn_blocking(move || run(port))
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(gateway);
+    row
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use loadtest::replay::{Outcome, Quiet, ReplayConfig, ReplayResult, replay};
-use loadtest::trace::{ClientKind, TraceRecord};
+use loadtest::trace::TraceRecord;
+
+use crate::replay::trace;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -99,17 +101,6 @@ async fn serve(mut stream: TcpStream, answer: Answer, stall: Duration) {
             Ok(_) => {}
         }
     }
-}
-
-fn trace(count: u64, gap_us: u64) -> Vec<TraceRecord> {
-    (0..count)
-        .map(|n| TraceRecord {
-            at_us: n * gap_us,
-            user: format!("u{n}"),
-            item: "sku".into(),
-            kind: ClientKind::Buyer,
-        })
-        .collect()
 }
 
 fn count(result: &ReplayResult, outcome: Outcome) -> usize {

@@ -33,7 +33,8 @@ async fn slow_server(service: Duration) -> String {
     url
 }
 
-fn trace(count: u64, gap_us: u64) -> Vec<TraceRecord> {
+/// `count` purchases by new users, `gap_us` apart.
+pub(crate) fn trace(count: u64, gap_us: u64) -> Vec<TraceRecord> {
     (0..count)
         .map(|n| TraceRecord {
             at_us: n * gap_us,
