@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use broker::{Broker, HalfSendResult, Message, TransactionState, queue_for_key};
+use broker::{Broker, HalfSendResult, TransactionState, queue_for_key};
 
 use crate::SeckillError;
 use crate::metrics::{BATCHED_PURCHASES, BATCHES};
@@ -73,7 +73,7 @@ impl HalfSentBatch {
             .iter()
             .map(|order| (queue_for_key(&order.order_id, queues), order.to_message()))
             .collect();
-        let halves = send_halves(&core.broker, halves).await?;
+        let halves = core.broker.send_half_batch(PRODUCER_GROUP, halves).await?;
         metrics::counter!(BATCHES).increment(1);
         metrics::counter!(BATCHED_PURCHASES).increment(orders.len() as u64);
         Ok(HalfSentBatch {
@@ -200,14 +200,6 @@ fn decided(item: &str, reservation: Reservation) -> (TransactionState, BatchAnsw
             Err(PurchaseError::NotWarmed(item.to_owned())),
         ),
     }
-}
-
-/// Every half of a batch, in one append and one durable wait.
-async fn send_halves(
-    broker: &Broker,
-    halves: Vec<(u32, Message)>,
-) -> Result<Vec<HalfSendResult>, PurchaseError> {
-    Ok(broker.send_half_batch(PRODUCER_GROUP, halves).await?)
 }
 
 /// Every commit and rollback of a batch, in one write and one durable

@@ -343,38 +343,30 @@ mod tests {
         }
     }
 
+    fn turn(lane: &Lane, sequence: u64) -> ScriptTurn<'_> {
+        ScriptTurn {
+            lane,
+            sequence,
+            taken: false,
+        }
+    }
+
     #[tokio::test]
     async fn a_batch_that_gives_up_its_turn_is_skipped_when_the_turn_comes() {
         let lane = lane();
         // Batch 1 fails before its turn; batch 2 waits behind batch 0.
-        drop(ScriptTurn {
-            lane: &lane,
-            sequence: 1,
-            taken: false,
-        });
+        drop(turn(&lane, 1));
         assert_eq!(lane.turns.lock().next, 0, "batch 0 still goes first");
-        let mut first = ScriptTurn {
-            lane: &lane,
-            sequence: 0,
-            taken: false,
-        };
+        let mut first = turn(&lane, 0);
         first.wait().await;
         drop(first);
         assert_eq!(lane.turns.lock().next, 2, "the turn skipped batch 1");
-        let mut third = ScriptTurn {
-            lane: &lane,
-            sequence: 2,
-            taken: false,
-        };
+        let mut third = turn(&lane, 2);
         third.wait().await;
         assert!(third.taken);
         drop(third);
         // A batch whose turn it is and that fails passes it on at once.
-        drop(ScriptTurn {
-            lane: &lane,
-            sequence: 3,
-            taken: false,
-        });
+        drop(turn(&lane, 3));
         assert_eq!(lane.turns.lock().next, 4);
         assert!(lane.turns.lock().given_up.is_empty());
     }

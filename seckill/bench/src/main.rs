@@ -410,7 +410,7 @@ async fn http_row(
 }
 
 /// The rate of the first row whose name passes `wanted`.
-fn find_exact(rows: &[Row], wanted: impl Fn(&str) -> bool) -> Option<f64> {
+fn rate_of(rows: &[Row], wanted: impl Fn(&str) -> bool) -> Option<f64> {
     rows.iter().find(|r| wanted(&r.name)).map(|r| r.per_second)
 }
 
@@ -484,11 +484,7 @@ async fn run(args: Args) {
         .await,
     );
 
-    let find = |prefix: &str| {
-        rows.iter()
-            .find(|r| r.name.starts_with(prefix))
-            .map(|r| r.per_second)
-    };
+    let find = |prefix: &str| rate_of(&rows, |n| n.starts_with(prefix));
     let mut ratios = Vec::new();
     let mut ratio = |what: &str, a: Option<f64>, b: Option<f64>| {
         if let (Some(a), Some(b)) = (a, b) {
@@ -498,10 +494,10 @@ async fn run(args: Args) {
             });
         }
     };
-    let evalsha = find_exact(&rows, |n| {
+    let evalsha = rate_of(&rows, |n| {
         n.starts_with("redis-benchmark") && !n.contains("pipelined")
     });
-    let evalsha_pipelined = find_exact(&rows, |n| {
+    let evalsha_pipelined = rate_of(&rows, |n| {
         n.starts_with("redis-benchmark") && n.contains("pipelined")
     });
     ratio(

@@ -8,12 +8,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use broker::Broker;
-use seckill::{
-    Activity, BatchLimits, PurchaseOutcome, Reservation, ReservationPath, Seckill, StockStore,
-};
+use seckill::{BatchLimits, PurchaseOutcome, Reservation, ReservationPath, Seckill, StockStore};
 
 use crate::helpers::{embedded_store, redis_store, test_redis};
-use crate::service::{broker_config, committed_orders, service, settled};
+use crate::service::{broker_config, committed_orders, put_on_sale, service, service_on, settled};
 
 /// A small deterministic generator (xorshift64*), so a failing sequence
 /// can be replayed from its seed.
@@ -116,30 +114,6 @@ async fn batched_and_single_reservations_agree_on_the_embedded_store() {
 async fn batched_and_single_reservations_agree_on_redis() {
     let Some(redis) = test_redis() else { return };
     store_parity(redis_store(&redis, 4).await).await;
-}
-
-/// A service on `path` selling `stock` of `item`.
-async fn service_on(
-    store: StockStore,
-    dir: &std::path::Path,
-    item: &str,
-    stock: u64,
-    path: ReservationPath,
-) -> Arc<Seckill> {
-    let broker = Broker::open(broker_config(dir)).unwrap();
-    let seckill = Seckill::with_path(broker, store, 1, path).unwrap();
-    seckill
-        .activities()
-        .upsert(Activity {
-            item: item.into(),
-            stock,
-            per_user_limit: 1,
-            starts_at_ms: 0,
-            ends_at_ms: i64::MAX,
-        })
-        .unwrap();
-    seckill.store().prewarm(item, stock).await.unwrap();
-    seckill
 }
 
 /// What a purchase came to, with the order id replaced by whose it is.
@@ -269,17 +243,7 @@ async fn crash_between_batch_script_and_commits(store: StockStore) {
     let mut config = broker_config(dir.path());
     config.transaction_timeout = std::time::Duration::from_secs(600);
     let seckill = Seckill::new(Broker::open(config).unwrap(), store.clone(), 1).unwrap();
-    seckill
-        .activities()
-        .upsert(Activity {
-            item: "crash".into(),
-            stock: 4,
-            per_user_limit: 1,
-            starts_at_ms: 0,
-            ends_at_ms: i64::MAX,
-        })
-        .unwrap();
-    seckill.store().prewarm("crash", 4).await.unwrap();
+    put_on_sale(&seckill, "crash", 4).await;
     let PurchaseOutcome::Queued { order_id: held } = seckill.purchase("crash", "u0").await.unwrap()
     else {
         panic!("u0's purchase was not queued");

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use broker::{Broker, BrokerConfig, FlushMode, PullRequest};
 use seckill::{
-    Activity, ORDERS_TOPIC, OrderMessage, PRODUCER_GROUP, PurchaseOutcome, Release, Seckill,
-    StockStore,
+    Activity, ORDERS_TOPIC, OrderMessage, PRODUCER_GROUP, PurchaseOutcome, Release,
+    ReservationPath, Seckill, StockStore,
 };
 
 use crate::helpers::{embedded_store, redis_store, test_redis};
@@ -31,8 +31,25 @@ pub(crate) async fn service(
     item: &str,
     stock: u64,
 ) -> Arc<Seckill> {
+    service_on(store, dir, item, stock, ReservationPath::default()).await
+}
+
+/// A service on `path` selling `stock` of `item`.
+pub(crate) async fn service_on(
+    store: StockStore,
+    dir: &std::path::Path,
+    item: &str,
+    stock: u64,
+    path: ReservationPath,
+) -> Arc<Seckill> {
     let broker = Broker::open(broker_config(dir)).unwrap();
-    let seckill = Seckill::new(broker, store, 1).unwrap();
+    let seckill = Seckill::with_path(broker, store, 1, path).unwrap();
+    put_on_sale(&seckill, item, stock).await;
+    seckill
+}
+
+/// An open-ended sale of `stock` units of `item`, pre-warmed.
+pub(crate) async fn put_on_sale(seckill: &Seckill, item: &str, stock: u64) {
     seckill
         .activities()
         .upsert(Activity {
@@ -44,7 +61,6 @@ pub(crate) async fn service(
         })
         .unwrap();
     seckill.store().prewarm(item, stock).await.unwrap();
-    seckill
 }
 
 /// Every order message in the orders topic.
