@@ -368,6 +368,12 @@ impl BrokerHttpClient {
     }
 
     /// Sends a request; a non-success answer becomes a [`BrokerError`].
+    /// Commits an offset, fenced or not as `body` says.
+    async fn post_offset(&self, body: &CommitOffset, context: Context<'_>) -> Result<()> {
+        let request = self.http.post(self.url(&["broker", "offsets"])?).json(body);
+        self.execute(request, context).await.map(drop)
+    }
+
     async fn execute(&self, request: RequestBuilder, context: Context<'_>) -> Result<Response> {
         let response = request.send().await.map_err(transport_error)?;
         if response.status().is_success() {
@@ -476,15 +482,11 @@ impl ConsumerApi for BrokerHttpClient {
             member: None,
             generation: None,
         };
-        let request = self
-            .http
-            .post(self.url(&["broker", "offsets"])?)
-            .json(&body);
         let context = Context {
             topic: Some(topic),
             ..Context::default()
         };
-        self.execute(request, context).await.map(drop)
+        self.post_offset(&body, context).await
     }
 
     async fn commit_offset_fenced(
@@ -504,15 +506,11 @@ impl ConsumerApi for BrokerHttpClient {
             member: Some(member.to_owned()),
             generation: Some(generation),
         };
-        let request = self
-            .http
-            .post(self.url(&["broker", "offsets"])?)
-            .json(&body);
         let context = Context {
             topic: Some(topic),
             member: Some((group, member)),
         };
-        self.execute(request, context).await.map(drop)
+        self.post_offset(&body, context).await
     }
 
     async fn committed_offset(
