@@ -21,7 +21,10 @@ use broker::{Broker, HalfSendResult, TransactionState, queue_for_key};
 use crate::SeckillError;
 use crate::metrics::{BATCHED_PURCHASES, BATCHES};
 use crate::order_message::{ORDERS_TOPIC, OrderMessage, PRODUCER_GROUP};
-use crate::purchase::{ORDER_QUEUES, PurchaseError, PurchaseOutcome, ReservationCore, now_ms};
+use crate::purchase::{
+    ORDER_QUEUES, PurchaseError, PurchaseOutcome, ReservationCore, decided, now_ms,
+    settled_by_holder, sold_out_version,
+};
 use stock::Reservation;
 use stock::metrics::SCRIPT_SECONDS;
 
@@ -101,22 +104,8 @@ impl HalfSentBatch {
         let started = std::time::Instant::now();
         let reserved = self.core.store.reserve_batch(&self.item, &purchases).await;
         metrics::histogram!(SCRIPT_SECONDS).record(started.elapsed().as_secs_f64());
-        if let Ok(reservations) = &reserved {
-            let sold_out_version = reservations
-                .iter()
-                .filter_map(|r| match r {
-                    Reservation::Queued {
-                        stock_left: 0,
-                        flag_version,
-                        ..
-                    }
-                    | Reservation::SoldOut { flag_version } => Some(*flag_version),
-                    _ => None,
-                })
-                .max();
-            if let Some(version) = sold_out_version {
-                self.core.flags.apply(&self.item, true, version);
-            }
+        if let Some(version) = reserved.iter().flatten().filter_map(sold_out_version).max() {
+            self.core.flags.apply(&self.item, true, version);
         }
         reserved
     }
@@ -168,37 +157,13 @@ impl HalfSentBatch {
         self.orders
             .iter()
             .zip(holders)
-            .map(|(order, holder)| match holder {
-                Ok(Some(holder)) if holder == order.order_id => (
-                    Some(TransactionState::Commit),
-                    Ok(PurchaseOutcome::Queued { order_id: holder }),
-                ),
-                Ok(Some(holder)) => (
-                    Some(TransactionState::Rollback),
-                    Ok(PurchaseOutcome::Duplicate { order_id: holder }),
-                ),
-                Ok(None) | Err(_) => (None, Err(PurchaseError::Store(error.clone()))),
-            })
+            .map(
+                |(order, holder)| match settled_by_holder(&order.order_id, holder) {
+                    Some((state, outcome)) => (Some(state), Ok(outcome)),
+                    None => (None, Err(PurchaseError::Store(error.clone()))),
+                },
+            )
             .collect()
-    }
-}
-
-/// What one purchase's reservation means for its half and its buyer.
-fn decided(item: &str, reservation: Reservation) -> (TransactionState, BatchAnswer) {
-    match reservation {
-        Reservation::Queued { order_id, .. } => (
-            TransactionState::Commit,
-            Ok(PurchaseOutcome::Queued { order_id }),
-        ),
-        Reservation::Duplicate { order_id } => (
-            TransactionState::Rollback,
-            Ok(PurchaseOutcome::Duplicate { order_id }),
-        ),
-        Reservation::SoldOut { .. } => (TransactionState::Rollback, Ok(PurchaseOutcome::SoldOut)),
-        Reservation::NotWarmed => (
-            TransactionState::Rollback,
-            Err(PurchaseError::NotWarmed(item.to_owned())),
-        ),
     }
 }
 

@@ -322,33 +322,10 @@ impl ReservationCore {
                     .await;
             }
         };
-        let (state, outcome) = match reservation {
-            Reservation::Queued {
-                order_id,
-                stock_left,
-                flag_version,
-            } => {
-                if stock_left == 0 {
-                    self.flags.apply(item, true, flag_version);
-                }
-                (
-                    TransactionState::Commit,
-                    Ok(PurchaseOutcome::Queued { order_id }),
-                )
-            }
-            Reservation::Duplicate { order_id } => (
-                TransactionState::Rollback,
-                Ok(PurchaseOutcome::Duplicate { order_id }),
-            ),
-            Reservation::SoldOut { flag_version } => {
-                self.flags.apply(item, true, flag_version);
-                (TransactionState::Rollback, Ok(PurchaseOutcome::SoldOut))
-            }
-            Reservation::NotWarmed => (
-                TransactionState::Rollback,
-                Err(PurchaseError::NotWarmed(item.to_owned())),
-            ),
-        };
+        if let Some(version) = sold_out_version(&reservation) {
+            self.flags.apply(item, true, version);
+        }
+        let (state, outcome) = decided(item, reservation);
         if let Err(e) = self.broker.end_transaction(half.half_offset, state).await {
             // The reservation stands; the check-back will settle the half
             // from the buyer record, so the answer is still right.
@@ -373,19 +350,11 @@ impl ReservationCore {
         half: &broker::HalfSendResult,
         error: SeckillError,
     ) -> Result<PurchaseOutcome, PurchaseError> {
-        let (state, outcome) = match self.store.holder(item, user).await {
-            Ok(Some(holder)) if holder == order_id => (
-                TransactionState::Commit,
-                PurchaseOutcome::Queued { order_id: holder },
-            ),
-            Ok(Some(holder)) => (
-                TransactionState::Rollback,
-                PurchaseOutcome::Duplicate { order_id: holder },
-            ),
-            Ok(None) | Err(_) => {
-                tracing::warn!(%error, order_id, "reserve failed and no buyer record yet; check-back will decide");
-                return Err(error.into());
-            }
+        let Some((state, outcome)) =
+            settled_by_holder(order_id, self.store.holder(item, user).await)
+        else {
+            tracing::warn!(%error, order_id, "reserve failed and no buyer record yet; check-back will decide");
+            return Err(error.into());
         };
         tracing::warn!(%error, order_id, "reserve's answer was lost; settled from the buyer record");
         if let Err(e) = self.broker.end_transaction(half.half_offset, state).await {
@@ -426,6 +395,63 @@ impl Seckill {
             }
         }
         Ok(())
+    }
+}
+
+/// The flag version to raise here when `reservation` sold the item out
+/// (its last unit) or found it sold out.
+pub(crate) fn sold_out_version(reservation: &Reservation) -> Option<i64> {
+    match reservation {
+        Reservation::Queued {
+            stock_left: 0,
+            flag_version,
+            ..
+        }
+        | Reservation::SoldOut { flag_version } => Some(*flag_version),
+        _ => None,
+    }
+}
+
+/// What a reservation means for its half and its buyer.
+pub(crate) fn decided(
+    item: &str,
+    reservation: Reservation,
+) -> (TransactionState, Result<PurchaseOutcome, PurchaseError>) {
+    match reservation {
+        Reservation::Queued { order_id, .. } => (
+            TransactionState::Commit,
+            Ok(PurchaseOutcome::Queued { order_id }),
+        ),
+        Reservation::Duplicate { order_id } => (
+            TransactionState::Rollback,
+            Ok(PurchaseOutcome::Duplicate { order_id }),
+        ),
+        Reservation::SoldOut { .. } => (TransactionState::Rollback, Ok(PurchaseOutcome::SoldOut)),
+        Reservation::NotWarmed => (
+            TransactionState::Rollback,
+            Err(PurchaseError::NotWarmed(item.to_owned())),
+        ),
+    }
+}
+
+/// What the buyer record read after a lost script answer says about the
+/// purchase of `order_id`, as it would to the check-back: this order
+/// (commit, queued), another (roll back, that one is the buyer's), or —
+/// no record, or no answer — nothing yet (`None`: the half stays open).
+pub(crate) fn settled_by_holder(
+    order_id: &str,
+    holder: Result<Option<String>, SeckillError>,
+) -> Option<(TransactionState, PurchaseOutcome)> {
+    match holder {
+        Ok(Some(holder)) if holder == order_id => Some((
+            TransactionState::Commit,
+            PurchaseOutcome::Queued { order_id: holder },
+        )),
+        Ok(Some(holder)) => Some((
+            TransactionState::Rollback,
+            PurchaseOutcome::Duplicate { order_id: holder },
+        )),
+        Ok(None) | Err(_) => None,
     }
 }
 
