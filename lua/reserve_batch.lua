@@ -8,9 +8,10 @@
 -- unit is taken. The last unit raises the sold-out flag with a new version
 -- and publishes it once; every later purchase of the batch is sold out.
 --
--- Why a batch: the per-purchase work in Redis is one HGET; the counter,
--- the flag and the buyer hash are read once and written once for the whole
--- batch, and one round trip carries up to hundreds of decisions.
+-- Why a batch: the counter and the flag are read once and written once
+-- for the whole batch, the buyer hash is read with a few HMGETs and
+-- written with a few HSETs (each call from Lua costs far more than a table
+-- lookup), and one round trip carries up to hundreds of decisions.
 --
 -- KEYS[1] sk:{item}:stock    remaining stock (integer string)
 -- KEYS[2] sk:{item}:buyers   hash: user -> order id
@@ -20,8 +21,15 @@
 -- ARGV[2] flag channel (sk:flags)
 -- ARGV[3], ARGV[4], ... pairs: user id, order id to record if it succeeds
 --
--- Returns a flat array, four entries per purchase in the order given:
--- status, order id, stock left, flag version — as reserve.lua returns them.
+-- Returns one string, a line per purchase in the order given, with what
+-- reserve.lua would return for it:
+--   q <stock left> <flag version>   queued (under the order id given)
+--   d <order id>                    duplicate: the order the user holds
+--   s <flag version>                sold out
+--   n                               not warmed
+-- One string rather than an array of four values per purchase: a client
+-- reads a batch's hundreds of answers as one bulk reply, not as a
+-- thousand values to parse one by one.
 
 local pairs_given = (#ARGV - 2) / 2
 local version = tonumber(redis.call('GET', KEYS[4])) or 0
@@ -32,25 +40,37 @@ local bought = {}      -- user -> order id, for this batch's own purchases
 local fields = {}      -- HSET arguments, written once at the end
 local out = {}
 
-local function answer(status, order_id, left, flag_version)
-  out[#out + 1] = status
-  out[#out + 1] = order_id
-  out[#out + 1] = left
-  out[#out + 1] = flag_version
+-- Every purchaser's existing order, read before anything is written:
+-- held_before[i] is the order id purchaser i holds, or false.
+local held_before = {}
+local chunk = 200   -- unpack() of very many values can exceed Lua's stack
+for from = 0, pairs_given - 1, chunk do
+  local users = {}
+  for i = from, math.min(from + chunk, pairs_given) - 1 do
+    users[#users + 1] = ARGV[3 + 2 * i]
+  end
+  local found = redis.call('HMGET', KEYS[2], unpack(users))
+  for j = 1, #users do
+    held_before[from + j] = found[j]
+  end
+end
+
+local function answer(line)
+  out[#out + 1] = line
 end
 
 for i = 0, pairs_given - 1 do
   local user = ARGV[3 + 2 * i]
   local order_id = ARGV[4 + 2 * i]
-  local held = bought[user] or redis.call('HGET', KEYS[2], user)
+  local held = bought[user] or held_before[i + 1]
   if held then
-    answer('duplicate', held, -1, 0)
+    answer('d ' .. held)
   elseif flagged then
-    answer('sold_out', '', 0, version)
+    answer(string.format('s %d', version))
   elseif not stock then
-    answer('not_warmed', '', -1, version)
+    answer('n')
   elseif stock - taken <= 0 then
-    answer('sold_out', '', 0, version)
+    answer(string.format('s %d', version))
   else
     taken = taken + 1
     bought[user] = order_id
@@ -64,7 +84,7 @@ for i = 0, pairs_given - 1 do
       redis.call('PUBLISH', ARGV[2], ARGV[1] .. ' soldout ' .. version)
       flagged = true
     end
-    answer('queued', order_id, left, version)
+    answer(string.format('q %d %d', left, version))
   end
 end
 
@@ -73,9 +93,8 @@ end
 -- counter never goes below zero.
 if taken > 0 then
   redis.call('DECRBY', KEYS[1], taken)
-  -- Bounded chunks: unpack() of very many values can exceed Lua's stack.
-  for from = 1, #fields, 200 do
-    redis.call('HSET', KEYS[2], unpack(fields, from, math.min(from + 199, #fields)))
+  for from = 1, #fields, 2 * chunk do
+    redis.call('HSET', KEYS[2], unpack(fields, from, math.min(from + 2 * chunk - 1, #fields)))
   end
 end
-return out
+return table.concat(out, '\n')

@@ -8,14 +8,15 @@
 //! startup. RocketMQ keeps a hash table on disk (`IndexFile`); this keeps
 //! the table in memory (about 40 bytes per keyed message) and only the
 //! entries on disk, which is simpler and enough for a broker whose
-//! retention bounds its size.
+//! retention bounds its size. The map is keyed by a hash already, so it
+//! hashes that hash cheaply (Fx) and keeps the usual one or two offsets
+//! of a key (an order's half and its real message) inline.
 //!
 //! Like the consume queues it is derived data: fsynced with them, cut back
 //! to the log's end after a crash, re-dispatched from the log past the
 //! checkpoint, and rebuilt from the whole log if the file is missing. A
 //! hash can collide, so lookups compare the real key of each record read.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,12 +24,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use crate::error::{BrokerError, Result};
 use crate::fs_util::{create_dir_durable, fsync_dir, write_atomically};
 use crate::record::tag_hash;
 
 const ENTRY_LEN: usize = 16;
+
+/// Key hash to the log offsets of its records, oldest first.
+type OffsetsByHash = FxHashMap<u64, SmallVec<[u64; 2]>>;
 
 #[derive(Debug)]
 struct Writer {
@@ -49,7 +55,7 @@ struct Writer {
 pub(crate) struct KeyIndex {
     path: PathBuf,
     writer: Mutex<Writer>,
-    map: RwLock<HashMap<u64, Vec<u64>>>,
+    map: RwLock<OffsetsByHash>,
     dirty: AtomicBool,
     /// Held by a flush, and by a rewrite from its swap until the new file
     /// is durable under its name: no checkpoint can count entries that are
@@ -93,7 +99,7 @@ impl KeyIndex {
         } else {
             Vec::new()
         };
-        let mut map: HashMap<u64, Vec<u64>> = HashMap::new();
+        let mut map = OffsetsByHash::default();
         let mut valid = 0usize;
         let mut last_indexed = None;
         for chunk in bytes.chunks_exact(ENTRY_LEN) {
@@ -177,7 +183,7 @@ impl KeyIndex {
         self.map
             .read()
             .get(&key_hash(key))
-            .cloned()
+            .map(|offsets| offsets.to_vec())
             .unwrap_or_default()
     }
 
@@ -212,7 +218,7 @@ impl KeyIndex {
             let mut writer = self.writer.lock();
             let mut map = self.map.write();
             map.retain(|_, offsets| {
-                offsets.retain(|&o| o >= log_min);
+                offsets.retain(|o| *o >= log_min);
                 !offsets.is_empty()
             });
             let mut live: Vec<(u64, u64)> = map

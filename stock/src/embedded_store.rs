@@ -2,8 +2,8 @@
 //! embedded Lua 5.1 (Redis's version) over an in-process keyspace.
 //!
 //! A small `redis.call` shim implements exactly the commands the scripts
-//! use (GET, SET, DEL, EXISTS, INCR, DECR, INCRBY, HGET, HSET, HDEL, HLEN,
-//! PUBLISH) with Redis's conventions: a missing key reads as `false`,
+//! use (GET, SET, DEL, EXISTS, INCR, DECR, INCRBY, DECRBY, HGET, HMGET,
+//! HSET, HDEL, HGETALL, HLEN, PUBLISH) with Redis's conventions: a missing key reads as `false`,
 //! integer replies become Lua numbers, `SET` answers a status table, and an
 //! unknown command or a wrong type raises an error that aborts the script.
 //! One mutex around the Lua state runs one script at a time, which makes
@@ -262,6 +262,23 @@ fn call(
                 Some(Entry::Text(_)) => Err(error(WRONG_TYPE)),
                 None => Ok(Value::Boolean(false)),
             }
+        }
+        "HMGET" => {
+            arity(3)?;
+            let hash = match keys.get(&args[1]) {
+                Some(Entry::Hash(h)) => Some(h),
+                Some(Entry::Text(_)) => return Err(error(WRONG_TYPE)),
+                None => None,
+            };
+            // A missing field is nil in the reply: `false` in Lua.
+            let table = lua.create_table_with_capacity(args.len() - 2, 0)?;
+            for (i, field) in args[2..].iter().enumerate() {
+                match hash.and_then(|h| h.get(field)) {
+                    Some(value) => table.raw_set(i + 1, value.as_str())?,
+                    None => table.raw_set(i + 1, false)?,
+                }
+            }
+            Ok(Value::Table(table))
         }
         "HSET" => {
             if args.len() < 4 || !args.len().is_multiple_of(2) {

@@ -190,6 +190,12 @@ impl StockStore {
                     "user and order id must not be empty".into(),
                 ));
             }
+            // Answers come back one per line, a held order id among them.
+            if order_id.contains('\n') {
+                return Err(StockError::Invalid(
+                    "an order id must not contain a line break".into(),
+                ));
+            }
             args.push((*user).to_owned());
             args.push((*order_id).to_owned());
         }
@@ -197,10 +203,7 @@ impl StockStore {
             .runner
             .run(&RESERVE_BATCH, &self.keys(item)?, &args)
             .await?;
-        let fields = Fields::of(&RESERVE_BATCH, &reply, 4 * purchases.len())?;
-        (0..purchases.len())
-            .map(|i| fields.reservation(4 * i))
-            .collect()
+        batch_reservations(&reply, purchases)
     }
 
     /// Gives back `user`'s reservation `order_id` (idempotent).
@@ -333,6 +336,55 @@ impl StockStore {
     }
 }
 
+/// Reads `reserve_batch.lua`'s answer lines, one per purchase in order.
+fn batch_reservations(
+    reply: &Reply,
+    purchases: &[(&str, &str)],
+) -> Result<Vec<Reservation>, StockError> {
+    let unexpected = || StockError::UnexpectedReply {
+        script: RESERVE_BATCH.name,
+        reply: format!("{reply:?}"),
+    };
+    let Reply::Bulk(text) = reply else {
+        return Err(unexpected());
+    };
+    let int = |field: Option<&str>| -> Result<i64, StockError> {
+        field.and_then(|f| f.parse().ok()).ok_or_else(unexpected)
+    };
+    let mut reservations = Vec::with_capacity(purchases.len());
+    let mut lines = text.split('\n');
+    for (_, order_id) in purchases {
+        let line = lines.next().ok_or_else(unexpected)?;
+        let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+        reservations.push(match kind {
+            "q" => {
+                let mut fields = rest.split(' ');
+                let reservation = Reservation::Queued {
+                    order_id: (*order_id).to_owned(),
+                    stock_left: int(fields.next())?,
+                    flag_version: int(fields.next())?,
+                };
+                if fields.next().is_some() {
+                    return Err(unexpected());
+                }
+                reservation
+            }
+            "d" if !rest.is_empty() => Reservation::Duplicate {
+                order_id: rest.to_owned(),
+            },
+            "s" => Reservation::SoldOut {
+                flag_version: int(Some(rest))?,
+            },
+            "n" if rest.is_empty() => Reservation::NotWarmed,
+            _ => return Err(unexpected()),
+        });
+    }
+    if lines.next().is_some() {
+        return Err(unexpected());
+    }
+    Ok(reservations)
+}
+
 /// Positional reading of a script's array reply.
 struct Fields<'a> {
     script: &'static str,
@@ -394,5 +446,53 @@ impl<'a> Fields<'a> {
             Reply::Int(n) => Ok(*n),
             _ => Err(self.unexpected()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PURCHASES: [(&str, &str); 4] = [("a", "o1"), ("b", "o2"), ("c", "o3"), ("d", "o4")];
+
+    #[test]
+    fn a_batch_reply_reads_one_answer_per_line_in_order() {
+        let reply = Reply::Bulk("q 9 0\nd o0\ns 3\nn".into());
+        assert_eq!(
+            batch_reservations(&reply, &PURCHASES).unwrap(),
+            [
+                Reservation::Queued {
+                    order_id: "o1".into(),
+                    stock_left: 9,
+                    flag_version: 0
+                },
+                Reservation::Duplicate {
+                    order_id: "o0".into()
+                },
+                Reservation::SoldOut { flag_version: 3 },
+                Reservation::NotWarmed,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_batch_reply_of_the_wrong_shape_is_an_error() {
+        for bad in [
+            "q 9 0\nd o0\ns 3",       // an answer short
+            "q 9 0\nd o0\ns 3\nn\nn", // one too many
+            "q 9\nd o0\ns 3\nn",      // a field short
+            "q 9 0 1\nd o0\ns 3\nn",  // a field too many
+            "q x 0\nd o0\ns 3\nn",    // not a number
+            "x 9 0\nd o0\ns 3\nn",    // unknown answer
+            "q 9 0\nd\ns 3\nn",       // a duplicate without its order
+        ] {
+            let error = batch_reservations(&Reply::Bulk(bad.into()), &PURCHASES).unwrap_err();
+            assert!(
+                matches!(error, StockError::UnexpectedReply { .. }),
+                "{bad:?}: {error:?}"
+            );
+        }
+        let array = Reply::Array(vec![Reply::Bulk("queued".into())]);
+        assert!(batch_reservations(&array, &PURCHASES[..1]).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! the same Lua script driven directly, measured in one run.
 //!
 //! ```text
-//! cargo run --release -p seckill-bench -- [--quick] [--json FILE]
+//! cargo run --release -p seckill-bench -- [--quick] [--json FILE] [--only TEXT]
 //! ```
 //!
 //! Rows, every one over the same 64 Redis connections:
@@ -35,11 +35,17 @@ use std::time::{Duration, Instant};
 
 use broker::{Broker, BrokerConfig, FlushMode};
 use seckill::{
-    Activity, EmbeddedScripts, ItemKeys, PurchaseOutcome, RESERVE, RedisScripts, Reservation,
-    ReservationPath, Seckill, StockStore,
+    Activity, BatchLimits, EmbeddedScripts, ItemKeys, PurchaseOutcome, RESERVE, RedisScripts,
+    Reservation, ReservationPath, Seckill, StockStore,
 };
 use serde::Serialize;
 use test_support::ThrowawayRedis;
+
+/// mimalloc rather than the system allocator: under a spike every request
+/// allocates and frees on every core, and glibc's malloc took about a fifth
+/// of the reservation path's time in `seckill-bench`'s profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Buyers of the single path's rows, and the Redis connections of every
 /// row (the service's pool and redis-benchmark's clients).
@@ -81,6 +87,44 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run only the rows whose names contain this text (to profile one);
+    /// ratios whose rows did not run are left out.
+    #[arg(long)]
+    only: Option<String>,
+    /// The coalesced rows' most purchases per batch (default: the service's).
+    #[arg(long)]
+    batch_max: Option<usize>,
+    /// The coalesced rows' most batches in flight (default: the service's).
+    #[arg(long)]
+    batch_in_flight: Option<usize>,
+}
+
+impl Args {
+    /// The coalesced rows' path: the service's default bounds, or those given.
+    fn coalesced_path(&self) -> ReservationPath {
+        let defaults = BatchLimits::default();
+        let limits = BatchLimits {
+            max_batch: self.batch_max.unwrap_or(defaults.max_batch),
+            max_in_flight: self.batch_in_flight.unwrap_or(defaults.max_in_flight),
+        };
+        if let Err(why) = limits.validate() {
+            eprintln!("seckill-bench: {why}");
+            std::process::exit(2);
+        }
+        ReservationPath::Coalesced(limits)
+    }
+}
+
+/// Which rows run: all, or those whose names contain `--only`'s text.
+#[derive(Debug, Clone)]
+struct RowFilter(Option<String>);
+
+impl RowFilter {
+    fn wants(&self, name: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|only| name.contains(only.as_str()))
+    }
 }
 
 /// The Redis the bench uses: a throwaway server, or `REDIS_URL`.
@@ -205,55 +249,67 @@ fn script_row(
     })
 }
 
-/// The rows of one store: through the service on the single path and on
-/// the coalesced one, and the script alone (each on an item of its own,
-/// so none sells another's stock).
+/// The rows of one store that `filter` wants: through the service on the
+/// single path and on the coalesced one, and the script alone (each on an
+/// item of its own, so none sells another's stock).
 async fn store_rows(
     store: StockStore,
     dir: &std::path::Path,
     label: &str,
     direct_name: &str,
     duration: Duration,
+    filter: &RowFilter,
+    coalesced_path: ReservationPath,
 ) -> Vec<Row> {
-    let single = service_over(
-        store.clone(),
-        &dir.join("single"),
-        "hot",
-        ReservationPath::Single,
-    )
-    .await;
-    let single_row = service_row(
-        single.clone(),
-        "hot",
-        format!("single service over {label}"),
-        CONCURRENCY,
-        duration,
-    )
-    .await;
-    single.broker().shutdown().await.expect("shutdown");
-    let coalesced = service_over(
-        store.clone(),
-        &dir.join("coalesced"),
-        "hot-batched",
-        ReservationPath::default(),
-    )
-    .await;
-    let coalesced_row = service_row(
-        coalesced.clone(),
-        "hot-batched",
-        format!("coalesced service over {label}, {SPIKE_BUYERS} buyers"),
-        SPIKE_BUYERS,
-        duration,
-    )
-    .await;
-    coalesced
-        .store()
-        .prewarm("direct", STOCK)
-        .await
-        .expect("prewarm");
-    let direct = script_row(store, "direct", direct_name.to_owned(), duration).await;
-    coalesced.broker().shutdown().await.expect("shutdown");
-    vec![single_row, coalesced_row, direct]
+    let mut rows = Vec::new();
+    let single_name = format!("single service over {label}");
+    if filter.wants(&single_name) {
+        let single = service_over(
+            store.clone(),
+            &dir.join("single"),
+            "hot",
+            ReservationPath::Single,
+        )
+        .await;
+        rows.push(service_row(single.clone(), "hot", single_name, CONCURRENCY, duration).await);
+        single.broker().shutdown().await.expect("shutdown");
+    }
+    let coalesced_name = format!("coalesced service over {label}, {SPIKE_BUYERS} buyers");
+    if filter.wants(&coalesced_name) {
+        let coalesced = service_over(
+            store.clone(),
+            &dir.join("coalesced"),
+            "hot-batched",
+            coalesced_path,
+        )
+        .await;
+        rows.push(
+            service_row(
+                coalesced.clone(),
+                "hot-batched",
+                coalesced_name,
+                SPIKE_BUYERS,
+                duration,
+            )
+            .await,
+        );
+        coalesced.broker().shutdown().await.expect("shutdown");
+    }
+    if filter.wants(direct_name) {
+        store.prewarm("direct", STOCK).await.expect("prewarm");
+        rows.push(script_row(store, "direct", direct_name.to_owned(), duration).await);
+    }
+    rows
+}
+
+fn redis_benchmark_name(pipeline: u32) -> String {
+    if pipeline > 1 {
+        format!(
+            "redis-benchmark EVALSHA reserve.lua, {CONCURRENCY} connections, pipelined by {pipeline}"
+        )
+    } else {
+        format!("redis-benchmark EVALSHA reserve.lua, {CONCURRENCY} connections")
+    }
 }
 
 /// `redis-benchmark` running EVALSHA of reserve.lua: random users, the
@@ -315,13 +371,7 @@ fn redis_benchmark(redis: &BenchRedis, requests: u64, pipeline: u32) -> Result<R
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("cannot read redis-benchmark's output: {text}"))?;
     Ok(Row {
-        name: if pipeline > 1 {
-            format!(
-                "redis-benchmark EVALSHA reserve.lua, {CONCURRENCY} connections, pipelined by {pipeline}"
-            )
-        } else {
-            format!("redis-benchmark EVALSHA reserve.lua, {CONCURRENCY} connections")
-        },
+        name: redis_benchmark_name(pipeline),
         reservations: requests,
         seconds,
         per_second,
@@ -342,11 +392,12 @@ async fn http_row(
     dir: &std::path::Path,
     label: &str,
     duration: Duration,
+    path: ReservationPath,
 ) -> Result<Row, String> {
     use loadtest::replay::{Outcome, Quiet, ReplayConfig, replay};
     use loadtest::trace::{ClientKind, TraceRecord};
 
-    let seckill = service_over(store, dir, "http", ReservationPath::default()).await;
+    let seckill = service_over(store, dir, "http", path).await;
     // A backlog for every connection opening at once (bind's is 1,024).
     let listener = tokio::net::TcpSocket::new_v4()
         .and_then(|socket| {
@@ -400,13 +451,17 @@ async fn http_row(
     let last_answer = result.samples.iter().map(|s| s.done_us).max().unwrap_or(0);
     let seconds = last_answer.saturating_sub(first_send).max(1) as f64 / 1e6;
     let row = Row {
-        name: format!("seckill HTTP endpoint, coalesced over {label}, one new user per request"),
+        name: http_row_name(label),
         reservations: queued,
         seconds,
         per_second: queued as f64 / seconds,
     };
     eprintln!("  {}: {:.0}/s", row.name, row.per_second);
     Ok(row)
+}
+
+fn http_row_name(label: &str) -> String {
+    format!("seckill HTTP endpoint, coalesced over {label}, one new user per request")
 }
 
 /// The rate of the first row whose name passes `wanted`.
@@ -424,6 +479,7 @@ fn main() {
 }
 
 async fn run(args: Args) {
+    let filter = RowFilter(args.only.clone());
     let duration = if args.quick {
         Duration::from_secs(2)
     } else {
@@ -450,15 +506,34 @@ async fn run(args: Args) {
                     "Redis (half + script + commit, sync flush)",
                     "reserve.lua over Redis, client loop, same pool",
                     duration,
+                    &filter,
+                    args.coalesced_path(),
                 )
                 .await,
             );
-            match http_row(store_for_http, &dir.path().join("http"), "Redis", duration).await {
-                Ok(row) => rows.push(row),
-                Err(reason) => skipped.push(format!("seckill HTTP row: {reason}")),
+            if filter.wants(&http_row_name("Redis")) {
+                match http_row(
+                    store_for_http,
+                    &dir.path().join("http"),
+                    "Redis",
+                    duration,
+                    args.coalesced_path(),
+                )
+                .await
+                {
+                    Ok(row) => rows.push(row),
+                    Err(reason) => skipped.push(format!("seckill HTTP row: {reason}")),
+                }
             }
-            let requests = (rows[2].per_second * duration.as_secs_f64()).max(10_000.0) as u64;
+            // Enough requests for about a row's duration at the client
+            // loop's rate (or a typical one when that row did not run).
+            let rate =
+                rate_of(&rows, |n| n.starts_with("reserve.lua over Redis")).unwrap_or(50_000.0);
+            let requests = (rate * duration.as_secs_f64()).max(10_000.0) as u64;
             for pipeline in [1, 16] {
+                if !filter.wants(&redis_benchmark_name(pipeline)) {
+                    continue;
+                }
                 match redis_benchmark(&redis, requests * u64::from(pipeline.min(4)), pipeline) {
                     Ok(row) => {
                         eprintln!("  {}: {:.0}/s", row.name, row.per_second);
@@ -480,6 +555,8 @@ async fn run(args: Args) {
             "the embedded store",
             "reserve.lua in the embedded store, direct",
             duration,
+            &filter,
+            args.coalesced_path(),
         )
         .await,
     );
