@@ -46,6 +46,10 @@ pub(crate) struct Measurement {
     pub(crate) p50_us: Option<f64>,
     pub(crate) p99_us: Option<f64>,
     pub(crate) p999_us: Option<f64>,
+    /// The commit log's fdatasyncs per second, for the broker's sync rows:
+    /// with closed-loop producers a message waits for one fdatasync per
+    /// durable step, so messages per fdatasync shows how full each round was.
+    pub(crate) fdatasyncs_per_sec: Option<f64>,
 }
 
 /// A reference that could not run, with the printed reason.
@@ -121,6 +125,7 @@ pub(crate) fn measurement(
         p50_us: quantile(0.50),
         p99_us: quantile(0.99),
         p999_us: quantile(0.999),
+        fdatasyncs_per_sec: None,
     }
 }
 

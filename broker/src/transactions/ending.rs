@@ -9,7 +9,7 @@
 //! The real message comes from memory (kept since `send_half`); only a
 //! half recovered at startup is read back from the log.
 
-use super::{Pending, Step, Transactions};
+use super::{RealMessage, Step, Transactions};
 use crate::error::{BrokerError, Result};
 use crate::record::Message;
 use crate::store::Store;
@@ -80,6 +80,10 @@ struct Planned<'a> {
     /// The index in the appended batch of the real message this ending
     /// appends (a commit of an open half).
     real_at: Option<usize>,
+    /// The real message kept from the send, taken from the open set by
+    /// the claim (so it moves into the commit instead of being copied).
+    /// Should this ending not finish, a later one reads the half instead.
+    kept: Option<RealMessage>,
 }
 
 /// One entry of a batch: planned, or answered without writing.
@@ -153,7 +157,7 @@ impl Transactions {
             let half_offset = planned.claim.half_offset;
             let commit = planned.earlier.is_some() || planned.state == TransactionState::Commit;
             if commit && planned.earlier.is_none() {
-                match self.real_message(store, half_offset) {
+                match real_message(store, half_offset, planned.kept.take()) {
                     Ok(real) => {
                         planned.real_at = Some(records.len());
                         records.push(real);
@@ -249,6 +253,7 @@ impl Transactions {
                     Step::RealAppended(result) => Some(result.clone()),
                     Step::Open => None,
                 };
+                let kept = pending.real.take();
                 Entry::Planned(Planned {
                     claim: Claim {
                         transactions: self,
@@ -259,33 +264,10 @@ impl Transactions {
                     state,
                     earlier,
                     real_at: None,
+                    kept,
                 })
             })
             .collect()
-    }
-
-    /// The real message of the half at `half_offset`, tagged with it, and
-    /// its queue: from memory, or from the log for a half found at startup.
-    fn real_message(&self, store: &Store, half_offset: u64) -> Result<(u32, Message)> {
-        let kept = self
-            .open
-            .lock()
-            .by_half
-            .get(&half_offset)
-            .and_then(|p: &Pending| p.real.clone());
-        let (queue_id, mut message) = match kept {
-            Some(real) => (real.0, real.1.clone()),
-            None => {
-                let half = store.read(HALF_TOPIC, 0, half_offset)?;
-                let (mut message, queue_id) = restore_real(half.message)?;
-                message.properties.remove(property::PRODUCER_GROUP);
-                (queue_id, message)
-            }
-        };
-        message
-            .properties
-            .insert(property::HALF_OFFSET.into(), half_offset.to_string());
-        Ok((queue_id, message))
     }
 
     /// Takes the failure a test asked for. At [`FailPoint::OpRecord`] the
@@ -336,4 +318,27 @@ fn answer(half_offset: u64, resolution: Resolution) -> Result<Option<SendResult>
             "the transaction with half offset {half_offset} is being resolved; ask again"
         ))),
     }
+}
+
+/// The real message of the half at `half_offset`, tagged with it, and its
+/// queue: the copy kept from the send, or from the log for a half found at
+/// startup (or whose earlier ending did not finish).
+fn real_message(
+    store: &Store,
+    half_offset: u64,
+    kept: Option<RealMessage>,
+) -> Result<(u32, Message)> {
+    let (queue_id, mut message) = match kept {
+        Some(real) => std::sync::Arc::try_unwrap(real).unwrap_or_else(|shared| (*shared).clone()),
+        None => {
+            let half = store.read(HALF_TOPIC, 0, half_offset)?;
+            let (mut message, queue_id) = restore_real(half.message)?;
+            message.properties.remove(property::PRODUCER_GROUP);
+            (queue_id, message)
+        }
+    };
+    message
+        .properties
+        .insert(property::HALF_OFFSET.into(), half_offset.to_string());
+    Ok((queue_id, message))
 }
