@@ -36,8 +36,10 @@ use crate::purchase::{PurchaseError, PurchaseOutcome, ReservationCore};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {
     /// The most purchases in one batch (1..=1024, `stock::MAX_BATCH`).
-    /// Default 256: one script call of 256 decisions holds Redis for about
-    /// a quarter of a millisecond.
+    /// Default 512: in `seckill-bench` it decided 10–20 % more purchases
+    /// per second than 256 (fewer durable waits and script calls per
+    /// purchase), and one call of 512 decisions holds Redis for under two
+    /// milliseconds even with millions of buyers recorded.
     pub max_batch: usize,
     /// The most batches of one item in flight at once (1..=64). Default 4:
     /// enough to overlap the durable waits with the scripts.
@@ -47,7 +49,7 @@ pub struct BatchLimits {
 impl Default for BatchLimits {
     fn default() -> Self {
         BatchLimits {
-            max_batch: 256,
+            max_batch: 512,
             max_in_flight: 4,
         }
     }

@@ -12,7 +12,7 @@
 //! | `BROKER_DATA_DIR` | `./data/broker` | the embedded broker's store |
 //! | `BROKER_FLUSH` | `sync` | `sync` (group commit) or `async` |
 //! | `SECKILL_RESERVATIONS` | `coalesced` | `coalesced` (batches per item) or `single` (one script call per purchase) |
-//! | `SECKILL_BATCH_MAX` | `256` | most purchases in one batch (1..=1024) |
+//! | `SECKILL_BATCH_MAX` | `512` | most purchases in one batch (1..=1024) |
 //! | `SECKILL_BATCH_IN_FLIGHT` | `4` | most batches of one item in flight (1..=64) |
 //!
 //! A batch closes when no batch of its item is in flight, or when
