@@ -23,9 +23,7 @@
 //! Exit codes: 0 when everything held; 1 when an invariant, a threshold
 //! or the achieved rate failed; 2 for bad input.
 
-/// mimalloc rather than the system allocator: under a spike every request
-/// allocates and frees on every core, and glibc's malloc took about a fifth
-/// of the reservation path's time in `seckill-bench`'s profile.
+/// mimalloc, as in every binary of the workspace (docs/ARCHITECTURE.md, "Crates").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -5,9 +5,7 @@
 //! - `order-worker reconcile <item> [--repair] [--url URL]`: ask a running
 //!   worker to reconcile an item and print its report.
 
-/// mimalloc rather than the system allocator: under a spike every request
-/// allocates and frees on every core, and glibc's malloc took about a fifth
-/// of the reservation path's time in `seckill-bench`'s profile.
+/// mimalloc, as in every binary of the workspace (docs/ARCHITECTURE.md, "Crates").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

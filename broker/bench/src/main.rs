@@ -17,9 +17,7 @@
 //! conclusions are the ratios printed under the table, not the absolute
 //! numbers. `--quick` keeps the whole run under a minute.
 
-/// mimalloc rather than the system allocator: under a spike every request
-/// allocates and frees on every core, and glibc's malloc took about a fifth
-/// of the reservation path's time in `seckill-bench`'s profile.
+/// mimalloc, as in every binary of the workspace (docs/ARCHITECTURE.md, "Crates").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
