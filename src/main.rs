@@ -19,10 +19,6 @@
 //! offsets committed and its group left, the broker flushed and its abort
 //! marker removed; a second Ctrl-C exits at once.
 
-/// mimalloc, as in every binary of the workspace (docs/ARCHITECTURE.md, "Crates").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -2,7 +2,7 @@
 //! `gateway::config`), then serve until a signal. SIGHUP reloads the Lua
 //! access hook from its file.
 
-/// mimalloc, as in every binary of the workspace (docs/ARCHITECTURE.md, "Crates").
+/// mimalloc, as in every service binary (docs/ARCHITECTURE.md, "Crates").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -23,10 +23,6 @@
 //! Exit codes: 0 when everything held; 1 when an invariant, a threshold
 //! or the achieved rate failed; 2 for bad input.
 
-/// mimalloc, as in every binary of the workspace (docs/ARCHITECTURE.md, "Crates").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

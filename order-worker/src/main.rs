@@ -5,7 +5,7 @@
 //! - `order-worker reconcile <item> [--repair] [--url URL]`: ask a running
 //!   worker to reconcile an item and print its report.
 
-/// mimalloc, as in every binary of the workspace (docs/ARCHITECTURE.md, "Crates").
+/// mimalloc, as in every service binary (docs/ARCHITECTURE.md, "Crates").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -2,7 +2,7 @@
 //! then [`seckill::App`] until a signal (see `seckill::config` for the
 //! variables).
 
-/// mimalloc, as in every binary of the workspace (docs/ARCHITECTURE.md, "Crates").
+/// mimalloc, as in every service binary (docs/ARCHITECTURE.md, "Crates").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -17,7 +17,7 @@
 //! conclusions are the ratios printed under the table, not the absolute
 //! numbers. `--quick` keeps the whole run under a minute.
 
-/// mimalloc, as in every binary of the workspace (docs/ARCHITECTURE.md, "Crates").
+/// mimalloc, as in every service binary (docs/ARCHITECTURE.md, "Crates").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

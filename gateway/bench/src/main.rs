@@ -27,10 +27,6 @@
 //! plan, beside `oha -q` (open loop) and `wrk` (closed loop), with the
 //! ratios. `--generators-only` runs just that part.
 
-/// mimalloc, as in every binary of the workspace (docs/ARCHITECTURE.md, "Crates").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

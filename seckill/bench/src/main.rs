@@ -41,7 +41,7 @@ use seckill::{
 use serde::Serialize;
 use test_support::ThrowawayRedis;
 
-/// mimalloc, as in every binary of the workspace (docs/ARCHITECTURE.md, "Crates").
+/// mimalloc, as in every service binary (docs/ARCHITECTURE.md, "Crates").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
