@@ -43,7 +43,7 @@ use crate::record::{Message, StoredMessage};
 use crate::retention::{self, RetentionHold};
 use crate::retry;
 use crate::store::Store;
-use crate::system_topics::{check_user_message, retry_topic};
+use crate::system_topics::{check_user_message, property, retry_topic};
 use crate::time_lookup;
 use crate::transactions::Transactions;
 use crate::types::{
@@ -211,8 +211,22 @@ impl Broker {
     /// for the configured durability: in sync mode, until an fdatasync
     /// covers them. Messages with a delay property (`DELAY` level or
     /// `DELIVER_AT_MS`) wait in the delay topic until due.
+    ///
+    /// Sends without a delay that arrive while another is appending are
+    /// appended together, in one write (see `store/combining.rs`).
     pub async fn put(&self, queue_id: u32, messages: Vec<Message>) -> Result<Vec<SendResult>> {
-        let (results, end) = self.put_user(queue_id, messages)?;
+        let delayed = messages.iter().any(|m| {
+            m.properties.contains_key(property::DELAY_LEVEL)
+                || m.properties.contains_key(property::DELIVER_AT_MS)
+        });
+        let (results, end) = if delayed {
+            self.put_user(queue_id, messages)?
+        } else {
+            for message in &messages {
+                check_user_message(message)?;
+            }
+            self.inner.store.append_combined(queue_id, messages).await?
+        };
         self.inner.store.wait_durable(end).await?;
         Ok(results)
     }
@@ -407,6 +421,12 @@ impl Broker {
     /// an offset changed since the last write.
     pub fn offset_file_writes(&self) -> u64 {
         self.inner.offsets.writes()
+    }
+
+    /// Producers' sends appended by another send's write so far (they
+    /// arrived while it was appending; see `store/combining.rs`).
+    pub fn combined_sends(&self) -> u64 {
+        self.inner.store.combined_sends()
     }
 
     /// fdatasync calls of the commit log so far: in sync mode one covers

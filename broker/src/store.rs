@@ -80,6 +80,8 @@ pub(crate) struct Store {
     failure: FailureLatch,
     disk: DiskGuard,
     closing: AtomicBool,
+    /// Producers' sends that wait for the one appending ([`combining`]).
+    combiner: combining::Combiner,
     recovery: RecoveryReport,
     lock: File,
 }
@@ -136,6 +138,7 @@ impl Store {
             failure: FailureLatch::default(),
             disk: DiskGuard::new(config.max_disk_usage_ratio),
             closing: AtomicBool::new(false),
+            combiner: combining::Combiner::default(),
             recovery: RecoveryReport::default(),
             lock,
             topics,
@@ -517,6 +520,7 @@ impl FlushTarget for Store {
 }
 
 mod append;
+mod combining;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! Integration tests of the broker library, one module per feature.
 
+mod combined_sends;
 mod consumption;
 mod delays;
 mod group_fencing;
