@@ -43,7 +43,7 @@ use crate::record::{Message, StoredMessage};
 use crate::retention::{self, RetentionHold};
 use crate::retry;
 use crate::store::Store;
-use crate::system_topics::{check_user_message, property, retry_topic};
+use crate::system_topics::{check_user_message, retry_topic};
 use crate::time_lookup;
 use crate::transactions::Transactions;
 use crate::types::{
@@ -215,11 +215,7 @@ impl Broker {
     /// Sends without a delay that arrive while another is appending are
     /// appended together, in one write (see `store/combining.rs`).
     pub async fn put(&self, queue_id: u32, messages: Vec<Message>) -> Result<Vec<SendResult>> {
-        let delayed = messages.iter().any(|m| {
-            m.properties.contains_key(property::DELAY_LEVEL)
-                || m.properties.contains_key(property::DELIVER_AT_MS)
-        });
-        let (results, end) = if delayed {
+        let (results, end) = if messages.iter().any(delay_scheduler::asks_for_delay) {
             self.put_user(queue_id, messages)?
         } else {
             for message in &messages {

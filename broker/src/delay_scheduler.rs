@@ -66,6 +66,12 @@ pub fn delay_level_ms(level: u32) -> Option<i64> {
         .copied()
 }
 
+/// Whether `message` asks for a delay (valid or not: [`due_time`] says).
+pub(crate) fn asks_for_delay(message: &Message) -> bool {
+    message.properties.contains_key(property::DELIVER_AT_MS)
+        || message.properties.contains_key(property::DELAY_LEVEL)
+}
+
 /// When `message` is due, if it asks for a delay: `DELIVER_AT_MS` wins over
 /// `DELAY` (a level). Errors on unparsable or out-of-range values.
 pub(crate) fn due_time(message: &Message, now_ms: i64) -> Result<Option<i64>> {

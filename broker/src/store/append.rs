@@ -41,14 +41,22 @@ impl Store {
         queue_id: u32,
         messages: Vec<Message>,
     ) -> Result<(Vec<SendResult>, u64)> {
-        if let Some(first) = messages.first()
-            && messages.iter().any(|m| m.topic != first.topic)
-        {
-            return Err(BrokerError::InvalidArgument(
-                "every message of a batch must have the same topic".into(),
-            ));
-        }
+        one_topic(&messages)?;
         self.append_many(messages.into_iter().map(|m| (queue_id, m)).collect())
+    }
+
+    /// A record's encoded length, refused when the message cannot be
+    /// encoded or is over `max_message_size`.
+    pub(super) fn record_len(&self, message: &Message) -> Result<usize> {
+        let len =
+            record::encoded_len(message).map_err(|e| BrokerError::InvalidMessage(e.to_string()))?;
+        if len > self.config.max_message_size {
+            return Err(BrokerError::MessageTooLarge {
+                size: len,
+                max: self.config.max_message_size,
+            });
+        }
+        Ok(len)
     }
 
     /// Appends `(queue id, message)` records of any topics and queues in
@@ -95,14 +103,7 @@ impl Store {
                 }
             };
             run_of.push(run);
-            let len = record::encoded_len(message)
-                .map_err(|e| BrokerError::InvalidMessage(e.to_string()))?;
-            if len > self.config.max_message_size {
-                return Err(BrokerError::MessageTooLarge {
-                    size: len,
-                    max: self.config.max_message_size,
-                });
-            }
+            let len = self.record_len(message)?;
             if message.born_timestamp_ms == 0 {
                 message.born_timestamp_ms = now;
             }
@@ -215,6 +216,18 @@ fn msg_id(offset: u64) -> String {
 
 fn is_queue(queue: &QueueState, topic: &str, queue_id: u32) -> bool {
     queue.queue_id() == queue_id && queue.topic() == topic
+}
+
+/// Refuses a batch whose messages are not all of one topic.
+pub(super) fn one_topic(messages: &[Message]) -> Result<()> {
+    if let Some(first) = messages.first()
+        && messages.iter().any(|m| m.topic != first.topic)
+    {
+        return Err(BrokerError::InvalidArgument(
+            "every message of a batch must have the same topic".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

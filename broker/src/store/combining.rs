@@ -21,8 +21,9 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::Store;
+use super::append::one_topic;
 use crate::error::{BrokerError, Result};
-use crate::record::{self, Message};
+use crate::record::Message;
 use crate::types::SendResult;
 
 /// What one send gets: its results and the log offset its write ended at.
@@ -80,22 +81,11 @@ impl Store {
                 "a send needs at least one message".into(),
             ));
         };
-        if messages.iter().any(|m| m.topic != first.topic) {
-            return Err(BrokerError::InvalidArgument(
-                "every message of a batch must have the same topic".into(),
-            ));
-        }
+        one_topic(messages)?;
         self.ensure_topic(&first.topic)?;
         self.queue(&first.topic, queue_id)?;
         for message in messages {
-            let len = record::encoded_len(message)
-                .map_err(|e| BrokerError::InvalidMessage(e.to_string()))?;
-            if len > self.config.max_message_size {
-                return Err(BrokerError::MessageTooLarge {
-                    size: len,
-                    max: self.config.max_message_size,
-                });
-            }
+            self.record_len(message)?;
         }
         Ok(())
     }

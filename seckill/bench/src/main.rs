@@ -478,6 +478,7 @@ fn main() {
 
 async fn run(args: Args) {
     let filter = RowFilter(args.only.clone());
+    let coalesced_path = args.coalesced_path();
     let duration = if args.quick {
         Duration::from_secs(2)
     } else {
@@ -505,7 +506,7 @@ async fn run(args: Args) {
                     "reserve.lua over Redis, client loop, same pool",
                     duration,
                     &filter,
-                    args.coalesced_path(),
+                    coalesced_path,
                 )
                 .await,
             );
@@ -515,7 +516,7 @@ async fn run(args: Args) {
                     &dir.path().join("http"),
                     "Redis",
                     duration,
-                    args.coalesced_path(),
+                    coalesced_path,
                 )
                 .await
                 {
@@ -554,7 +555,7 @@ async fn run(args: Args) {
             "reserve.lua in the embedded store, direct",
             duration,
             &filter,
-            args.coalesced_path(),
+            coalesced_path,
         )
         .await,
     );
