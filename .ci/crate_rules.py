@@ -23,7 +23,7 @@ MAY_USE = {
     "gateway": {"stock", "service-kit"},
     "flashsale": {"broker", "stock", "seckill", "order-worker", "gateway", "loadtest", "service-kit"},
     "broker-bench": {"broker"},
-    "seckill-bench": {"broker", "loadtest", "seckill", "test-support"},
+    "seckill-bench": {"broker", "loadtest", "seckill", "service-kit", "test-support"},
     "gateway-bench": {"gateway", "stock", "service-kit", "loadtest"},
 }
 # What only the broker's bench needs: never the broker library's.

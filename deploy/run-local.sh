@@ -11,6 +11,13 @@
 # services; a fresh database and key prefix are used per run and the
 # processes are stopped at the end. Exit status: the load tester's (0 when
 # the audit passed).
+#
+# Authentication is on, as deployed: every process refuses to start without
+# its keys, so this run makes its own (random, this run only) and hands them
+# to every process; the load tester signs its buyers' tokens with the
+# token key, and admin calls present the admin key. One load generator
+# plays every buyer from 127.0.0.1, so the per-address limit is off here
+# (GATEWAY_ADDRESS_RPS=0); the per-user and global limits stay on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +31,12 @@ DB_NAME="$RUN_ID"
 DB_URL="${ADMIN_URL%/*}/$DB_NAME"
 WORK=$(mktemp -d)
 BIN=target/release
+random_key() { python3 -c 'import secrets; print(secrets.token_hex(32))'; }
+export FLASHSALE_TOKEN_KEY FLASHSALE_ADMIN_KEY FLASHSALE_BROKER_KEY
+FLASHSALE_TOKEN_KEY=$(random_key)
+FLASHSALE_ADMIN_KEY=$(random_key)
+FLASHSALE_BROKER_KEY=$(random_key)
+ADMIN_AUTH="Authorization: Bearer $FLASHSALE_ADMIN_KEY"
 
 cargo build --release --workspace --bins -q
 
@@ -71,6 +84,7 @@ for n in 1 2; do
 done
 wait_healthy "http://127.0.0.1:$W1"; wait_healthy "http://127.0.0.1:$W2"
 start gateway REDIS_URL="$REDIS_URL" SECKILL_KEY_PREFIX="$PREFIX" GATEWAY_LISTEN="127.0.0.1:$G" \
+    GATEWAY_ADDRESS_RPS=0 \
     GATEWAY_UPSTREAMS="http://127.0.0.1:$S1,http://127.0.0.1:$S2" \
     GATEWAY_ORDER_API="http://127.0.0.1:$W1,http://127.0.0.1:$W2" "$BIN/gateway"
 wait_healthy "http://127.0.0.1:$G"
@@ -79,10 +93,10 @@ wait_healthy "http://127.0.0.1:$G"
 items=$(grep -oE '"item":"[^"]+"' "$TRACE" | sort -u | cut -d'"' -f4)
 for item in $items; do
     for port in "$S1" "$S2"; do
-        curl -fsS -X POST "http://127.0.0.1:$port/admin/activities" -H 'content-type: application/json' \
+        curl -fsS -X POST "http://127.0.0.1:$port/admin/activities" -H 'content-type: application/json' -H "$ADMIN_AUTH" \
             -d "{\"item\":\"$item\",\"stock\":$STOCK,\"per_user_limit\":1,\"starts_at_ms\":0,\"ends_at_ms\":9999999999999}" >/dev/null
     done
-    curl -fsS -X POST "http://127.0.0.1:$S1/admin/activities/$item/prewarm" >/dev/null
+    curl -fsS -X POST "http://127.0.0.1:$S1/admin/activities/$item/prewarm" -H "$ADMIN_AUTH" >/dev/null
 done
 # The gateway loads activities every second; the workers find both brokers
 # in the registry within their refresh.

@@ -4,7 +4,8 @@
 //! `FLASHSALE_DATA_DIR`), or on real Redis
 //! and PostgreSQL when `REDIS_URL` / `DATABASE_URL` are set.
 //!
-//! - `cargo run --release` — start it, create a demo item, say where to
+//! - `cargo run --release` — start it, create a demo item, print this
+//!   run's development keys and a buyer token, say where to
 //!   send requests and where the live page is; stop with Ctrl-C.
 //! - `cargo run --release -- demo` — start it, generate a flash-sale spike
 //!   from a fixed seed (about 225,000 requests, offered at up to about
@@ -33,6 +34,7 @@ use loadtest::options::{RunArgs, finish, load_trace, print_latency_by_outcome, r
 use loadtest::replay::ReplayConfig;
 use loadtest::report::{Parameters, RunReport, SystemSample, build};
 use loadtest::runner::unix_ms;
+use service_kit::access::{self, Keys};
 use service_kit::env_settings::EnvReader;
 
 /// The demo's item.
@@ -153,6 +155,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// `addr` if it is a loopback address: the all-in-one's seckill and worker
+/// ports carry admin and broker routes, so they never face a network.
+fn loopback_only(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "{addr} is not a loopback address: the all-in-one serves its admin ports on loopback only"
+    );
+    Ok(addr)
+}
+
 async fn serve() -> anyhow::Result<()> {
     service_kit::telemetry::init_logging();
     // The embedded stock store lives in memory, so a restart starts a
@@ -161,10 +173,21 @@ async fn serve() -> anyhow::Result<()> {
     let data_dir = std::env::var("FLASHSALE_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("data").join(format!("run-{}", unix_ms())));
+    // The keys: the environment's when it sets them all, else fresh ones
+    // for this run, printed below.
+    let given = Keys::from_lookup(|name| std::env::var(name).ok(), true);
+    let (keys, printed) = match given {
+        Ok(keys) => (keys, false),
+        Err(_) => (Keys::random(), true),
+    };
     let config = StackConfig {
         gateway_listen: env_addr("GATEWAY_LISTEN", "127.0.0.1:8080")?,
-        seckill_listen: Some(env_addr("SECKILL_LISTEN", "127.0.0.1:8081")?),
-        worker_listen: Some(env_addr("WORKER_LISTEN", "127.0.0.1:8082")?),
+        seckill_listen: Some(loopback_only(env_addr(
+            "SECKILL_LISTEN",
+            "127.0.0.1:8081",
+        )?)?),
+        worker_listen: Some(loopback_only(env_addr("WORKER_LISTEN", "127.0.0.1:8082")?)?),
+        keys: keys.clone(),
         // Served as deployed: a purchase is answered once it is on disk.
         flush: broker::FlushMode::sync(),
         ..base_config(data_dir.clone(), vec![("demo-item".into(), 100)])
@@ -178,15 +201,40 @@ async fn serve() -> anyhow::Result<()> {
     let live = flashsale::live::serve(&stack, live_listen).await?;
     let url = stack.url();
     println!("flashsale is up; data in {}", data_dir.display());
-    println!("  buy:      curl -X POST {url}/api/seckill/demo-item -H 'x-user-id: alice'");
-    println!("  order:    curl {url}/api/orders/<order_id>   (pay: POST …/pay)");
+    if printed {
+        println!(
+            "  keys:     development keys of this run only (set all three in the environment to choose them):"
+        );
+        println!("            {}={}", access::TOKEN_KEY_VAR, keys.token);
+        println!("            {}={}", access::ADMIN_KEY_VAR, keys.admin);
+        println!(
+            "            {}={}",
+            access::BROKER_KEY_VAR,
+            keys.broker.as_deref().unwrap_or_default()
+        );
+    }
+    let alice = stack
+        .buyer_tokens()
+        .mint("alice", Duration::from_secs(3600));
+    println!("  token:    alice's buyer token, valid 1 h: {alice}");
+    println!(
+        "  buy:      curl -X POST {url}/api/seckill/demo-item -H 'Authorization: Bearer {alice}'"
+    );
+    println!(
+        "  order:    curl {url}/api/orders/<order_id> -H 'Authorization: Bearer <token>'   (pay: POST …/pay)"
+    );
     if let Some(seckill) = seckill {
         println!(
-            "  admin:    curl http://{seckill}/admin/activities   (and the broker API under /broker)"
+            "  admin:    curl http://{seckill}/admin/activities -H 'Authorization: Bearer <{}>'   (loopback only; the broker API under /broker takes {})",
+            access::ADMIN_KEY_VAR,
+            access::BROKER_KEY_VAR
         );
     }
     if let Some(worker) = worker {
-        println!("  worker:   curl http://{worker}/admin/worker");
+        println!(
+            "  worker:   curl http://{worker}/admin/worker -H 'Authorization: Bearer <{}>'   (loopback only)",
+            access::ADMIN_KEY_VAR
+        );
     }
     println!("  live:     http://{live}/");
     println!("stop with Ctrl-C");

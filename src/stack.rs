@@ -29,13 +29,19 @@ use gateway::app::GatewayApp;
 use gateway::{ActivitySource, Edge, EdgeSettings, Upstream, Upstreams};
 use loadtest::audit::{AuditInput, ItemFacts, OrderFact, QueuedAnswer};
 use order_worker::app::WorkerApp;
+use order_worker::http::WorkerAccess;
 use order_worker::{DEFAULT_GROUP, OrderStore, OrderWorker, WorkerSettings};
 use parking_lot::Mutex;
 use seckill::{Activity, ORDERS_TOPIC, Seckill, SeckillConfig, StockStore};
+use service_kit::access::{BuyerTokens, Keys};
+use service_kit::http_server::PortLimits;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Open connections at most on a port served beside the stack (the live
+/// page): a page and a few browsers, never a flood.
+const BESIDE_CONNECTIONS: usize = 1_024;
 /// Longest wait for open connections to finish their requests at stop.
 const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 
@@ -62,6 +68,9 @@ pub struct StackConfig {
     pub seckill_listen: Option<SocketAddr>,
     /// Where the order worker's API listens, if at all.
     pub worker_listen: Option<SocketAddr>,
+    /// The buyer-token, admin and broker keys every part of the stack
+    /// shares. [`StackConfig::embedded`] makes random ones.
+    pub keys: Keys,
     /// The broker's flush. [`StackConfig::embedded`] (replays, tests)
     /// flushes on an interval; the served stack uses sync (group commit:
     /// a purchase is acknowledged once on disk), as deployed.
@@ -72,7 +81,7 @@ impl StackConfig {
     /// Embedded defaults under `data_dir`: the gateway on a free loopback
     /// port, no other listeners, the worker capped at 1,000 orders/s, the
     /// broker flushing every 500 ms (a replay measures the sale, not this
-    /// machine's fsync) with its disk guard on.
+    /// machine's fsync) with its disk guard on, and random keys.
     pub fn embedded(data_dir: impl Into<PathBuf>, items: Vec<(String, u64)>) -> Self {
         StackConfig {
             data_dir: data_dir.into(),
@@ -85,6 +94,7 @@ impl StackConfig {
             gateway_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             seckill_listen: None,
             worker_listen: None,
+            keys: Keys::random(),
             flush: FlushMode::async_default(),
         }
     }
@@ -99,6 +109,10 @@ pub struct Stack {
     orders: OrderStore,
     seckill: Arc<Seckill>,
     worker: Arc<OrderWorker>,
+    /// Mints tokens for the stack's buyers (the demo's and tests' users).
+    buyers: BuyerTokens,
+    /// The keys the stack was started with.
+    keys: Keys,
     /// The stack's one shutdown token: cancelling it (here or through
     /// [`Stack::shutdown_token`]) stops everything, in order.
     shutdown: CancellationToken,
@@ -172,6 +186,7 @@ impl Stack {
                 redis_pool_size: 32,
                 key_prefix: config.key_prefix.clone(),
                 broker: broker_config,
+                keys: config.keys.clone(),
                 ..SeckillConfig::embedded(config.data_dir.join("broker"))
             },
             None,
@@ -223,17 +238,23 @@ impl Stack {
                 .await
                 .context("starting the worker's consumers")?;
         }
+        let worker_access = WorkerAccess::from_keys(&config.keys).map_err(anyhow::Error::msg)?;
         let worker_app = WorkerApp::with_worker(
             Arc::clone(&worker),
             config.worker_listen.unwrap_or(loopback),
+            worker_access.clone(),
+            PortLimits::new("order-api"),
             None,
         )
         .await?;
 
         // The gateway, with both services as in-process upstreams.
+        let buyers = config.keys.buyer_tokens().map_err(anyhow::Error::msg)?;
         let edge = Edge::new(
             EdgeSettings {
                 user_rps: config.user_rps,
+                buyers: buyers.clone(),
+                admin: config.keys.admin_key().map_err(anyhow::Error::msg)?,
                 ..EdgeSettings::default()
             },
             ActivitySource::Shared(Arc::clone(seckill.activities())),
@@ -245,7 +266,7 @@ impl Stack {
             Upstreams::new(
                 vec![Upstream::in_process(
                     "orders",
-                    order_worker::http::router(Arc::clone(&worker), None),
+                    order_worker::http::router(Arc::clone(&worker), worker_access, None),
                 )],
                 Duration::from_secs(5),
             ),
@@ -274,6 +295,8 @@ impl Stack {
             orders,
             seckill,
             worker,
+            buyers,
+            keys: config.keys.clone(),
             shutdown: shutdown.clone(),
             edge_stop: edge_stop.clone(),
             servers: Arc::new(Mutex::new(vec![gateway])),
@@ -337,6 +360,16 @@ impl Stack {
     /// The order worker.
     pub fn worker(&self) -> &Arc<OrderWorker> {
         &self.worker
+    }
+
+    /// Mints and verifies the stack's buyer tokens.
+    pub fn buyer_tokens(&self) -> &BuyerTokens {
+        &self.buyers
+    }
+
+    /// The keys the stack was started with (for a client of its ports).
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// Messages not yet written by the worker: orders waiting in the
@@ -434,14 +467,10 @@ async fn serve_router(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let stop = shutdown.clone().cancelled_owned();
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::warn!(error = %e, %addr, "server failed");
-        }
-    });
+    let limits = PortLimits::new("beside").with_max_connections(BESIDE_CONNECTIONS);
+    let server = tokio::spawn(service_kit::http_server::serve(
+        listener, router, limits, stop,
+    ));
     Ok((addr, server))
 }
 

@@ -27,8 +27,9 @@ pub struct StackRun {
     pub audit: AuditReport,
 }
 
-/// Replays `records` against `stack`, waits (at most `drain_timeout`) for
-/// the workers to drain, and audits.
+/// Replays `records` against `stack` (with tokens signed by the stack's
+/// key unless `config` names another), waits (at most `drain_timeout`)
+/// for the workers to drain, and audits.
 pub async fn run_on_stack(
     stack: &Arc<Stack>,
     records: &[TraceRecord],
@@ -36,6 +37,10 @@ pub async fn run_on_stack(
     quiet: bool,
     drain_timeout: Duration,
 ) -> anyhow::Result<StackRun> {
+    let config = &ReplayConfig {
+        token_key: (config.token_key.clone()).or_else(|| Some(stack.keys().token.clone())),
+        ..config.clone()
+    };
     let samples = Arc::new(Mutex::new(Vec::new()));
     let line = Arc::new(Mutex::new(None));
     let sampler = {

@@ -5,6 +5,10 @@
 //! seckill service serves its API and its broker from one port). The
 //! remote side is [`crate::BrokerHttpClient`], which speaks exactly this.
 //!
+//! **Access.** Every route needs the broker's key,
+//! `Authorization: Bearer <key>` ([`ApiAccess`]): only the services hold
+//! it. Check-back URLs must also match the operator's allow-list.
+//!
 //! | method | path | body | answer |
 //! |---|---|---|---|
 //! | `POST` | `/broker/topics` | JSON [`CreateTopic`] | 201 (new) / 200 (same count) JSON [`TopicConfig`](crate::TopicConfig) |
@@ -74,8 +78,8 @@
 //! check-backs; the broker then asks it through an
 //! [`crate::HttpTransactionChecker`] (request and answer documented there),
 //! replacing any checker the group had. The URL is called from the broker's
-//! network, so this route belongs on the same trusted network as the rest
-//! of the API. The static `checkers` segment wins over a producer group of
+//! network, so it must start with a prefix of the operator's allow-list
+//! ([`ApiAccess::allow_checker_prefix`]; none by default). The static `checkers` segment wins over a producer group of
 //! that name, so a producer group called `checkers` cannot send halves
 //! (its sends answer 405).
 //!
@@ -85,6 +89,8 @@
 //! | status | code | when |
 //! |---|---|---|
 //! | 400 | `bad_request` | unparsable query, path, JSON syntax or message batch |
+//! | 401 | `unauthorized` | no `Authorization: Bearer` key |
+//! | 403 | `forbidden` | another key; a checker URL outside the allow-list |
 //! | 400 | `invalid_argument`, `invalid_message`, `invalid_topic` | the broker refuses the values |
 //! | 404 | `topic_not_found`, `queue_not_found`, `unknown_member` | no such thing (an unknown member should join again) |
 //! | 405 | `method_not_allowed` | a route that exists, with another method |
@@ -101,12 +107,13 @@
 //! (`tracing::error!`), never into a response body.
 //!
 //! The module is split by job, one file each: `limits` (body and pull
-//! caps), `json` (the shapes above), `errors` ([`ApiError`]), `extract`
+//! caps), `access` (the key and the allow-list), `json` (the shapes above), `errors` ([`ApiError`]), `extract`
 //! (state and extractors), `router`, and the handlers by area:
 //! `messages` (topics, sends, pulls, lookups by key), `groups` (offsets,
 //! groups, retry and dead letters), `transactions` and `admin` (stats,
 //! recovery, retention).
 
+mod access;
 mod admin;
 pub(crate) mod checker;
 pub(crate) mod client;
@@ -119,6 +126,7 @@ mod messages;
 mod router;
 mod transactions;
 
+pub use access::{ApiAccess, MIN_API_KEY_LEN};
 pub use errors::ApiError;
 pub use json::{
     CheckAnswer, CheckerRegistration, CommitOffset, CommittedOffset, CreateTopic, DeadLetterQuery,

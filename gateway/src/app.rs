@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
+use service_kit::http_server::PortLimits;
 use stock::{RedisScripts, StockStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -117,13 +118,14 @@ impl GatewayApp {
     /// Serves until `shutdown`, then drains in-flight requests.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) {
         let router = crate::http::router(Arc::clone(&self.edge), self.metrics);
-        crate::server::serve(
-            self.listener,
-            router,
-            self.edge.settings().header_read_timeout,
-            shutdown,
-        )
-        .await;
+        let settings = self.edge.settings();
+        let limits = PortLimits {
+            header_read_timeout: settings.header_read_timeout,
+            max_connections: settings.max_connections,
+            max_body_bytes: settings.max_body_bytes as u64,
+            ..PortLimits::new("gateway")
+        };
+        service_kit::http_server::serve(self.listener, router, limits, shutdown).await;
         for task in &self.tasks {
             task.abort();
         }

@@ -7,8 +7,11 @@
 //! | `GATEWAY_ORDER_API` | `http://127.0.0.1:8082` | order workers' API, comma-separated |
 //! | `REDIS_URL` | unset | the stock store: flag publications and resyncs |
 //! | `SECKILL_KEY_PREFIX` | empty | stock-key prefix (as seckill's) |
-//! | `GATEWAY_GLOBAL_RPS` | `0` (off) | requests per second for the whole gateway |
-//! | `GATEWAY_USER_RPS` | `5` | requests per second per user (0 = off) |
+//! | `GATEWAY_GLOBAL_RPS` | `50000` | requests per second for the whole gateway (0 = off) |
+//! | `GATEWAY_USER_RPS` | `5` | requests per second per verified user (0 = off) |
+//! | `GATEWAY_ADDRESS_RPS` | `100` | requests per second per client address (0 = off) |
+//! | `GATEWAY_TRUSTED_PROXIES` | none | IPs whose `X-Forwarded-For` is believed, comma-separated |
+//! | `GATEWAY_MAX_CONNECTIONS` | `16384` | open connections; past it, 503 and close |
 //! | `GATEWAY_MAX_IN_FLIGHT` | `4096` | concurrent requests; past it, 503 at once |
 //! | `GATEWAY_MAX_BODY_BYTES` | `1024` | largest request body |
 //! | `GATEWAY_HEADER_TIMEOUT_MS` | `5000` | time to send request headers |
@@ -16,6 +19,10 @@
 //! | `GATEWAY_UPSTREAM_TIMEOUT_MS` | `3000` | time for an upstream answer |
 //! | `GATEWAY_RESYNC_MS` | `1000` | full flag resync interval |
 //! | `GATEWAY_LUA_HOOK` | unset (off) | path of an access-hook script (reloaded on SIGHUP) |
+//! | `FLASHSALE_TOKEN_KEY` | **required** | buyer tokens' HS256 key (≥ 32 characters) |
+//! | `FLASHSALE_ADMIN_KEY` | **required** | `/metrics`' key (≥ 32 characters) |
+//!
+//! The process refuses to start without its keys; there is no default key.
 //!
 //! Without `REDIS_URL` the gateway has no flag feed and every purchase
 //! reaches seckill (which still answers sold-out from its own flags).
@@ -100,6 +107,13 @@ impl GatewayConfig {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = EnvReader::new(lookup);
         let mut config = GatewayConfig::default();
+        let keys = service_kit::access::Keys::from_lookup(|name| env.raw(name), false)?;
+        config.edge.buyers = keys.buyer_tokens()?;
+        config.edge.admin = keys.admin_key()?;
+        // Deployed, the whole gateway has a ceiling, and so does each
+        // address (see the module doc).
+        config.edge.global_rps = 50_000;
+        config.edge.address_rps = 100;
         let to_u32 = |name: &str, n: u64| {
             u32::try_from(n).map_err(|_| invalid(name, &n.to_string(), "too large"))
         };
@@ -129,6 +143,21 @@ impl GatewayConfig {
         if let Some(n) = env.number("GATEWAY_USER_RPS", 0)? {
             edge.user_rps = to_u32("GATEWAY_USER_RPS", n)?;
         }
+        if let Some(n) = env.number("GATEWAY_ADDRESS_RPS", 0)? {
+            edge.address_rps = to_u32("GATEWAY_ADDRESS_RPS", n)?;
+        }
+        if let Some(proxies) = env.list("GATEWAY_TRUSTED_PROXIES") {
+            edge.trusted_proxies = proxies
+                .iter()
+                .map(|p| {
+                    p.parse()
+                        .map_err(|_| invalid("GATEWAY_TRUSTED_PROXIES", p, "expected IP addresses"))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(n) = env.number("GATEWAY_MAX_CONNECTIONS", 1)? {
+            edge.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+        }
         if let Some(n) = env.number("GATEWAY_MAX_IN_FLIGHT", 1)? {
             edge.max_in_flight = usize::try_from(n).unwrap_or(usize::MAX);
         }
@@ -156,7 +185,17 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use service_kit::env_settings::fixed_env as env;
+
+    /// `pairs`, plus the two keys.
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        let fixed = service_kit::env_settings::fixed_env(pairs);
+        move |name| {
+            fixed(name).or_else(|| {
+                name.ends_with("_KEY")
+                    .then(|| format!("{name} test value 0123456789"))
+            })
+        }
+    }
 
     #[test]
     fn the_environment_overrides_defaults_and_bad_values_are_named() {
@@ -171,11 +210,24 @@ mod tests {
         assert_eq!(config.edge.user_rps, 0);
         assert_eq!(config.edge.header_read_timeout, Duration::from_millis(250));
         assert!(!format!("{config:?}").contains("secret"));
+        assert!(!format!("{config:?}").contains("test value"));
+        assert_eq!(
+            (config.edge.global_rps, config.edge.address_rps),
+            (50_000, 100)
+        );
+        let error =
+            GatewayConfig::from_lookup(service_kit::env_settings::fixed_env(&[])).unwrap_err();
+        assert!(error.to_string().contains("FLASHSALE_TOKEN_KEY"), "{error}");
+        let proxies =
+            GatewayConfig::from_lookup(env(&[("GATEWAY_TRUSTED_PROXIES", "10.0.0.1, ::1")]))
+                .unwrap();
+        assert_eq!(proxies.edge.trusted_proxies.len(), 2);
         for bad in [
             &[("GATEWAY_UPSTREAMS", " , ")][..],
             &[("GATEWAY_MAX_IN_FLIGHT", "0")],
             &[("GATEWAY_USER_RPS", "-1")],
             &[("GATEWAY_LISTEN", "here")],
+            &[("GATEWAY_TRUSTED_PROXIES", "proxy.local")],
         ] {
             let error = GatewayConfig::from_lookup(env(bad)).unwrap_err();
             assert!(error.to_string().contains(bad[0].0), "{error}");

@@ -11,6 +11,7 @@
 //! has since reopened.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::RwLock;
+use service_kit::access::{AccessKey, BuyerTokens, Keys};
 use stock::{Activities, Activity, FlagFeed, FlagHolder, SoldOutFlags, StockStore, Window};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -29,10 +31,22 @@ use crate::upstream::Upstreams;
 /// How the gateway protects what is behind it.
 #[derive(Debug, Clone)]
 pub struct EdgeSettings {
+    /// Verifies buyer tokens: the buyer of a purchase or an order call.
+    pub buyers: BuyerTokens,
+    /// Opens `/metrics`.
+    pub admin: AccessKey,
     /// Requests per second for the whole gateway (0 = no limit).
     pub global_rps: u32,
-    /// Requests per second per user (0 = no limit); bursts up to the same.
+    /// Requests per second per verified user (0 = no limit); bursts up to
+    /// the same.
     pub user_rps: u32,
+    /// Requests per second per client address (0 = no limit).
+    pub address_rps: u32,
+    /// Proxies whose `X-Forwarded-For` names the client address; from
+    /// anyone else the header is ignored.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Open connections at most; past it, 503 and close.
+    pub max_connections: usize,
     /// Requests handled at once; past it, 503 at once (load shedding).
     pub max_in_flight: usize,
     /// Largest request body.
@@ -48,10 +62,18 @@ pub struct EdgeSettings {
 }
 
 impl Default for EdgeSettings {
+    /// Settings for a process that holds its own random keys (tests, the
+    /// all-in-one): read them back from `buyers` and `admin`.
     fn default() -> Self {
+        let keys = Keys::random();
         EdgeSettings {
+            buyers: keys.buyer_tokens().expect("random keys are long enough"),
+            admin: keys.admin_key().expect("random keys are long enough"),
             global_rps: 0,
             user_rps: 5,
+            address_rps: 0,
+            trusted_proxies: Vec::new(),
+            max_connections: 16_384,
             max_in_flight: 4_096,
             max_body_bytes: 1_024,
             request_timeout: Duration::from_secs(5),
@@ -67,7 +89,7 @@ impl Default for EdgeSettings {
 pub enum ActivitySource {
     /// The seckill service's own list, in this process.
     Shared(Arc<Activities>),
-    /// Loaded from the seckill upstreams' `/admin/activities`, refreshed
+    /// Loaded from the seckill upstreams' public `/api/activities`, refreshed
     /// periodically (the union of all instances' lists).
     Upstreams(RwLock<HashMap<String, Activity>>),
 }
@@ -113,6 +135,7 @@ pub struct Edge {
     pub(crate) store: Option<StockStore>,
     pub(crate) global: Option<DefaultDirectRateLimiter>,
     pub(crate) per_user: Option<DefaultKeyedRateLimiter<String>>,
+    pub(crate) per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
     pub(crate) shedder: Semaphore,
     pub(crate) seckill: Upstreams,
     pub(crate) orders: Upstreams,
@@ -137,8 +160,11 @@ impl Edge {
             .map(|rps| RateLimiter::direct(Quota::per_second(rps)));
         let per_user = NonZeroU32::new(settings.user_rps)
             .map(|rps| RateLimiter::keyed(Quota::per_second(rps)));
+        let per_address = NonZeroU32::new(settings.address_rps)
+            .map(|rps| RateLimiter::keyed(Quota::per_second(rps)));
         let shedder = Semaphore::new(settings.max_in_flight.max(1));
         Arc::new(Edge {
+            per_address,
             settings,
             flags: SoldOutFlags::default(),
             activities,
@@ -151,6 +177,33 @@ impl Edge {
             hook,
             sold_out_answers: metrics::counter!(REQUESTS, "outcome" => "sold_out_local"),
         })
+    }
+
+    /// The address a request comes from: its socket's peer, or — only
+    /// when that peer is a trusted proxy — the last address in
+    /// `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client_address(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        let trusted = &self.settings.trusted_proxies;
+        if !trusted.contains(&peer) {
+            return peer;
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        for hop in forwarded.iter().rev() {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) if trusted.contains(&ip) => continue,
+                Ok(ip) => return ip,
+                // Garbage past our own proxies: the proxy's own address
+                // is all that can be known.
+                Err(_) => return peer,
+            }
+        }
+        peer
     }
 
     /// The settings.
@@ -190,11 +243,15 @@ impl Edge {
                 edge.reload_activities().await;
             }));
         }
-        if self.per_user.is_some() {
+        if self.per_user.is_some() || self.per_address.is_some() {
             tasks.push(every(self, Duration::from_secs(10), |edge| async move {
+                // Users and addresses idle long enough to be back at a full
+                // bucket are forgotten: memory follows active ones only.
                 if let Some(limiter) = &edge.per_user {
-                    // Users idle long enough to be back at a full bucket
-                    // are forgotten: memory follows active users only.
+                    limiter.retain_recent();
+                    limiter.shrink_to_fit();
+                }
+                if let Some(limiter) = &edge.per_address {
                     limiter.retain_recent();
                     limiter.shrink_to_fit();
                 }
@@ -212,10 +269,7 @@ impl Edge {
         let mut fresh: HashMap<String, Activity> = HashMap::new();
         let mut failed = false;
         for upstream in self.seckill.all() {
-            match upstream
-                .get_json::<Vec<Activity>>("/admin/activities")
-                .await
-            {
+            match upstream.get_json::<Vec<Activity>>("/api/activities").await {
                 Ok(list) => fresh.extend(list.into_iter().map(|a| (a.item.clone(), a))),
                 Err(e) => {
                     failed = true;

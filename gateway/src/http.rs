@@ -6,22 +6,28 @@
 //! | `GET` | `/api/orders`, `/api/orders/{id}` | forwarded to the order API |
 //! | `POST` | `/api/orders/{id}/pay` | forwarded to the order API |
 //! | `GET` | `/healthz` | `ok` |
-//! | `GET` | `/metrics` | Prometheus text (when a recorder is installed) |
+//! | `GET` | `/metrics` | Prometheus text (when a recorder is installed; the admin key) |
 //!
 //! A purchase passes, in order — cheapest first, and every refusal
 //! answered here without an upstream call:
 //! 1. load shedding: past `max_in_flight` requests, 503 with `Retry-After`
 //!    at once (never queued);
 //! 2. the global rate limit (429);
-//! 3. the item id and the `x-user-id` header (400 / 401) — the user key of
-//!    the per-user limit comes from the request's own user, never from a
-//!    forwarded-for header a client can set to anything;
-//! 4. the body: over `max_body_bytes`, 413;
-//! 5. the Lua hook, when one is loaded;
-//! 6. the sale window (403 with the start or end time);
-//! 7. the sold-out flag: `200 {"status":"sold_out"}`;
-//! 8. the per-user rate limit (429);
-//! 9. the forward, bounded by the upstream timeout, never retried.
+//! 3. the per-address rate limit (429), on the socket's peer address —
+//!    `X-Forwarded-For` counts only when that peer is a trusted proxy, so
+//!    a client rotating the header is still one address;
+//! 4. the item id (400) and the buyer token (`Authorization: Bearer`,
+//!    401): the buyer is the token's verified subject, never a header a
+//!    client sets; the token travels on, and upstreams verify it too;
+//! 5. the body: over `max_body_bytes`, 413;
+//! 6. the Lua hook, when one is loaded;
+//! 7. the sale window (403 with the start or end time);
+//! 8. the sold-out flag: `200 {"status":"sold_out"}`;
+//! 9. the per-user rate limit (429);
+//! 10. the forward, bounded by the upstream timeout, never retried.
+//!
+//! The order routes need a buyer token too (401 here, before any
+//! forward); the order API then serves that buyer's own orders only.
 //!
 //! Every request is bounded by `request_timeout` (504). Errors are JSON
 //! `{"error","code"}`.
@@ -29,8 +35,8 @@
 //! The sold-out answer has a fast path in front of the router
 //! ([`Gateway`]): a bodiless purchase of a flagged item is answered
 //! without routing, extractors, a timer or an allocation, after the same
-//! checks in the same order (shedding, global limit, item and user, hook,
-//! window). Whatever it cannot answer outright — a body, an item not
+//! checks in the same order (shedding, global limit, address, item and
+//! token, hook, window). Whatever it cannot answer outright — a body, an item not
 //! flagged, any check that fails — goes through the router, which answers
 //! exactly as it would have anyway.
 
@@ -52,6 +58,7 @@ use axum::routing::{get, post};
 use futures_util::future::Either;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use service_kit::http_server::PeerAddr;
 use stock::Window;
 use tower::Service;
 
@@ -60,8 +67,6 @@ use crate::lua_hook::{HookRequest, Verdict};
 use crate::metrics::{IN_FLIGHT, REQUEST_SECONDS, REQUESTS, UPSTREAM_SECONDS};
 use crate::upstream::{UpstreamError, Upstreams};
 
-/// The header naming the buyer.
-pub const USER_HEADER: &str = "x-user-id";
 /// The answer for a flagged item, prebuilt.
 const SOLD_OUT_BODY: &str = r#"{"status":"sold_out"}"#;
 
@@ -118,14 +123,17 @@ fn sold_out_fast_path<B: http_body::Body>(
     if !request.body().is_end_stream() || stock::validate_item_id(item).is_err() {
         return None;
     }
-    let headers = request.headers();
-    let user = headers.get(USER_HEADER)?.to_str().ok()?;
-    stock::validate_user_id(user).ok()?;
     // The same checks, in the same order, as the full path.
     let _permit = edge.shedder.try_acquire().ok()?;
     if edge.global.as_ref().is_some_and(|l| l.check().is_err()) {
         return None;
     }
+    if address_limited(edge, request) {
+        return None;
+    }
+    let user = edge.settings.buyers.buyer(request.headers()).ok()?;
+    stock::validate_user_id(&user).ok()?;
+    let user = user.as_str();
     if let Some(hook) = &edge.hook {
         let verdict = hook.check(&HookRequest {
             method: "POST",
@@ -167,7 +175,13 @@ pub fn router(edge: Arc<Edge>, metrics: Option<PrometheusHandle>) -> Gateway {
         .route("/api/orders/{id}", get(to_orders))
         .route("/api/orders/{id}/pay", post(to_orders))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(render_metrics))
+        .route(
+            "/metrics",
+            get(render_metrics).route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&edge),
+                require_admin,
+            )),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -182,6 +196,25 @@ pub fn router(edge: Arc<Edge>, metrics: Option<PrometheusHandle>) -> Gateway {
         ))
         .with_state(state);
     Gateway { edge, router }
+}
+
+/// Whether the request's client address is over its rate (module doc).
+fn address_limited<B>(edge: &Edge, request: &axum::http::Request<B>) -> bool {
+    let (Some(limiter), Some(PeerAddr(peer))) =
+        (&edge.per_address, request.extensions().get::<PeerAddr>())
+    else {
+        return false;
+    };
+    let address = edge.client_address(peer.ip(), request.headers());
+    limiter.check_key(&address).is_err()
+}
+
+/// `/metrics`' gate.
+async fn require_admin(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
+    match edge.settings.admin.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => denied.into_response(),
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -301,28 +334,27 @@ async fn purchase(
             "bad item in the path",
         );
     };
+    if address_limited(edge, &request) {
+        count("rate_limited_address");
+        return with_retry_after(
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this address; retry shortly",
+            ),
+            1,
+        );
+    }
     if let Err(e) = stock::validate_item_id(&item) {
         count("bad_request");
         return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
     }
-    let user = match request.headers().get(USER_HEADER).map(|v| v.to_str()) {
-        None => {
-            count("bad_request");
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "missing_user",
-                &format!("the {USER_HEADER} header is required"),
-            );
+    let user = match edge.settings.buyers.buyer(request.headers()) {
+        Ok(user) => user,
+        Err(denied) => {
+            count("unauthenticated");
+            return denied.into_response();
         }
-        Some(Err(_)) => {
-            count("bad_request");
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("{USER_HEADER} must be text"),
-            );
-        }
-        Some(Ok(user)) => user.to_owned(),
     };
     if let Err(e) = stock::validate_user_id(&user) {
         count("bad_request");
@@ -411,6 +443,21 @@ async fn read_body(
 }
 
 async fn to_orders(State(state): State<GatewayState>, request: Request) -> Response {
+    if address_limited(&state.edge, &request) {
+        count("rate_limited_address");
+        return with_retry_after(
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this address; retry shortly",
+            ),
+            1,
+        );
+    }
+    if let Err(denied) = state.edge.settings.buyers.buyer(request.headers()) {
+        count("unauthenticated");
+        return denied.into_response();
+    }
     let (parts, body) = request.into_parts();
     let body = match read_body(&state.edge, &parts.headers, body).await {
         Ok(body) => body,
@@ -527,8 +574,10 @@ mod tests {
                     "/api/seckill/{item}",
                     post(std::future::pending::<&'static str>),
                 );
+                let settings = EdgeSettings::default();
+                let token = settings.buyers.mint("buyer", Duration::from_secs(60));
                 let edge = Edge::new(
-                    EdgeSettings::default(),
+                    settings,
                     ActivitySource::Shared(Default::default()),
                     None,
                     Upstreams::new(
@@ -539,9 +588,9 @@ mod tests {
                     None,
                 );
                 let gateway = router(Arc::clone(&edge), None);
-                for user in ["alice", "bob", "carol"] {
+                for _ in 0..3 {
                     let request = axum::http::Request::post("/api/seckill/sku")
-                        .header(USER_HEADER, user)
+                        .header(header::AUTHORIZATION, format!("Bearer {token}"))
                         .body(Body::empty())
                         .unwrap();
                     let answer = gateway.clone().oneshot(request);

@@ -9,7 +9,6 @@
 //! - [`http::router`] — the routes and the order of the checks.
 //! - [`upstream`] — pooled keep-alive forwarding with least-in-flight
 //!   balancing, or an in-process router as the upstream.
-//! - [`server::serve`] — hyper with a header read timeout.
 //! - [`lua_hook`] — the OpenResty-style access script.
 
 pub mod app;
@@ -18,7 +17,6 @@ pub mod edge;
 pub mod http;
 pub mod lua_hook;
 pub mod metrics;
-pub mod server;
 pub mod upstream;
 
 pub use edge::{ActivitySource, Edge, EdgeSettings};

@@ -88,7 +88,9 @@ impl Upstream {
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below every port's idle timeout (5 s by default), so a pooled
+            // connection is dropped here before the server closes it.
+            .pool_idle_timeout(Duration::from_secs(2))
             .build(connector);
         Ok(Upstream {
             name: url.to_owned(),

@@ -6,7 +6,7 @@
 //!
 //! Everything here is read only, and known by its outside: the key names
 //! of `docs/ARCHITECTURE.md` (`<prefix>sk:{<item>}:stock`, `…:buyers`),
-//! the `orders` table's columns, the JSON of `/admin/activities` and the
+//! the `orders` table's columns, the JSON of `/api/activities` and the
 //! broker's `/broker/stats/*` and `/broker/transactions`. The load tester
 //! links no service crate and never creates or migrates a schema: a
 //! deployment whose database has no `orders` table is an error to report,
@@ -30,7 +30,7 @@ use crate::report::SystemSample;
 const ORDERS_TOPIC: &str = "orders";
 const WORKER_GROUP: &str = "order-worker";
 
-/// What the audit needs of an activity (`GET /admin/activities`).
+/// What the audit needs of an activity (`GET /api/activities`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ActivityFacts {
     /// Item.
@@ -131,7 +131,7 @@ impl Deployment {
     pub async fn activities(&self) -> anyhow::Result<Vec<ActivityFacts>> {
         let mut all = BTreeMap::new();
         for url in &self.seckills {
-            let list: Vec<ActivityFacts> = self.get_json(url, "/admin/activities").await?;
+            let list: Vec<ActivityFacts> = self.get_json(url, "/api/activities").await?;
             all.extend(list.into_iter().map(|a| (a.item.clone(), a)));
         }
         Ok(all.into_values().collect())

@@ -8,7 +8,7 @@
 //! - [`replay`] — open-loop sends at planned times, latency corrected for
 //!   coordinated omission, every answer classified; `connection` — one
 //!   pipelined keep-alive connection driven on its schedule; [`http1`] —
-//!   the HTTP/1.1 it speaks;
+//!   the HTTP/1.1 it speaks; [`tokens`] — the buyers' signed tokens;
 //! - [`audit`] — the design's invariants as pure checks;
 //! - [`deployment`] — where the audit's facts come from: a deployment's
 //!   Redis, order database and seckill instances, read only;
@@ -34,4 +34,5 @@ pub mod progress;
 pub mod replay;
 pub mod report;
 pub mod runner;
+pub mod tokens;
 pub mod trace;

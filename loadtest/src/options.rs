@@ -58,6 +58,11 @@ pub struct RunArgs {
     /// No per-second lines.
     #[arg(long)]
     pub quiet: bool,
+    /// The deployment's buyer-token signing key: each purchase carries a
+    /// token for its user (without it, none is sent and a deployment
+    /// answers 401).
+    #[arg(long, env = "FLASHSALE_TOKEN_KEY", hide_env_values = true)]
+    pub token_key: Option<String>,
 }
 
 /// The trace at `path`.
@@ -77,6 +82,7 @@ pub fn replay_config(target: &str, run: &RunArgs) -> ReplayConfig {
         late_after: run.late_after,
         request_timeout: run.request_timeout,
         threads: run.generator_threads,
+        token_key: run.token_key.clone(),
     }
 }
 

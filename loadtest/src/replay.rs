@@ -122,8 +122,11 @@ pub fn classify(status: u16, body: &[u8]) -> (Outcome, Option<String>) {
     }
 }
 
+/// How long a replay's buyer tokens are valid: longer than any replay.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// How to replay.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReplayConfig {
     /// Base URL (`http://host:port`).
     pub target: String,
@@ -142,6 +145,24 @@ pub struct ReplayConfig {
     pub request_timeout: Duration,
     /// Threads of the generator's own runtime.
     pub threads: usize,
+    /// The deployment's buyer-token signing key: every purchase carries
+    /// a token for its record's user. `None`: no token is sent.
+    pub token_key: Option<String>,
+}
+
+impl std::fmt::Debug for ReplayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayConfig")
+            .field("target", &self.target)
+            .field("speed", &self.speed)
+            .field("connections", &self.connections)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("late_after", &self.late_after)
+            .field("request_timeout", &self.request_timeout)
+            .field("threads", &self.threads)
+            .field("token_key", &self.token_key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 impl Default for ReplayConfig {
@@ -154,6 +175,7 @@ impl Default for ReplayConfig {
             late_after: Duration::from_millis(1),
             request_timeout: Duration::from_secs(10),
             threads: 1,
+            token_key: None,
         }
     }
 }
@@ -291,6 +313,13 @@ pub async fn replay(
         .collect();
     let mut order: Vec<usize> = (0..records.len()).collect();
     order.sort_by_key(|&i| planned[i]);
+    // Made before the clock starts: minting is not part of the load.
+    let tokens = match &config.token_key {
+        Some(key) => crate::tokens::TokenMinter::new(key, TOKEN_LIFETIME)
+            .and_then(|minter| minter.for_each(records.iter().map(|r| r.user.as_str())))
+            .map_err(|e| ReplayError::Runtime(e.to_string()))?,
+        None => Vec::new(),
+    };
     let records: Arc<[TraceRecord]> = records.into();
     let (answer, answered) = tokio::sync::oneshot::channel();
     let config = config.clone();
@@ -310,6 +339,7 @@ pub async fn replay(
             let result = match runtime {
                 Ok(runtime) => Ok(runtime.block_on(run_connections(
                     records,
+                    tokens,
                     authority,
                     &config,
                     connections,
@@ -334,6 +364,7 @@ pub async fn replay(
 #[allow(clippy::too_many_arguments)]
 async fn run_connections(
     records: Arc<[TraceRecord]>,
+    tokens: Vec<Arc<str>>,
     authority: String,
     config: &ReplayConfig,
     connections: usize,
@@ -346,6 +377,7 @@ async fn run_connections(
     let start = Instant::now() + Duration::from_millis(50);
     let plan = Arc::new(Plan {
         records,
+        tokens,
         authority,
         start,
         late_after: config.late_after,

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use seckill::{BrokerRegistry, RedisRegistry, RedisScripts, StockStore};
+use service_kit::http_server::PortLimits;
 use tokio::net::TcpListener;
 
 use crate::config::WorkerConfig;
+use crate::http::WorkerAccess;
 use crate::order_store::OrderStore;
 use crate::worker::OrderWorker;
 
@@ -22,6 +24,8 @@ const REDIS_POOL: usize = 8;
 pub struct WorkerApp {
     listener: TcpListener,
     worker: Arc<OrderWorker>,
+    access: WorkerAccess,
+    limits: PortLimits,
     metrics: Option<PrometheusHandle>,
 }
 
@@ -44,23 +48,29 @@ impl WorkerApp {
         let registry: Arc<dyn BrokerRegistry> =
             Arc::new(RedisRegistry::new(redis_url, &config.key_prefix)?);
 
+        let broker_key = config.keys.broker_key().map_err(anyhow::Error::msg)?;
         let worker = OrderWorker::new(config.settings.clone(), orders, stock);
         for url in &config.static_brokers {
-            let client = broker::BrokerHttpClient::new(url)
+            let client = broker::BrokerHttpClient::new(url, broker_key)
                 .with_context(|| format!("bad broker URL in WORKER_BROKERS: {url}"))?;
             worker.add_broker(url, Arc::new(client));
         }
-        worker.watch_registry(registry);
-        let app = WorkerApp::with_worker(worker, config.listen, metrics).await?;
+        worker.watch_registry(registry, broker_key.to_owned());
+        let access = WorkerAccess::from_keys(&config.keys).map_err(anyhow::Error::msg)?;
+        let limits = PortLimits::new("order-api").with_max_connections(config.max_connections);
+        let app = WorkerApp::with_worker(worker, config.listen, access, limits, metrics).await?;
         tracing::info!(listen = %app.local_addr(), rate = config.settings.rate_per_second, "order worker ready");
         Ok(app)
     }
 
     /// The order API over a worker built by the caller (the all-in-one
-    /// binary's, handed its broker directly), bound to `listen`.
+    /// binary's, handed its broker directly), bound to `listen` with
+    /// `limits`, its routes behind `access`.
     pub async fn with_worker(
         worker: Arc<OrderWorker>,
         listen: SocketAddr,
+        access: WorkerAccess,
+        limits: PortLimits,
         metrics: Option<PrometheusHandle>,
     ) -> anyhow::Result<WorkerApp> {
         let listener = TcpListener::bind(listen)
@@ -69,6 +79,8 @@ impl WorkerApp {
         Ok(WorkerApp {
             listener,
             worker,
+            access,
+            limits,
             metrics,
         })
     }
@@ -91,12 +103,10 @@ impl WorkerApp {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let router = crate::http::router(Arc::clone(&self.worker), self.metrics);
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let router = crate::http::router(Arc::clone(&self.worker), self.access, self.metrics);
+        service_kit::http_server::serve(self.listener, router, self.limits, shutdown).await;
         self.worker.stop().await;
         tracing::info!("order worker stopped");
-        served.context("server")
+        Ok(())
     }
 }

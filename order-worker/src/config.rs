@@ -14,6 +14,10 @@
 //! | `WORKER_PAYMENT_TIMEOUT_MS` | `900000` (15 min) | time to pay before cancellation |
 //! | `WORKER_GROUP` | `order-worker` | consumer group |
 //! | `WORKER_MEMBER_ID` | `host-pid-nanos` | member id in the group |
+//! | `WORKER_MAX_CONNECTIONS` | `4096` | open connections on the API's port; past it, 503 and close |
+//! | `FLASHSALE_TOKEN_KEY` | **required** | buyer tokens' HS256 key: the order API serves a buyer's own orders only |
+//! | `FLASHSALE_ADMIN_KEY` | **required** | the admin routes' key and `/metrics` |
+//! | `FLASHSALE_BROKER_KEY` | **required** | presented to every broker consumed |
 //!
 //! The standalone worker needs Redis: the stock store it returns units to
 //! must be the one seckill sells from. (The all-in-one binary hands it the
@@ -23,6 +27,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use service_kit::access::Keys;
 use service_kit::env_settings::{EnvReader, invalid};
 
 use crate::settings::WorkerSettings;
@@ -55,6 +60,10 @@ pub struct WorkerConfig {
     pub static_brokers: Vec<String>,
     /// How to consume.
     pub settings: WorkerSettings,
+    /// The buyer-token, admin and broker keys.
+    pub keys: Keys,
+    /// Open connections on the API's port at most.
+    pub max_connections: usize,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -72,6 +81,8 @@ impl std::fmt::Debug for WorkerConfig {
             .field("key_prefix", &self.key_prefix)
             .field("static_brokers", &self.static_brokers)
             .field("settings", &self.settings)
+            .field("keys", &self.keys)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -86,6 +97,8 @@ impl Default for WorkerConfig {
             key_prefix: String::new(),
             static_brokers: Vec::new(),
             settings: WorkerSettings::default(),
+            keys: Keys::random(),
+            max_connections: 4_096,
         }
     }
 }
@@ -99,7 +112,13 @@ impl WorkerConfig {
     /// Like [`WorkerConfig::from_env`], reading variables from `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = EnvReader::new(lookup);
-        let mut config = WorkerConfig::default();
+        let mut config = WorkerConfig {
+            keys: Keys::from_lookup(|name| env.raw(name), true)?,
+            ..WorkerConfig::default()
+        };
+        if let Some(n) = env.number("WORKER_MAX_CONNECTIONS", 1)? {
+            config.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+        }
         if let Some(url) = env.text("DATABASE_URL") {
             if !["postgres://", "postgresql://", "sqlite:"]
                 .iter()
@@ -148,7 +167,17 @@ impl WorkerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use service_kit::env_settings::fixed_env as env;
+
+    /// `pairs`, plus the three keys.
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        let fixed = service_kit::env_settings::fixed_env(pairs);
+        move |name| {
+            fixed(name).or_else(|| {
+                name.ends_with("_KEY")
+                    .then(|| format!("{name} test value 0123456789"))
+            })
+        }
+    }
 
     #[test]
     fn the_environment_overrides_defaults_and_bad_values_are_named() {
@@ -165,9 +194,12 @@ mod tests {
         assert_eq!(config.static_brokers, ["http://a:1", "http://b:2"]);
         let shown = format!("{config:?}");
         assert!(
-            !shown.contains("secret") && !shown.contains("hidden"),
+            !shown.contains("secret") && !shown.contains("hidden") && !shown.contains("test value"),
             "{shown}"
         );
+        let error =
+            WorkerConfig::from_lookup(service_kit::env_settings::fixed_env(&[])).unwrap_err();
+        assert!(error.to_string().contains("FLASHSALE_TOKEN_KEY"), "{error}");
 
         for bad in [
             &[("WORKER_RATE", "fast")][..],

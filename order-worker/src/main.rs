@@ -23,7 +23,8 @@ struct Cli {
 enum Command {
     /// Consume and serve the order API (the default).
     Serve,
-    /// Compare the stock store, the brokers and the database for an item.
+    /// Compare the stock store, the brokers and the database for an item
+    /// (the admin key is read from FLASHSALE_ADMIN_KEY).
     Reconcile {
         /// The item.
         item: String,
@@ -62,6 +63,12 @@ async fn serve() -> anyhow::Result<()> {
 }
 
 async fn reconcile(item: &str, repair: bool, url: &str) -> anyhow::Result<()> {
+    let admin_key = std::env::var(service_kit::access::ADMIN_KEY_VAR).with_context(|| {
+        format!(
+            "{} must hold the worker's admin key",
+            service_kit::access::ADMIN_KEY_VAR
+        )
+    })?;
     let client = reqwest::Client::new();
     let base = url.trim_end_matches('/');
     let request = if repair {
@@ -70,6 +77,7 @@ async fn reconcile(item: &str, repair: bool, url: &str) -> anyhow::Result<()> {
         client.get(format!("{base}/admin/reconcile/{item}"))
     };
     let response = request
+        .bearer_auth(admin_key)
         .send()
         .await
         .with_context(|| format!("cannot reach the worker at {base}"))?;

@@ -162,15 +162,15 @@ impl OrderWorker {
     }
 
     /// Follows `registry`: every live broker address is consumed over
-    /// HTTP; one that drops out is stopped. Checked every
-    /// `registry_refresh`.
-    pub fn watch_registry(self: &Arc<Self>, registry: Arc<dyn BrokerRegistry>) {
+    /// HTTP, presenting `broker_key`; one that drops out is stopped.
+    /// Checked every `registry_refresh`.
+    pub fn watch_registry(self: &Arc<Self>, registry: Arc<dyn BrokerRegistry>, broker_key: String) {
         let worker = Arc::clone(self);
         let stop = self.stop.clone();
         let task = tokio::spawn(async move {
             loop {
                 match registry.live().await {
-                    Ok(live) => worker.follow(&live).await,
+                    Ok(live) => worker.follow(&live, &broker_key).await,
                     Err(e) => tracing::warn!(error = %e, "cannot read the broker registry"),
                 }
                 tokio::select! {
@@ -182,7 +182,7 @@ impl OrderWorker {
         *self.watcher.lock() = Some(task);
     }
 
-    async fn follow(&self, live: &[String]) {
+    async fn follow(&self, live: &[String], broker_key: &str) {
         let live: BTreeSet<&String> = live.iter().collect();
         let known: Vec<String> = self.brokers.lock().keys().cloned().collect();
         for gone in known.iter().filter(|k| !live.contains(k)) {
@@ -192,7 +192,7 @@ impl OrderWorker {
             if known.contains(address) {
                 continue;
             }
-            match broker::BrokerHttpClient::new(address) {
+            match broker::BrokerHttpClient::new(address, broker_key) {
                 Ok(client) => self.add_broker(address, Arc::new(client)),
                 Err(e) => tracing::warn!(error = %e, address, "ignoring a bad broker address"),
             }

@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use service_kit::http_server::PortLimits;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -34,6 +34,7 @@ use stock::{EmbeddedScripts, FlagFeed};
 pub struct App {
     listener: TcpListener,
     router: Router,
+    limits: PortLimits,
     seckill: Arc<Seckill>,
     registry: Arc<dyn BrokerRegistry>,
     address: String,
@@ -52,11 +53,19 @@ enum FlagSource {
 
 impl App {
     /// Connects the stock store, opens the broker, binds the listener.
-    /// `metrics` adds a `/metrics` route rendering that recorder.
+    /// `metrics` adds a `/metrics` route rendering that recorder (behind
+    /// the admin key, as every admin route).
     pub async fn build(
         config: SeckillConfig,
         metrics: Option<PrometheusHandle>,
     ) -> Result<App, SeckillError> {
+        let access = crate::http::Access::from_keys(&config.keys, &config.checker_hosts)?;
+        let limits = PortLimits::new("seckill")
+            .with_max_connections(config.max_connections)
+            .with_max_body(
+                broker::http_api::send_body_limit(&config.broker)
+                    .max(crate::http::ADMIN_BODY_LIMIT),
+            );
         let broker_config = config.broker.clone();
         let broker = tokio::task::spawn_blocking(move || broker::Broker::open(broker_config))
             .await
@@ -108,15 +117,12 @@ impl App {
             };
         tasks.push(start_heartbeat(Arc::clone(&registry), address.clone()).await?);
 
-        let mut router =
-            crate::http::router(Arc::clone(&seckill)).route("/healthz", get(|| async { "ok" }));
-        if let Some(handle) = metrics {
-            router = router.route("/metrics", get(move || std::future::ready(handle.render())));
-        }
+        let router = crate::http::router(Arc::clone(&seckill), access, metrics);
         tracing::info!(%local, %address, store = if config.redis_url.is_some() { "redis" } else { "embedded" }, "seckill ready");
         Ok(App {
             listener,
             router,
+            limits,
             seckill,
             registry,
             address,
@@ -163,9 +169,7 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), SeckillError> {
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        service_kit::http_server::serve(self.listener, self.router, self.limits, shutdown).await;
         for task in &self.tasks {
             task.abort();
         }
@@ -178,6 +182,6 @@ impl App {
             .await
             .map_err(|e| SeckillError::Store(format!("broker shutdown: {e}")))?;
         tracing::info!("seckill stopped");
-        served.map_err(|e| SeckillError::Store(format!("server: {e}")))
+        Ok(())
     }
 }

@@ -14,6 +14,16 @@
 //! | `SECKILL_RESERVATIONS` | `coalesced` | `coalesced` (batches per item) or `single` (one script call per purchase) |
 //! | `SECKILL_BATCH_MAX` | `512` | most purchases in one batch (1..=1024) |
 //! | `SECKILL_BATCH_IN_FLIGHT` | `4` | most batches of one item in flight (1..=64) |
+//! | `SECKILL_MAX_CONNECTIONS` | `8192` | open connections on the port; past it, 503 and close |
+//! | `SECKILL_CHECKER_HOSTS` | none | hosts (`http://host[:port]`) a remote producer may register check-back URLs on |
+//! | `BROKER_AUTO_CREATE_TOPICS` | `false` | whether a send to an unknown topic creates it |
+//! | `FLASHSALE_TOKEN_KEY` | **required** | buyer tokens' HS256 signing key (≥ 32 characters) |
+//! | `FLASHSALE_ADMIN_KEY` | **required** | the admin routes' key and `/metrics` (≥ 32 characters) |
+//! | `FLASHSALE_BROKER_KEY` | **required** | the broker API's key (≥ 32 characters) |
+//!
+//! The process refuses to start without its three keys; there is no
+//! default key. [`SeckillConfig::embedded`] (tests, the all-in-one) makes
+//! random ones instead, every call its own.
 //!
 //! A batch closes when no batch of its item is in flight, or when
 //! `SECKILL_BATCH_MAX` purchases wait (see `seckill::coalescer`): there
@@ -26,6 +36,7 @@ use std::path::PathBuf;
 
 use broker::{BrokerConfig, FlushMode};
 
+use service_kit::access::Keys;
 use service_kit::env_settings::{EnvReader, invalid};
 
 use crate::SeckillError;
@@ -51,6 +62,12 @@ pub struct SeckillConfig {
     pub broker: BrokerConfig,
     /// How purchases reach the stock store.
     pub reservations: ReservationPath,
+    /// The buyer-token, admin and broker keys.
+    pub keys: Keys,
+    /// Hosts a remote producer may register check-back URLs on.
+    pub checker_hosts: Vec<String>,
+    /// Open connections on the port at most.
+    pub max_connections: usize,
 }
 
 impl std::fmt::Debug for SeckillConfig {
@@ -65,12 +82,16 @@ impl std::fmt::Debug for SeckillConfig {
             .field("broker_dir", &self.broker.data_dir)
             .field("broker_flush", &self.broker.flush.name())
             .field("reservations", &self.reservations)
+            .field("keys", &self.keys)
+            .field("checker_hosts", &self.checker_hosts)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
 
 impl SeckillConfig {
-    /// Defaults: embedded store, broker under `data_dir`, loopback port 8081.
+    /// Defaults: embedded store, broker under `data_dir`, loopback port
+    /// 8081, random keys (read them from [`SeckillConfig::keys`]).
     pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
         SeckillConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
@@ -81,6 +102,9 @@ impl SeckillConfig {
             key_prefix: String::new(),
             broker: BrokerConfig::new(data_dir),
             reservations: ReservationPath::default(),
+            keys: Keys::random(),
+            checker_hosts: Vec::new(),
+            max_connections: 8_192,
         }
     }
 
@@ -96,6 +120,26 @@ impl SeckillConfig {
             env.text("BROKER_DATA_DIR")
                 .unwrap_or_else(|| "./data/broker".into()),
         );
+        config.keys =
+            Keys::from_lookup(|name| env.raw(name), true).map_err(SeckillError::Invalid)?;
+        config.checker_hosts = env.list("SECKILL_CHECKER_HOSTS").unwrap_or_default();
+        config.broker.auto_create_topics = match env.text("BROKER_AUTO_CREATE_TOPICS").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(invalid_setting(
+                    "BROKER_AUTO_CREATE_TOPICS",
+                    other,
+                    "expected true or false",
+                ));
+            }
+        };
+        if let Some(n) = env
+            .number("SECKILL_MAX_CONNECTIONS", 1)
+            .map_err(SeckillError::Invalid)?
+        {
+            config.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+        }
         if let Some(listen) = env.addr("SECKILL_LISTEN").map_err(SeckillError::Invalid)? {
             config.listen = listen;
         }
@@ -173,12 +217,17 @@ mod tests {
 
     #[test]
     fn the_environment_overrides_defaults_and_bad_values_are_named() {
+        // Every lookup has the three keys unless it sets them itself.
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |name: &str| {
                 pairs
                     .iter()
                     .find(|(k, _)| *k == name)
                     .map(|(_, v)| (*v).to_owned())
+                    .or_else(|| {
+                        name.ends_with("_KEY")
+                            .then(|| format!("{name} test value 0123456789abcdef"))
+                    })
             }
         };
         let config = SeckillConfig::from_lookup(env(&[
@@ -197,6 +246,22 @@ mod tests {
         let error = SeckillConfig::from_lookup(env(&[("SECKILL_NODE_ID", "5000")])).unwrap_err();
         assert!(error.to_string().contains("SECKILL_NODE_ID"));
         assert!(SeckillConfig::from_lookup(env(&[("BROKER_FLUSH", "sometimes")])).is_err());
+        assert!(!config.broker.auto_create_topics, "off when deployed");
+        assert!(
+            !format!("{config:?}").contains("test value"),
+            "a key leaked"
+        );
+        for missing in [
+            "FLASHSALE_TOKEN_KEY",
+            "FLASHSALE_ADMIN_KEY",
+            "FLASHSALE_BROKER_KEY",
+        ] {
+            let error = SeckillConfig::from_lookup(move |name: &str| {
+                (name != missing && name.ends_with("_KEY")).then(|| "k".repeat(40))
+            })
+            .unwrap_err();
+            assert!(error.to_string().contains(missing), "{error}");
+        }
         assert_eq!(
             SeckillConfig::from_lookup(env(&[("SECKILL_BATCH_MAX", "64")]))
                 .unwrap()

@@ -3,53 +3,110 @@
 //!
 //! | method | path | body | answer |
 //! |---|---|---|---|
-//! | `POST` | `/api/seckill/{item}` | – (header `x-user-id`) | 200 `{"status":"queued","order_id"}` / `{"status":"duplicate","order_id"}` / `{"status":"sold_out"}`; 403 outside the sale window |
+//! | `POST` | `/api/seckill/{item}` | – (a buyer token) | 200 `{"status":"queued","order_id"}` / `{"status":"duplicate","order_id"}` / `{"status":"sold_out"}`; 403 outside the sale window |
+//! | `GET` | `/api/activities` | – | JSON list of activities (public: items, stock, sale windows) |
 //! | `GET` | `/admin/activities` | – | JSON list of activities |
 //! | `POST` | `/admin/activities` | JSON [`Activity`] | 201 JSON activity |
 //! | `GET` | `/admin/activities/{item}` | – | JSON `{activity, store, flagged_here}` |
 //! | `POST` | `/admin/activities/{item}/prewarm` | – | JSON `{"outcome":"warmed"\|"exists","stock"}` |
 //! | `POST` | `/admin/activities/{item}/restock` | JSON `{"units"}` | JSON `{"stock","flag_version"}` |
 //! | `POST` | `/admin/activities/{item}/release` | JSON `{"user","order_id"}` | JSON `{"released": bool}` |
+//! | `GET` | `/metrics` | – | Prometheus text (when a recorder is installed) |
 //! | … | `/broker/…` | | the broker's API (see `broker::http_api`) |
+//! | `GET` | `/healthz` | – | `ok` |
+//!
+//! **Who may call what** ([`Access`]): a purchase needs a buyer token
+//! (`Authorization: Bearer <JWT>`, see `service_kit::access`), verified
+//! here — the buyer is the token's subject, never a header a client sets;
+//! `/admin/…` and `/metrics` need the admin key; `/broker/…` the broker
+//! key. Without a credential 401, with another one 403.
 //!
 //! Once an item is flagged sold out, every request for it — a winner's
 //! repeat click included — is answered `sold_out` without a store call, as
 //! the design's edge does; the winner's order stands and the order API
 //! shows it.
 //!
-//! The user comes from the `x-user-id` header for now (signed tokens come
-//! later). Every error is JSON `{"error","code"}`; store and broker faults
-//! are logged in full and answered without internals.
+//! Every error is JSON `{"error","code"}`; a JSON body of another content
+//! type is 415, one over the limit 413, unknown fields and out-of-range
+//! numbers 400; store and broker faults are logged in full and answered
+//! without internals.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use broker::http_api::ApiAccess;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use service_kit::access::{AccessKey, BuyerTokens, Denied, Keys};
 
 use crate::purchase::{PurchaseError, PurchaseOutcome, Seckill};
 use stock::Activity;
 use stock::{Prewarm, Release, Restock};
 
-/// The header carrying the buyer's id.
-pub const USER_HEADER: &str = "x-user-id";
 /// A purchase carries no body worth more than this.
 const PURCHASE_BODY_LIMIT: usize = 1024;
 /// Admin bodies are small JSON.
-const ADMIN_BODY_LIMIT: usize = 16 * 1024;
+pub const ADMIN_BODY_LIMIT: usize = 16 * 1024;
+/// Most units one restock adds: more is a typo, not a sale.
+pub const MAX_RESTOCK_UNITS: u64 = 1_000_000_000;
+
+/// Who may call what on seckill's port (module doc).
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// Buyer tokens, for purchases.
+    pub buyers: BuyerTokens,
+    /// The admin key, for `/admin/…` and `/metrics`.
+    pub admin: AccessKey,
+    /// The broker key and check-back allow-list, for `/broker/…`.
+    pub broker: ApiAccess,
+}
+
+impl Access {
+    /// Access from `keys` (the broker key required), check-backs allowed
+    /// on `checker_hosts`.
+    pub fn from_keys(keys: &Keys, checker_hosts: &[String]) -> Result<Access, crate::SeckillError> {
+        let invalid = crate::SeckillError::Invalid;
+        let mut broker = ApiAccess::new(keys.broker_key().map_err(invalid)?).map_err(invalid)?;
+        for host in checker_hosts {
+            broker = broker.allow_checker_host(host).map_err(invalid)?;
+        }
+        Ok(Access {
+            buyers: keys.buyer_tokens().map_err(invalid)?,
+            admin: keys.admin_key().map_err(invalid)?,
+            broker,
+        })
+    }
+}
+
+/// What the purchase route reads: the service and the token verifier.
+#[derive(Debug, Clone)]
+struct PublicState {
+    seckill: Arc<Seckill>,
+    buyers: BuyerTokens,
+}
+
+impl FromRef<PublicState> for Arc<Seckill> {
+    fn from_ref(state: &PublicState) -> Self {
+        Arc::clone(&state.seckill)
+    }
+}
 
 /// One error type for every route.
 #[derive(Debug)]
 pub enum ApiError {
     /// 400: bad input.
     BadRequest(String),
-    /// 401: no user.
-    MissingUser,
+    /// 401 / 403: no credential, or one that may not do this.
+    Denied(Denied),
+    /// 415: a JSON route given another content type.
+    UnsupportedMediaType(String),
     /// 403: outside the sale window.
     Window(serde_json::Value),
     /// 404: no such activity.
@@ -71,9 +128,10 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_REQUEST,
                 json!({"error": m, "code": "bad_request"}),
             ),
-            ApiError::MissingUser => (
-                StatusCode::UNAUTHORIZED,
-                json!({"error": format!("the {USER_HEADER} header is required"), "code": "missing_user"}),
+            ApiError::Denied(denied) => return denied.into_response(),
+            ApiError::UnsupportedMediaType(m) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                json!({"error": m, "code": "unsupported_media_type"}),
             ),
             ApiError::Window(body) => (StatusCode::FORBIDDEN, body),
             ApiError::UnknownItem(item) => (
@@ -128,7 +186,19 @@ impl From<crate::SeckillError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        ApiError::BadRequest(rejection.body_text())
+        match rejection.status() {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ApiError::UnsupportedMediaType(rejection.body_text())
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            _ => ApiError::BadRequest(rejection.body_text()),
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        ApiError::Denied(denied)
     }
 }
 
@@ -150,14 +220,23 @@ impl From<PathRejection> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The seckill routes plus the broker's.
-pub fn router(seckill: Arc<Seckill>) -> Router {
-    let broker = broker::router(seckill.broker().clone());
-    let own = Router::new()
+/// The seckill routes plus the broker's, each behind its credential;
+/// `/metrics` renders `metrics` when given.
+pub fn router(seckill: Arc<Seckill>, access: Access, metrics: Option<PrometheusHandle>) -> Router {
+    let broker = broker::router(seckill.broker().clone(), access.broker);
+    let public = Router::new()
         .route(
             "/api/seckill/{item}",
             post(purchase).layer(DefaultBodyLimit::max(PURCHASE_BODY_LIMIT)),
         )
+        .route("/api/activities", get(list_activities))
+        .route("/healthz", get(|| async { "ok" }))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(PublicState {
+            seckill: Arc::clone(&seckill),
+            buyers: access.buyers,
+        });
+    let mut admin = Router::new()
         .route(
             "/admin/activities",
             get(list_activities).post(create_activity),
@@ -165,29 +244,45 @@ pub fn router(seckill: Arc<Seckill>) -> Router {
         .route("/admin/activities/{item}", get(activity_status))
         .route("/admin/activities/{item}/prewarm", post(prewarm))
         .route("/admin/activities/{item}/restock", post(restock))
-        .route("/admin/activities/{item}/release", post(release))
+        .route("/admin/activities/{item}/release", post(release));
+    if let Some(handle) = metrics {
+        admin = admin.route("/metrics", get(move || std::future::ready(handle.render())));
+    }
+    let admin = admin
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
+        // Outermost: nothing is read before the key is checked.
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(access.admin),
+            require_admin,
+        ))
         .with_state(seckill);
-    own.merge(broker)
+    public.merge(admin).merge(broker)
+}
+
+/// The admin routes' gate.
+async fn require_admin(
+    State(key): State<Arc<AccessKey>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    key.check(request.headers())?;
+    Ok(next.run(request).await)
 }
 
 async fn purchase(
-    State(seckill): State<Arc<Seckill>>,
+    State(state): State<PublicState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    // Who is asking first: nothing is read or reserved for a stranger.
+    let user = state.buyers.buyer(&headers)?;
     let Path(item) = path?;
     // Read (and so bound) the body even though a purchase needs none: an
     // endless or oversized body is refused with 413, not buffered.
     body?;
-    let user = headers
-        .get(USER_HEADER)
-        .ok_or(ApiError::MissingUser)?
-        .to_str()
-        .map_err(|_| ApiError::BadRequest(format!("{USER_HEADER} must be text")))?;
-    Ok(Json(match seckill.purchase(&item, user).await? {
+    Ok(Json(match state.seckill.purchase(&item, &user).await? {
         PurchaseOutcome::Queued { order_id } => json!({"status": "queued", "order_id": order_id}),
         PurchaseOutcome::Duplicate { order_id } => {
             json!({"status": "duplicate", "order_id": order_id})
@@ -274,6 +369,7 @@ async fn prewarm(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RestockBody {
     units: u64,
 }
@@ -285,6 +381,12 @@ async fn restock(
 ) -> ApiResult<Json<serde_json::Value>> {
     let Path(item) = path?;
     let Json(body) = body?;
+    if !(1..=MAX_RESTOCK_UNITS).contains(&body.units) {
+        return Err(ApiError::BadRequest(format!(
+            "units must be 1..={MAX_RESTOCK_UNITS}, not {}",
+            body.units
+        )));
+    }
     known(&seckill, &item)?;
     match seckill.store().restock(&item, body.units).await? {
         Restock::Restocked {
@@ -302,6 +404,7 @@ async fn restock(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReleaseBody {
     user: String,
     order_id: String,

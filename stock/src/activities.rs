@@ -17,6 +17,7 @@ pub const MAX_STOCK: u64 = 1_000_000_000;
 
 /// One item on sale.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Activity {
     /// Item id (`[A-Za-z0-9_-]`, 1–64 characters).
     pub item: String,

@@ -121,14 +121,18 @@ async fn the_series_carries_the_charts_points_and_moves_with_purchases() {
     // A clicker who buys a unit and clicks on (duplicates, then the
     // per-user limit), then 30 buyers for the 9 units left.
     let gateway: SocketAddr = stack.url().trim_start_matches("http://").parse().unwrap();
-    let buy = |user: String| async move {
-        exchange(
-            gateway,
-            "POST /api/seckill/sku-1",
-            &format!("x-user-id: {user}\r\n"),
-        )
-        .await
-        .0
+    let tokens = stack.buyer_tokens().clone();
+    let buy = |user: String| {
+        let token = tokens.mint(&user, Duration::from_secs(600));
+        async move {
+            exchange(
+                gateway,
+                "POST /api/seckill/sku-1",
+                &format!("authorization: Bearer {token}\r\n"),
+            )
+            .await
+            .0
+        }
     };
     for _ in 0..30 {
         buy("clicker".into()).await;
@@ -304,6 +308,7 @@ async fn the_live_page_shows_the_spike_being_absorbed() {
     let records = generate(&shape, &population, 9).unwrap();
     let config = ReplayConfig {
         target: stack.url(),
+        token_key: Some(stack.keys().token.clone()),
         ..ReplayConfig::default()
     };
     replay(&records, &config, Arc::new(Quiet)).await.unwrap();

@@ -17,7 +17,9 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Starts `flashsale serve` on free ports with its data in `dir`, and
 /// returns it with the gateway's URL once it says it is up.
-fn start(dir: &std::path::Path) -> (Child, String) {
+/// Starts the binary; returns it, the gateway's URL and the buyer token
+/// it printed for alice.
+fn start(dir: &std::path::Path) -> (Child, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flashsale"))
         .arg("serve")
         .env("FLASHSALE_DATA_DIR", dir)
@@ -34,8 +36,12 @@ fn start(dir: &std::path::Path) -> (Child, String) {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let mut url = None;
+    let mut token = None;
     for line in lines.by_ref() {
         let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("token:") {
+            token = rest.split_whitespace().last().map(str::to_owned);
+        }
         if let Some(rest) = line.trim().strip_prefix("buy:") {
             let at = rest
                 .find("http://")
@@ -49,7 +55,11 @@ fn start(dir: &std::path::Path) -> (Child, String) {
     }
     // Keep reading (and so never block the child on a full pipe).
     std::thread::spawn(move || for _ in lines {});
-    (child, url.expect("the binary printed its gateway URL"))
+    (
+        child,
+        url.expect("the binary printed its gateway URL"),
+        token.expect("the binary printed a buyer token"),
+    )
 }
 
 fn interrupt(child: &Child) {
@@ -77,10 +87,20 @@ fn wait_bounded(child: &mut Child) -> (std::process::ExitStatus, Duration) {
 #[test]
 fn ctrl_c_stops_the_all_in_one_binary_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) = start(dir.path());
+    let (mut child, url, token) = start(dir.path());
+    // A claimed user is no buyer.
+    let claimed = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args(["-H", "x-user-id: alice"])
+        .arg(format!("{url}/api/seckill/demo-item"))
+        .output();
+    if let Ok(output) = claimed {
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "401");
+    }
     // One purchase, so there is something to flush and commit.
     let bought = Command::new("curl")
-        .args(["-s", "-X", "POST", "-H", "x-user-id: alice"])
+        .args(["-s", "-X", "POST", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
         .arg(format!("{url}/api/seckill/demo-item"))
         .output();
     if let Ok(output) = bought {

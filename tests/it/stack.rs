@@ -47,6 +47,7 @@ async fn spike_and_audit(redis_url: Option<String>, database_url: Option<String>
     let records = generate(&shape, &population, 42).unwrap();
     let config = ReplayConfig {
         target: stack.url(),
+        token_key: Some(stack.keys().token.clone()),
         ..ReplayConfig::default()
     };
     let result = replay(&records, &config, Arc::new(Quiet)).await.unwrap();

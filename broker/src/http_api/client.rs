@@ -56,6 +56,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// What a pull's timeout adds to its hold: the server's own work and the
 /// network.
 const PULL_GRACE: Duration = Duration::from_secs(10);
+/// How long an idle pooled connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(2);
 /// Longest connection attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Holds beyond this are treated as this when sizing a pull's timeout (the
@@ -70,6 +72,8 @@ const ERROR_SNIPPET: usize = 200;
 pub struct BrokerHttpClient {
     base: Url,
     http: Client,
+    /// `Bearer <broker key>`, sent with every call.
+    authorization: reqwest::header::HeaderValue,
 }
 
 /// What a call was about, so an error body can be turned back into the
@@ -82,19 +86,28 @@ struct Context<'a> {
 
 impl BrokerHttpClient {
     /// A client for the broker at `base_url` (e.g. `http://10.0.0.5:8080`;
-    /// a path prefix is kept, the API's `/broker/…` goes after it).
-    pub fn new(base_url: &str) -> Result<Self> {
+    /// a path prefix is kept, the API's `/broker/…` goes after it),
+    /// presenting the broker's `key` on every call.
+    pub fn new(base_url: &str, key: &str) -> Result<Self> {
         let http = Client::builder()
             .timeout(DEFAULT_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
+            // Below every port's idle timeout (5 s by default), so a pooled
+            // connection is dropped here before the server closes it.
+            .pool_idle_timeout(POOL_IDLE)
             .build()
             .map_err(|e| BrokerError::Remote(format!("cannot build the HTTP client: {e}")))?;
-        Self::with_client(base_url, http)
+        Self::with_client(base_url, key, http)
     }
 
     /// A client using a caller-built [`reqwest::Client`]; its timeout
     /// should exceed the longest pull hold (pulls set their own anyway).
-    pub fn with_client(base_url: &str, http: Client) -> Result<Self> {
+    pub fn with_client(base_url: &str, key: &str, http: Client) -> Result<Self> {
+        let mut authorization = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| {
+                BrokerError::InvalidArgument("the broker key must be printable ASCII".into())
+            })?;
+        authorization.set_sensitive(true);
         let base = Url::parse(base_url).map_err(|e| {
             BrokerError::InvalidArgument(format!("bad broker URL {base_url:?}: {e}"))
         })?;
@@ -103,7 +116,11 @@ impl BrokerHttpClient {
                 "bad broker URL {base_url:?}: expected http://host:port"
             )));
         }
-        Ok(BrokerHttpClient { base, http })
+        Ok(BrokerHttpClient {
+            base,
+            http,
+            authorization,
+        })
     }
 
     /// The broker's base URL.
@@ -375,7 +392,11 @@ impl BrokerHttpClient {
     }
 
     async fn execute(&self, request: RequestBuilder, context: Context<'_>) -> Result<Response> {
-        let response = request.send().await.map_err(transport_error)?;
+        let response = request
+            .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
+            .send()
+            .await
+            .map_err(transport_error)?;
         if response.status().is_success() {
             Ok(response)
         } else {

@@ -24,6 +24,12 @@ pub enum ApiError {
     /// cannot be parsed.
     #[error("{0}")]
     BadRequest(String),
+    /// 401 Unauthorized: no `Authorization: Bearer` key.
+    #[error("this route needs the broker key as Authorization: Bearer <key>")]
+    Unauthorized,
+    /// 403 Forbidden: another key, or a checker URL outside the allow-list.
+    #[error("{0}")]
+    Forbidden(String),
     /// 405 Method Not Allowed: the path exists, the method does not.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -58,6 +64,8 @@ impl ApiError {
         use BrokerError as B;
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => {

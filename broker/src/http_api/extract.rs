@@ -21,6 +21,8 @@ pub(super) struct ApiState {
     pub(super) broker: Broker,
     /// Next queue for sends without `queue` or `key_hash`.
     pub(super) round_robin: Arc<AtomicU32>,
+    /// The key and the checker allow-list.
+    pub(super) access: Arc<super::access::ApiAccess>,
 }
 
 #[derive(Debug)]

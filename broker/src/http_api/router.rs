@@ -8,6 +8,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 
+use super::access::{ApiAccess, require_key};
 use super::admin::{apply_retention, lag, queue_stats, recovery};
 use super::errors::method_not_allowed;
 use super::extract::ApiState;
@@ -22,14 +23,16 @@ use super::messages::{
 use super::transactions::{end_transaction, open_transactions, register_checker, send_half};
 use crate::broker::Broker;
 
-/// The broker's routes, all under `/broker/`. Merge it into a host router
-/// (`Router::merge`) or serve it alone.
-pub fn router(broker: Broker) -> Router {
+/// The broker's routes, all under `/broker/` and all behind `access`'s
+/// key. Merge it into a host router (`Router::merge`) or serve it alone.
+pub fn router(broker: Broker, access: ApiAccess) -> Router {
+    let access = Arc::new(access);
     let send_limit = send_body_limit(broker.config());
     let half_limit = half_body_limit(broker.config());
     let state = ApiState {
         broker,
         round_robin: Arc::new(AtomicU32::new(0)),
+        access: Arc::clone(&access),
     };
     let member = "/broker/groups/{group}/members/{member}";
     let group = "/broker/groups/{group}";
@@ -76,5 +79,7 @@ pub fn router(broker: Broker) -> Router {
         // axum answers a wrong method with an empty 405; ours is JSON too.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        // Outermost: nothing is read or parsed before the key is checked.
+        .route_layer(axum::middleware::from_fn_with_state(access, require_key))
         .with_state(state)
 }

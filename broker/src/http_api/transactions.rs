@@ -84,6 +84,12 @@ pub(super) async fn register_checker(
         .into());
     }
     let checker = HttpTransactionChecker::new(&body.url)?;
+    if !state.access.checker_allowed(checker.url()) {
+        return Err(ApiError::Forbidden(format!(
+            "checker URL {:?} is not on a host of the broker's allow-list",
+            body.url
+        )));
+    }
     let url = checker.url().to_string();
     state
         .broker

@@ -348,7 +348,11 @@ async fn an_unreachable_broker_is_a_remote_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let client = BrokerHttpClient::new(&format!("http://{addr}")).unwrap();
+    let client = BrokerHttpClient::new(
+        &format!("http://{addr}"),
+        crate::http_helpers::TEST_BROKER_KEY,
+    )
+    .unwrap();
     let error = client.pull(&pull_request(0, 0, 0)).await.unwrap_err();
     assert!(matches!(error, BrokerError::Remote(_)), "{error:?}");
 }

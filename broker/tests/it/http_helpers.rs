@@ -3,8 +3,34 @@
 //! answers.
 
 use axum::http::{StatusCode, header};
+use broker::http_api::ApiAccess;
 use broker::http_api::ErrorBody;
 use broker::{Broker, BrokerConfig, BrokerHttpClient, router};
+
+/// The tests' broker key (a test key: no deployment uses it).
+pub(crate) const TEST_BROKER_KEY: &str = "test-only broker key 0123456789abcdef";
+
+/// The API's access in tests: [`TEST_BROKER_KEY`], and check-backs to
+/// loopback only.
+pub(crate) fn test_access() -> ApiAccess {
+    ApiAccess::new(TEST_BROKER_KEY)
+        .expect("a long enough key")
+        .allow_checker_host("http://127.0.0.1")
+        .expect("a host")
+}
+
+/// A raw client presenting [`TEST_BROKER_KEY`] on every request.
+pub(crate) fn keyed_http() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TEST_BROKER_KEY}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
 
 /// Small segments and messages, so limits are reachable in a test; no
 /// auto-creation, so unknown topics are errors.
@@ -50,14 +76,14 @@ pub(crate) async fn spawn_app_with(configure: impl FnOnce(&mut BrokerConfig)) ->
         .await
         .expect("bind port 0");
     let addr = listener.local_addr().expect("local addr");
-    let app = router(broker.clone());
+    let app = router(broker.clone(), test_access());
     let server = tokio::spawn(async move {
         axum::serve(listener, app).await.expect("serve");
     });
     let base_url = format!("http://{addr}");
     TestApp {
-        client: BrokerHttpClient::new(&base_url).expect("client"),
-        http: reqwest::Client::new(),
+        client: BrokerHttpClient::new(&base_url, TEST_BROKER_KEY).expect("client"),
+        http: keyed_http(),
         broker,
         base_url,
         server,

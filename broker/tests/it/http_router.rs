@@ -6,12 +6,69 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use broker::http_api::{ErrorBody, TopicInfo};
-use broker::{Broker, PullStatus, router, wire};
+use broker::{Broker, PullStatus, wire};
 use bytes::Bytes;
 use tower::ServiceExt;
 
 use crate::http_api::order;
-use crate::http_helpers::test_config;
+use crate::http_helpers::{TEST_BROKER_KEY, test_access, test_config};
+
+/// The broker's router, with every request carrying the test key.
+fn router(broker: Broker) -> axum::Router {
+    broker::router(broker, test_access()).layer(axum::middleware::map_request(
+        |mut request: Request<Body>| async move {
+            let value = format!("Bearer {TEST_BROKER_KEY}").parse().unwrap();
+            request.headers_mut().insert(header::AUTHORIZATION, value);
+            request
+        },
+    ))
+}
+
+#[tokio::test]
+async fn every_route_needs_the_broker_key() {
+    let (broker, _dir) = open_broker();
+    broker.create_topic("orders", 1).unwrap();
+    let bare = broker::router(broker, test_access());
+    let routes = [
+        ("POST", "/broker/topics/orders/messages"),
+        ("POST", "/broker/topics"),
+        ("GET", "/broker/pull?group=g&topic=orders&queue=0&offset=0"),
+        ("POST", "/broker/offsets"),
+        ("POST", "/broker/groups/g/offsets/reset"),
+        ("PUT", "/broker/groups/g/members/m"),
+        ("PUT", "/broker/transactions/checkers/seckill"),
+        ("POST", "/broker/transactions/1/end"),
+        ("GET", "/broker/stats/queues"),
+    ];
+    for (method, path) in routes {
+        for (authorization, status) in [
+            (None, StatusCode::UNAUTHORIZED),
+            (
+                Some("Bearer wrong key wrong key wrong key wrong"),
+                StatusCode::FORBIDDEN,
+            ),
+            (Some("Basic dXNlcjpwYXNz"), StatusCode::UNAUTHORIZED),
+        ] {
+            let mut request = Request::builder().method(method).uri(path);
+            if let Some(value) = authorization {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            let response = bare
+                .clone()
+                .oneshot(request.body(Body::from("{}")).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                status,
+                "{method} {path} {authorization:?}"
+            );
+            let error: ErrorBody = serde_json::from_slice(&body_bytes(response).await).unwrap();
+            assert!(["unauthorized", "forbidden"].contains(&error.code.as_str()));
+        }
+    }
+    assert!(broker::http_api::ApiAccess::new("short").is_err());
+}
 
 fn open_broker() -> (Broker, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");

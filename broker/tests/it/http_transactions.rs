@@ -493,6 +493,19 @@ async fn bad_transaction_input_gets_a_json_400() {
     assert_eq!(response.status(), StatusCode::OK);
     let registered: serde_json::Value = response.json().await.unwrap();
     assert_eq!(registered["producer_group"], "seckill");
+    // Only hosts on the allow-list, compared parsed: a user part, another
+    // scheme or another host is refused before anything is registered.
+    for outside in [
+        "http://10.0.0.9:8081/check",
+        "http://127.0.0.1:1@169.254.169.254/latest/meta-data",
+        "https://127.0.0.1:1/check",
+        "http://localhost:1/check",
+    ] {
+        let response = app
+            .put_json(checkers, &serde_json::json!({ "url": outside }))
+            .await;
+        expect_error(response, StatusCode::FORBIDDEN, "forbidden").await;
+    }
 
     // Nothing of that reached the topic, and only the first half is open.
     assert!(pull_orders(&app, 0).await.is_empty());

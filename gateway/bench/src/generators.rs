@@ -90,6 +90,7 @@ async fn ours(port: u16, connections: usize, threads: usize, seconds: f64) -> Ge
         threads,
         late_after: Duration::from_millis(1),
         request_timeout: Duration::from_secs(5),
+        token_key: Some(crate::bench_keys().token.clone()),
         ..ReplayConfig::default()
     };
     let mut steps = Vec::new();
@@ -220,7 +221,7 @@ fn oha(oha: &str, port: u16, connections: usize, seconds: f64) -> Result<Generat
             "-m",
             "POST",
             "-H",
-            "x-user-id: user1",
+            &format!("authorization: Bearer {}", crate::bench_token("user1")),
             &format!("http://127.0.0.1:{port}{PATH}"),
         ]
         .map(str::to_owned)
@@ -283,7 +284,10 @@ fn wrk(port: u16, connections: usize, seconds: f64) -> Result<GeneratorRow, Stri
     let script = dir.path().join("post.lua");
     std::fs::write(
         &script,
-        "wrk.method = \"POST\"\nwrk.headers[\"x-user-id\"] = \"user1\"\n",
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"authorization\"] = \"Bearer {}\"\n",
+            crate::bench_token("user1")
+        ),
     )
     .map_err(|e| e.to_string())?;
     let args: Vec<String> = vec![

@@ -9,7 +9,7 @@
 //! Every server runs in its own process with two worker threads (nginx:
 //! two worker processes) on loopback; the load comes from this process:
 //! `--connections` keep-alive connections, each sending `POST
-//! /api/seckill/sku` with its own `x-user-id` back to back (closed loop,
+//! /api/seckill/sku` with its own buyer token back to back (closed loop,
 //! as wrk does), after a warm-up. Rows:
 //! - the gateway answering a flagged item (`{"status":"sold_out"}`);
 //! - the same with the Lua access hook on (`lua/gateway_access.lua`);
@@ -167,7 +167,10 @@ async fn serve_gateway(listener: TcpListener, hook: Option<LuaHook>) {
     // The upstream must never be called on this path: it answers 500.
     let upstream = Router::new().fallback(|| async { StatusCode::INTERNAL_SERVER_ERROR });
     let edge = Edge::new(
-        EdgeSettings::default(),
+        EdgeSettings {
+            buyers: bench_keys().buyer_tokens().expect("random keys are long"),
+            ..EdgeSettings::default()
+        },
         ActivitySource::Shared(activities),
         None,
         Upstreams::new(
@@ -178,9 +181,26 @@ async fn serve_gateway(listener: TcpListener, hook: Option<LuaHook>) {
         hook,
     );
     edge.flags().apply("sku", true, 1);
-    let timeout = edge.settings().header_read_timeout;
+    let limits = service_kit::http_server::PortLimits {
+        header_read_timeout: edge.settings().header_read_timeout,
+        ..service_kit::http_server::PortLimits::new("gateway")
+    };
     let router = gateway::http::router(edge, None);
-    gateway::server::serve(listener, router, timeout, std::future::pending()).await;
+    service_kit::http_server::serve(listener, router, limits, std::future::pending()).await;
+}
+
+/// The bench's keys: random, made once per run, never written anywhere.
+pub(crate) fn bench_keys() -> &'static service_kit::access::Keys {
+    static KEYS: std::sync::OnceLock<service_kit::access::Keys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(service_kit::access::Keys::random)
+}
+
+/// A buyer token of this run for `user`.
+pub(crate) fn bench_token(user: &str) -> String {
+    bench_keys()
+        .buyer_tokens()
+        .expect("random keys are long")
+        .mint(user, Duration::from_secs(3600))
 }
 
 async fn serve_hello(listener: TcpListener) {
@@ -424,8 +444,9 @@ async fn connection(
 ) -> Result<(Histogram<u64>, u64), String> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let token = bench_token(&format!("user{user}"));
     let request = format!(
-        "POST {PATH} HTTP/1.1\r\nHost: bench\r\nx-user-id: user{user}\r\nContent-Length: 0\r\n\r\n"
+        "POST {PATH} HTTP/1.1\r\nHost: bench\r\nauthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
     );
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut errors = 0;

@@ -86,9 +86,23 @@ pub(crate) fn activities() -> Arc<Activities> {
     all
 }
 
+/// The tests' token signing key (a test key: no deployment uses it).
+const TEST_TOKEN_KEY: &[u8] = b"gateway tests only: 0123456789abcdef0123";
+
+/// Buyer tokens under [`TEST_TOKEN_KEY`].
+pub(crate) fn tokens() -> service_kit::access::BuyerTokens {
+    service_kit::access::BuyerTokens::new(TEST_TOKEN_KEY).unwrap()
+}
+
+/// `Bearer <token>` for `user`.
+pub(crate) fn bearer(user: &str) -> String {
+    format!("Bearer {}", tokens().mint(user, Duration::from_secs(600)))
+}
+
 pub(crate) fn settings() -> EdgeSettings {
     EdgeSettings {
         user_rps: 0,
+        buyers: tokens(),
         ..EdgeSettings::default()
     }
 }
@@ -116,7 +130,7 @@ pub(crate) fn edge_over(
 pub(crate) async fn buy(app: &Gateway, item: &str, user: Option<&str>) -> (StatusCode, Value) {
     let mut request = Request::post(format!("/api/seckill/{item}"));
     if let Some(user) = user {
-        request = request.header("x-user-id", user);
+        request = request.header("authorization", bearer(user));
     }
     send(app, request.body(Body::empty()).unwrap()).await
 }

@@ -86,7 +86,7 @@ async fn users_are_rate_limited_one_by_one() {
     // Another user is unaffected; the user comes from the request, not a
     // forwarded-for header.
     let request = Request::post("/api/seckill/sku")
-        .header("x-user-id", "greedy")
+        .header("authorization", crate::helpers::bearer("greedy"))
         .header("x-forwarded-for", "10.9.8.7")
         .body(Body::empty())
         .unwrap();
@@ -121,7 +121,7 @@ async fn bad_requests_are_answered_at_the_edge_with_json() {
     let (status, body) = buy(&app, "sku", None).await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("missing_user"))
+        (StatusCode::UNAUTHORIZED, Some("missing_credentials"))
     );
     let (status, _) = buy(&app, "bad%20item", Some("alice")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -130,7 +130,7 @@ async fn bad_requests_are_answered_at_the_edge_with_json() {
 
     // Bodies over the limit: declared, and streamed without a length.
     let big = Request::post("/api/seckill/sku")
-        .header("x-user-id", "alice")
+        .header("authorization", crate::helpers::bearer("alice"))
         .header("content-length", "5000")
         .body(Body::from(vec![b'x'; 5000]))
         .unwrap();
@@ -141,7 +141,7 @@ async fn bad_requests_are_answered_at_the_edge_with_json() {
     );
     let chunks = futures_chunks(5, 1_000);
     let streamed = Request::post("/api/seckill/sku")
-        .header("x-user-id", "alice")
+        .header("authorization", crate::helpers::bearer("alice"))
         .body(Body::from_stream(chunks))
         .unwrap();
     assert_eq!(send(&app, streamed).await.0, StatusCode::PAYLOAD_TOO_LARGE);
@@ -192,7 +192,7 @@ async fn load_shedding_answers_503_at_once_at_the_limit() {
     let response = tower::ServiceExt::oneshot(
         app.clone(),
         Request::post("/api/seckill/sku")
-            .header("x-user-id", "third")
+            .header("authorization", crate::helpers::bearer("third"))
             .body(Body::empty())
             .unwrap(),
     )
@@ -290,12 +290,12 @@ async fn a_flagged_item_still_goes_through_the_earlier_checks() {
     );
     assert_eq!(buy(&app, "over", Some("alice")).await.1["code"], "ended");
     let with_body = Request::post("/api/seckill/sku")
-        .header("x-user-id", "alice")
+        .header("authorization", crate::helpers::bearer("alice"))
         .body(Body::from(vec![b'x'; 5000]))
         .unwrap();
     assert_eq!(send(&app, with_body).await.0, StatusCode::PAYLOAD_TOO_LARGE);
     let small_body = Request::post("/api/seckill/sku")
-        .header("x-user-id", "alice")
+        .header("authorization", crate::helpers::bearer("alice"))
         .body(Body::from("{}"))
         .unwrap();
     assert_eq!(send(&app, small_body).await.1["status"], "sold_out"); // via the router

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
-use gateway::{ActivitySource, Edge, EdgeSettings, Upstream, Upstreams, http, server};
+use gateway::{ActivitySource, Edge, EdgeSettings, Upstream, Upstreams, http};
+use service_kit::http_server::PortLimits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -25,12 +26,15 @@ async fn serve_plain(router: Router) -> String {
 async fn serve_gateway(edge: Arc<Edge>) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let timeout = edge.settings().header_read_timeout;
+    let limits = PortLimits {
+        header_read_timeout: edge.settings().header_read_timeout,
+        ..PortLimits::new("gateway")
+    };
     let router = http::router(edge, None);
-    tokio::spawn(server::serve(
+    tokio::spawn(service_kit::http_server::serve(
         listener,
         router,
-        timeout,
+        limits,
         std::future::pending(),
     ));
     addr
@@ -158,7 +162,7 @@ mod tiny_client {
     impl Client {
         pub(crate) async fn post(&self, addr: std::net::SocketAddr, path: &str, user: &str) -> u16 {
             let request = axum::http::Request::post(format!("http://{addr}{path}"))
-                .header("x-user-id", user)
+                .header("authorization", crate::helpers::bearer(user))
                 .body(Body::empty())
                 .unwrap();
             let response = self.0.request(request).await.unwrap();

@@ -58,6 +58,24 @@ async fn fake_server(answer: Answer, stall: Duration) -> (String, Arc<AtomicUsiz
     (url, accepted)
 }
 
+/// The token key of these tests (a test key: no deployment uses it).
+const TOKEN_KEY: &str = "loadtest tests only: 0123456789abcdef";
+
+/// The user a `Bearer` token signed with [`TOKEN_KEY`] names, as a
+/// service would read it.
+fn user_of(authorization: &[u8]) -> String {
+    let token = std::str::from_utf8(authorization)
+        .unwrap()
+        .trim_start_matches("Bearer ");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&[loadtest::tokens::BUYER_AUDIENCE]);
+    let key = jsonwebtoken::DecodingKey::from_secret(TOKEN_KEY.as_bytes()).unwrap();
+    let claims: serde_json::Value = jsonwebtoken::decode(token.as_bytes(), &key, &validation)
+        .unwrap()
+        .claims;
+    claims["sub"].as_str().unwrap().to_owned()
+}
+
 async fn serve(mut stream: TcpStream, answer: Answer, stall: Duration) {
     tokio::time::sleep(stall).await;
     let mut buffer = BytesMut::new();
@@ -73,8 +91,8 @@ async fn serve(mut stream: TcpStream, answer: Answer, stall: Duration) {
             let user = request
                 .headers
                 .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("x-user-id"))
-                .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                .map(|h| user_of(h.value))
                 .unwrap_or_default();
             buffer.advance(used);
             match answer(served, &user) {
@@ -133,6 +151,7 @@ async fn pipelined_answers_are_matched_in_order_plain_and_chunked() {
     let (target, accepted) = fake_server(answer, Duration::ZERO).await;
     let config = ReplayConfig {
         target,
+        token_key: Some(TOKEN_KEY.into()),
         connections: 2,
         ..ReplayConfig::default()
     };
@@ -170,6 +189,7 @@ async fn a_server_closing_mid_pipeline_costs_errors_and_a_reconnect_not_a_hang()
     let (target, accepted) = fake_server(answer, Duration::ZERO).await;
     let config = ReplayConfig {
         target,
+        token_key: Some(TOKEN_KEY.into()),
         connections: 1,
         ..ReplayConfig::default()
     };
@@ -210,6 +230,7 @@ async fn sends_keep_their_schedule_and_late_ones_are_counted() {
     let (target, _) = fake_server(Arc::clone(&answer), Duration::ZERO).await;
     let config = ReplayConfig {
         target,
+        token_key: Some(TOKEN_KEY.into()),
         connections: 4,
         ..ReplayConfig::default()
     };
@@ -231,6 +252,7 @@ async fn sends_keep_their_schedule_and_late_ones_are_counted() {
     let (target, _) = fake_server(answer, Duration::from_millis(300)).await;
     let config = ReplayConfig {
         target,
+        token_key: Some(TOKEN_KEY.into()),
         connections: 1,
         max_in_flight: 2,
         ..ReplayConfig::default()

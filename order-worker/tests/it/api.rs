@@ -18,12 +18,22 @@ use crate::rig::{Db, Rig, order};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-async fn call(app: &Router, method: &str, uri: &str) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Body::empty())
-        .unwrap();
+/// The order API's routes over `worker`, and the access they check.
+fn routes(worker: &Arc<OrderWorker>) -> (Router, http::WorkerAccess) {
+    let access = http::WorkerAccess::from_keys(&service_kit::access::Keys::random()).unwrap();
+    (
+        http::router(Arc::clone(worker), access.clone(), None),
+        access,
+    )
+}
+
+/// `method uri` presenting `credential` (a token or a key; empty: none).
+async fn call(app: &Router, credential: &str, method: &str, uri: &str) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if !credential.is_empty() {
+        request = request.header("authorization", format!("Bearer {credential}"));
+    }
+    let request = request.body(Body::empty()).unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -110,16 +120,105 @@ async fn the_order_api(db: Db) {
     })
     .await;
 
-    let app = http::router(Arc::clone(&worker), None);
-    let (status, body) = call(&app, "GET", &format!("/api/orders/{}", written.order_id)).await;
+    let (app, access) = routes(&worker);
+    let owner = access.buyers.mint(&written.user, MINUTE);
+    let pending_owner = access.buyers.mint(&pending.user, MINUTE);
+    let stranger = access.buyers.mint("someone-else", MINUTE);
+    let admin = access.admin.secret().to_owned();
+
+    // Someone else's order is answered as no order at all, and nothing
+    // is paid; without a token, 401.
+    for (credential, path, method, status) in [
+        (
+            &stranger,
+            format!("/api/orders/{}", written.order_id),
+            "GET",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &stranger,
+            format!("/api/orders/{}/pay", written.order_id),
+            "POST",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &stranger,
+            format!("/api/orders/{}", pending.order_id),
+            "GET",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &stranger,
+            format!("/api/orders?user={}", written.user),
+            "GET",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            &String::new(),
+            format!("/api/orders/{}", written.order_id),
+            "GET",
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            &String::new(),
+            "/api/orders".to_owned(),
+            "GET",
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            &admin,
+            format!("/api/orders/{}", written.order_id),
+            "GET",
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            &owner,
+            "/admin/worker".to_owned(),
+            "GET",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            &String::new(),
+            "/admin/reconcile/api/repair".to_owned(),
+            "POST",
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        let (got, body) = call(&app, credential, method, &path).await;
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert!(body["code"].is_string(), "{body}");
+    }
+    let (_, body) = call(
+        &app,
+        &owner,
+        "GET",
+        &format!("/api/orders/{}", written.order_id),
+    )
+    .await;
+    assert_eq!(body["status"], "created", "the stranger paid nothing");
+
+    let (status, body) = call(
+        &app,
+        &owner,
+        "GET",
+        &format!("/api/orders/{}", written.order_id),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "created");
     assert_eq!(body["user"], written.user.as_str());
-    let (status, body) = call(&app, "GET", &format!("/api/orders/{}", pending.order_id)).await;
+    let (status, body) = call(
+        &app,
+        &pending_owner,
+        "GET",
+        &format!("/api/orders/{}", pending.order_id),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "pending");
     let (status, body) = call(
         &app,
+        &pending_owner,
         "POST",
         &format!("/api/orders/{}/pay", pending.order_id),
     )
@@ -133,6 +232,7 @@ async fn the_order_api(db: Db) {
     for _ in 0..2 {
         let (status, body) = call(
             &app,
+            &owner,
             "POST",
             &format!("/api/orders/{}/pay", written.order_id),
         )
@@ -140,16 +240,28 @@ async fn the_order_api(db: Db) {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["status"], "paid");
     }
-    let (status, body) = call(&app, "GET", &format!("/api/orders?user={}", written.user)).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["orders"].as_array().unwrap().len(), 1);
-    assert_eq!(body["orders"][0]["status"], "paid");
+    for listing in [
+        format!("/api/orders?user={}", written.user),
+        "/api/orders".into(),
+    ] {
+        let (status, body) = call(&app, &owner, "GET", &listing).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["orders"].as_array().unwrap().len(), 1);
+        assert_eq!(body["orders"][0]["status"], "paid");
+    }
 
     // A cancelled order cannot be paid.
     let late = order(90, "api", 5);
     rig.orders.write_batch(&[new_order(&late)]).await.unwrap();
     rig.orders.cancel_unpaid(&late.order_id).await.unwrap();
-    let (status, _) = call(&app, "POST", &format!("/api/orders/{}/pay", late.order_id)).await;
+    let late_owner = access.buyers.mint(&late.user, MINUTE);
+    let (status, _) = call(
+        &app,
+        &late_owner,
+        "POST",
+        &format!("/api/orders/{}/pay", late.order_id),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT);
 
     // Bad input.
@@ -166,11 +278,16 @@ async fn the_order_api(db: Db) {
             &format!("/api/orders/{}", "x".repeat(200)),
             StatusCode::BAD_REQUEST,
         ),
-        ("GET", "/api/orders", StatusCode::BAD_REQUEST),
-        ("GET", "/api/orders?user=", StatusCode::BAD_REQUEST),
-        ("GET", "/api/orders?user=a%20b", StatusCode::BAD_REQUEST),
+        ("GET", "/api/orders?user=", StatusCode::FORBIDDEN),
+        ("GET", "/api/orders?users=x", StatusCode::BAD_REQUEST),
         ("DELETE", "/api/orders/x", StatusCode::METHOD_NOT_ALLOWED),
         ("GET", "/nope", StatusCode::NOT_FOUND),
+    ] {
+        let (status, body) = call(&app, &owner, method, uri).await;
+        assert_eq!(status, expected, "{method} {uri}: {body}");
+        assert!(body["error"].is_string(), "{method} {uri}: {body}");
+    }
+    for (method, uri, expected) in [
         ("GET", "/metrics", StatusCode::NOT_FOUND),
         (
             "GET",
@@ -178,11 +295,11 @@ async fn the_order_api(db: Db) {
             StatusCode::BAD_REQUEST,
         ),
     ] {
-        let (status, body) = call(&app, method, uri).await;
+        let (status, body) = call(&app, &admin, method, uri).await;
         assert_eq!(status, expected, "{method} {uri}: {body}");
         assert!(body["error"].is_string(), "{method} {uri}: {body}");
     }
-    let (status, body) = call(&app, "GET", "/admin/worker").await;
+    let (status, body) = call(&app, &admin, "GET", "/admin/worker").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["stats"]["inserted"], 1);
     assert_eq!(body["brokers"], json!(["local"]));
@@ -261,14 +378,17 @@ async fn reconciliation_reports_and_repairs(db: Db) {
     assert_eq!(rig.stock.status("rec").await.unwrap().stock, 7);
 
     // Over HTTP, the same report.
-    let app = http::router(Arc::clone(&worker), None);
-    let (status, body) = call(&app, "GET", "/admin/reconcile/rec").await;
+    let (app, access) = routes(&worker);
+    let admin = access.admin.secret().to_owned();
+    let (status, body) = call(&app, "", "GET", "/admin/reconcile/rec").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = call(&app, &admin, "GET", "/admin/reconcile/rec").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["differences"].as_array().unwrap().len(), 3);
 
     // Repair: the missing order is enqueued again and written; the
     // cancelled one's unit comes back; the orphan is only reported.
-    let (status, body) = call(&app, "POST", "/admin/reconcile/rec/repair").await;
+    let (status, body) = call(&app, &admin, "POST", "/admin/reconcile/rec/repair").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["repairs"].as_array().unwrap().len(), 2);
     rig.until("the missing order written", MINUTE, || async {

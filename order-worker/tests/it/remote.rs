@@ -12,12 +12,17 @@ use sqlx::postgres::PgConnection;
 use crate::rig::{Db, Rig, order};
 
 const MINUTE: Duration = Duration::from_secs(60);
+/// The broker key of these tests (a test key: no deployment uses it).
+const BROKER_KEY: &str = "test-only broker key 0123456789abcdef";
 
 /// Serves `rig`'s broker over HTTP on a free port; returns its URL.
 async fn serve_broker(rig: &Rig) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = broker::router(rig.broker.clone());
+    let app = broker::router(
+        rig.broker.clone(),
+        broker::http_api::ApiAccess::new(BROKER_KEY).unwrap(),
+    );
     let server = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
@@ -34,7 +39,7 @@ async fn brokers_come_from_the_registry_and_are_consumed_over_http() {
     let mut settings = rig.settings("remote", 0);
     settings.registry_refresh = Duration::from_millis(100);
     let worker = OrderWorker::new(settings, rig.orders.clone(), rig.stock.clone());
-    worker.watch_registry(registry.clone());
+    worker.watch_registry(registry.clone(), BROKER_KEY.to_owned());
     let orders: Vec<_> = (0..1_000).map(|n| order(n, "far", 1_000)).collect();
     rig.enqueue(&orders).await;
     rig.drained(DEFAULT_GROUP, ORDERS_TOPIC, MINUTE).await;

@@ -404,8 +404,12 @@ async fn http_row(
         })
         .map_err(|e| format!("cannot listen: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // This run's own keys: purchases carry tokens as in production, and
+    // the endpoint verifies them.
+    let keys = service_kit::access::Keys::random();
+    let access = seckill::http::Access::from_keys(&keys, &[]).map_err(|e| e.to_string())?;
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, seckill::http::router(seckill)).await;
+        let _ = axum::serve(listener, seckill::http::router(seckill, access, None)).await;
     });
     let requests = (HTTP_OFFERED_PER_SECOND as f64 * duration.as_secs_f64()) as u64;
     let records: Vec<TraceRecord> = (0..requests)
@@ -423,6 +427,7 @@ async fn http_row(
         connections: SPIKE_BUYERS,
         max_in_flight: SPIKE_BUYERS,
         request_timeout: Duration::from_secs(30),
+        token_key: Some(keys.token.clone()),
         ..ReplayConfig::default()
     };
     let result = replay(&records, &config, Arc::new(Quiet))

@@ -14,6 +14,14 @@ async fn the_service_sells_over_http_and_stops_cleanly() {
     let mut config = SeckillConfig::embedded(dir.path());
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.broker.max_disk_usage_ratio = 1.0;
+    let keys = config.keys.clone();
+    let admin = format!("Bearer {}", keys.admin);
+    let alice = format!(
+        "Bearer {}",
+        keys.buyer_tokens()
+            .unwrap()
+            .mint("alice", Duration::from_secs(60))
+    );
     let app = App::build(config, None).await.unwrap();
     let base = format!("http://{}", app.local_addr());
     let registry = app.registry().clone();
@@ -29,20 +37,36 @@ async fn the_service_sells_over_http_and_stops_cleanly() {
 
     let http = reqwest::Client::new();
     let activity = json!({"item": "sku", "stock": 5, "per_user_limit": 1, "starts_at_ms": 0, "ends_at_ms": i64::MAX});
+    let anonymous = http
+        .post(format!("{base}/admin/activities"))
+        .json(&activity)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "an admin route without the key");
     let created = http
         .post(format!("{base}/admin/activities"))
+        .header("authorization", &admin)
         .json(&activity)
         .send()
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
     http.post(format!("{base}/admin/activities/sku/prewarm"))
+        .header("authorization", &admin)
         .send()
         .await
         .unwrap();
-    let bought: Value = http
+    let claimed = http
         .post(format!("{base}/api/seckill/sku"))
         .header("x-user-id", "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(claimed.status(), 401, "a header is not an identity");
+    let bought: Value = http
+        .post(format!("{base}/api/seckill/sku"))
+        .header("authorization", &alice)
         .send()
         .await
         .unwrap()

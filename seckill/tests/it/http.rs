@@ -20,7 +20,27 @@ async fn app() -> (axum::Router, Arc<Seckill>, tempfile::TempDir) {
     let broker = Broker::open(config).unwrap();
     let store: StockStore = embedded_store().0;
     let seckill = Seckill::new(broker, store, 7).unwrap();
-    (seckill::http::router(Arc::clone(&seckill)), seckill, dir)
+    let access = seckill::http::Access::from_keys(keys(), &[]).unwrap();
+    (
+        seckill::http::router(Arc::clone(&seckill), access, None),
+        seckill,
+        dir,
+    )
+}
+
+/// These tests' keys: random, made once.
+fn keys() -> &'static service_kit::access::Keys {
+    static KEYS: std::sync::OnceLock<service_kit::access::Keys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(service_kit::access::Keys::random)
+}
+
+/// `Bearer <token>` of `user`.
+fn bearer(user: &str) -> String {
+    let tokens = keys().buyer_tokens().unwrap();
+    format!(
+        "Bearer {}",
+        tokens.mint(user, std::time::Duration::from_secs(600))
+    )
 }
 
 async fn call(
@@ -30,9 +50,15 @@ async fn call(
     user: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
+    // A user's call carries their token; an admin route the admin key.
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(user) = user {
-        request = request.header("x-user-id", user);
+        request = request.header("authorization", bearer(user));
+    } else if uri.starts_with("/admin") {
+        request = request.header("authorization", format!("Bearer {}", keys().admin));
+    } else if uri.starts_with("/broker") {
+        let broker = keys().broker.as_deref().unwrap();
+        request = request.header("authorization", format!("Bearer {broker}"));
     }
     let request = match body {
         Some(body) => request
@@ -177,7 +203,7 @@ async fn bad_requests_get_json_errors() {
             None,
             None,
             StatusCode::UNAUTHORIZED,
-            "missing_user",
+            "missing_credentials",
         ),
         (
             "POST",
@@ -272,6 +298,22 @@ async fn bad_requests_get_json_errors() {
             "/admin/activities/later/restock",
             None,
             Some(json!({"units": -1})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/admin/activities/later/restock",
+            None,
+            Some(json!({"units": 1u64 << 63})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/admin/activities/later/restock",
+            None,
+            Some(json!({"units": 1, "ignored": "x"})),
             StatusCode::BAD_REQUEST,
             "bad_request",
         ),

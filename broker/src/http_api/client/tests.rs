@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// A test key: no deployment uses it.
+const KEY: &str = "test-only broker key 0123456789abcdef";
+
 fn body(code: &str) -> ErrorBody {
     ErrorBody {
         error: "something".into(),
@@ -63,7 +66,7 @@ fn fencing_errors_come_back_typed() {
 
 #[test]
 fn urls_keep_a_prefix_and_encode_segments() {
-    let client = BrokerHttpClient::new("http://127.0.0.1:1/api/").unwrap();
+    let client = BrokerHttpClient::new("http://127.0.0.1:1/api/", KEY).unwrap();
     let url = client
         .url(&["broker", "groups", "g/1", "members", "h:1 x"])
         .unwrap();
@@ -71,6 +74,6 @@ fn urls_keep_a_prefix_and_encode_segments() {
         url.as_str(),
         "http://127.0.0.1:1/api/broker/groups/g%2F1/members/h:1%20x"
     );
-    assert!(BrokerHttpClient::new("not a url").is_err());
-    assert!(BrokerHttpClient::new("mailto:x@y").is_err());
+    assert!(BrokerHttpClient::new("not a url", KEY).is_err());
+    assert!(BrokerHttpClient::new("mailto:x@y", KEY).is_err());
 }
