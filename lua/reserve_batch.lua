@@ -17,9 +17,12 @@
 -- KEYS[2] sk:{item}:buyers   hash: user -> order id
 -- KEYS[3] sk:{item}:soldout  present (value = version) while sold out
 -- KEYS[4] sk:{item}:flagver  last sold-out flag version
+-- KEYS[5] sk:{item}:spent    hash: user -> issue time (µs) of the last
+--                            purchase token spent (see reserve.lua)
 -- ARGV[1] item id (for the flag message)
 -- ARGV[2] flag channel (sk:flags)
--- ARGV[3], ARGV[4], ... pairs: user id, order id to record if it succeeds
+-- ARGV[3], ARGV[4], ARGV[5], ... triples: user id, order id to record if
+--         it succeeds, the purchase token's issue time (µs) or 
 --
 -- Returns one string, a line per purchase in the order given, with what
 -- reserve.lua would return for it:
@@ -27,31 +30,38 @@
 --   d <order id>                    duplicate: the order the user holds
 --   s <flag version>                sold out
 --   n                               not warmed
+--   r                               the purchase token was spent already
 -- One string rather than an array of four values per purchase: a client
 -- reads a batch's hundreds of answers as one bulk reply, not as a
 -- thousand values to parse one by one.
 
-local pairs_given = (#ARGV - 2) / 2
+local given = (#ARGV - 2) / 3
 local version = tonumber(redis.call('GET', KEYS[4])) or 0
 local flagged = redis.call('EXISTS', KEYS[3]) == 1
 local stock = tonumber(redis.call('GET', KEYS[1]))
 local taken = 0
 local bought = {}      -- user -> order id, for this batch's own purchases
 local fields = {}      -- HSET arguments, written once at the end
+local spent = {}       -- user -> token time spent in this batch
+local spent_fields = {} -- HSET arguments of the spent tokens
 local out = {}
 
--- Every purchaser's existing order, read before anything is written:
--- held_before[i] is the order id purchaser i holds, or false.
+-- Every purchaser's existing order and last spent token, read before
+-- anything is written: held_before[i] is the order id purchaser i holds
+-- (or false), spent_before[i] the time of their last spent token.
 local held_before = {}
+local spent_before = {}
 local chunk = 200   -- unpack() of very many values can exceed Lua's stack
-for from = 0, pairs_given - 1, chunk do
+for from = 0, given - 1, chunk do
   local users = {}
-  for i = from, math.min(from + chunk, pairs_given) - 1 do
-    users[#users + 1] = ARGV[3 + 2 * i]
+  for i = from, math.min(from + chunk, given) - 1 do
+    users[#users + 1] = ARGV[3 + 3 * i]
   end
   local found = redis.call('HMGET', KEYS[2], unpack(users))
+  local times = redis.call('HMGET', KEYS[5], unpack(users))
   for j = 1, #users do
     held_before[from + j] = found[j]
+    spent_before[from + j] = tonumber(times[j])
   end
 end
 
@@ -59,18 +69,23 @@ local function answer(line)
   out[#out + 1] = line
 end
 
-for i = 0, pairs_given - 1 do
-  local user = ARGV[3 + 2 * i]
-  local order_id = ARGV[4 + 2 * i]
+for i = 0, given - 1 do
+  local user = ARGV[3 + 3 * i]
+  local order_id = ARGV[4 + 3 * i]
+  local token_time = tonumber(ARGV[5 + 3 * i])
+  local last = spent[user] or spent_before[i + 1]
   local held = bought[user] or held_before[i + 1]
-  if held then
-    answer('d ' .. held)
+  local line
+  if token_time and last and last >= token_time then
+    line = 'r'
+  elseif held then
+    line = 'd ' .. held
   elseif flagged then
-    answer(string.format('s %d', version))
+    line = string.format('s %d', version)
   elseif not stock then
-    answer('n')
+    line = 'n'
   elseif stock - taken <= 0 then
-    answer(string.format('s %d', version))
+    line = string.format('s %d', version)
   else
     taken = taken + 1
     bought[user] = order_id
@@ -84,8 +99,16 @@ for i = 0, pairs_given - 1 do
       redis.call('PUBLISH', ARGV[2], ARGV[1] .. ' soldout ' .. version)
       flagged = true
     end
-    answer(string.format('q %d %d', left, version))
+    line = string.format('q %d %d', left, version)
   end
+  -- A token is spent by every decided answer, as in reserve.lua: not by
+  -- a refusal as reused, nor by an item never warmed.
+  if token_time and line ~= 'r' and line ~= 'n' then
+    spent[user] = token_time
+    spent_fields[#spent_fields + 1] = user
+    spent_fields[#spent_fields + 1] = ARGV[5 + 3 * i]
+  end
+  answer(line)
 end
 
 -- The counter and the buyers, written once. Every check above passed
@@ -96,5 +119,8 @@ if taken > 0 then
   for from = 1, #fields, 2 * chunk do
     redis.call('HSET', KEYS[2], unpack(fields, from, math.min(from + 2 * chunk - 1, #fields)))
   end
+end
+for from = 1, #spent_fields, 2 * chunk do
+  redis.call('HSET', KEYS[5], unpack(spent_fields, from, math.min(from + 2 * chunk - 1, #spent_fields)))
 end
 return table.concat(out, '\n')

@@ -218,19 +218,24 @@ async fn serve() -> anyhow::Result<()> {
         .mint("alice", Duration::from_secs(3600));
     println!("  token:    alice's buyer token, valid 1 h: {alice}");
     println!(
-        "  buy:      curl -X POST {url}/api/seckill/demo-item -H 'Authorization: Bearer {alice}'"
+        "  pass:     curl -X POST {url}/api/seckill/demo-item/token -H 'Authorization: Bearer {alice}'   (a purchase token, single use)"
+    );
+    println!(
+        "  buy:      curl -X POST {url}/api/seckill/demo-item -H 'Authorization: Bearer {alice}' -H 'x-purchase-token: <purchase_token>'"
     );
     println!(
         "  order:    curl {url}/api/orders/<order_id> -H 'Authorization: Bearer <token>'   (pay: POST …/pay)"
     );
-    if let Some(seckill) = seckill {
+    if seckill.is_some() {
+        let seckill = stack.seckill_addr();
         println!(
             "  admin:    curl http://{seckill}/admin/activities -H 'Authorization: Bearer <{}>'   (loopback only; the broker API under /broker takes {})",
             access::ADMIN_KEY_VAR,
             access::BROKER_KEY_VAR
         );
     }
-    if let Some(worker) = worker {
+    if worker.is_some() {
+        let worker = stack.worker_addr();
         println!(
             "  worker:   curl http://{worker}/admin/worker -H 'Authorization: Bearer <{}>'   (loopback only)",
             access::ADMIN_KEY_VAR

@@ -104,6 +104,10 @@ impl StackConfig {
 #[derive(Debug)]
 pub struct Stack {
     addr: SocketAddr,
+    /// Where seckill's own port (admin, the broker) and the order API are
+    /// bound.
+    seckill_addr: SocketAddr,
+    worker_addr: SocketAddr,
     broker: Broker,
     store: StockStore,
     orders: OrderStore,
@@ -201,6 +205,7 @@ impl Stack {
                 item: item.clone(),
                 stock: *stock,
                 per_user_limit: 1,
+                quiz: false,
                 starts_at_ms: 0,
                 ends_at_ms: i64::MAX,
             })?;
@@ -254,6 +259,7 @@ impl Stack {
             EdgeSettings {
                 user_rps: config.user_rps,
                 buyers: buyers.clone(),
+                purchases: config.keys.purchase_tokens().map_err(anyhow::Error::msg)?,
                 admin: config.keys.admin_key().map_err(anyhow::Error::msg)?,
                 ..EdgeSettings::default()
             },
@@ -276,6 +282,7 @@ impl Stack {
             GatewayApp::with_edge(edge, seckill_app.flag_feed(), config.gateway_listen, None)
                 .await?;
         let addr = gateway_app.local_addr();
+        let (seckill_addr, worker_addr) = (seckill_app.local_addr(), worker_app.local_addr());
 
         // The stop, in order, when the one token is cancelled.
         let shutdown = CancellationToken::new();
@@ -290,6 +297,8 @@ impl Stack {
             tokio::spawn(seckill_app.run_until_stopped(seckill_stop.clone().cancelled_owned()));
         let stack = Stack {
             addr,
+            seckill_addr,
+            worker_addr,
             broker,
             store,
             orders,
@@ -360,6 +369,16 @@ impl Stack {
     /// The order worker.
     pub fn worker(&self) -> &Arc<OrderWorker> {
         &self.worker
+    }
+
+    /// Where seckill's own port (admin and the broker API) is bound.
+    pub fn seckill_addr(&self) -> SocketAddr {
+        self.seckill_addr
+    }
+
+    /// Where the order API is bound.
+    pub fn worker_addr(&self) -> SocketAddr {
+        self.worker_addr
     }
 
     /// Mints and verifies the stack's buyer tokens.

@@ -109,6 +109,7 @@ impl GatewayConfig {
         let mut config = GatewayConfig::default();
         let keys = service_kit::access::Keys::from_lookup(|name| env.raw(name), false)?;
         config.edge.buyers = keys.buyer_tokens()?;
+        config.edge.purchases = keys.purchase_tokens()?;
         config.edge.admin = keys.admin_key()?;
         // Deployed, the whole gateway has a ceiling, and so does each
         // address (see the module doc).

@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::RwLock;
-use service_kit::access::{AccessKey, BuyerTokens, Keys};
+use service_kit::access::{AccessKey, BuyerTokens, Keys, PurchaseTokens};
 use stock::{Activities, Activity, FlagFeed, FlagHolder, SoldOutFlags, StockStore, Window};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -33,6 +33,8 @@ use crate::upstream::Upstreams;
 pub struct EdgeSettings {
     /// Verifies buyer tokens: the buyer of a purchase or an order call.
     pub buyers: BuyerTokens,
+    /// Verifies purchase tokens (seckill issues and spends them).
+    pub purchases: PurchaseTokens,
     /// Opens `/metrics`.
     pub admin: AccessKey,
     /// Requests per second for the whole gateway (0 = no limit).
@@ -68,6 +70,7 @@ impl Default for EdgeSettings {
         let keys = Keys::random();
         EdgeSettings {
             buyers: keys.buyer_tokens().expect("random keys are long enough"),
+            purchases: keys.purchase_tokens().expect("random keys are long enough"),
             admin: keys.admin_key().expect("random keys are long enough"),
             global_rps: 0,
             user_rps: 5,

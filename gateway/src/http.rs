@@ -3,6 +3,7 @@
 //! | Method | Path | What happens |
 //! |---|---|---|
 //! | `POST` | `/api/seckill/{item}` | the checks below, then forwarded to a seckill upstream |
+//! | `GET` | `/api/seckill/{item}/quiz`, `POST` `/api/seckill/{item}/token` | the buyer token, the address and user limits, then forwarded to seckill (which asks the quiz and issues purchase tokens) |
 //! | `GET` | `/api/orders`, `/api/orders/{id}` | forwarded to the order API |
 //! | `POST` | `/api/orders/{id}/pay` | forwarded to the order API |
 //! | `GET` | `/healthz` | `ok` |
@@ -19,6 +20,9 @@
 //! 4. the item id (400) and the buyer token (`Authorization: Bearer`,
 //!    401): the buyer is the token's verified subject, never a header a
 //!    client sets; the token travels on, and upstreams verify it too;
+//!    then the purchase token (`x-purchase-token`: missing 401; forged,
+//!    expired, another buyer's or item's 403), by its signature — seckill
+//!    checks it again and spends it;
 //! 5. the body: over `max_body_bytes`, 413;
 //! 6. the Lua hook, when one is loaded;
 //! 7. the sale window (403 with the start or end time);
@@ -133,6 +137,10 @@ fn sold_out_fast_path<B: http_body::Body>(
     }
     let user = edge.settings.buyers.buyer(request.headers()).ok()?;
     stock::validate_user_id(&user).ok()?;
+    edge.settings
+        .purchases
+        .pass(request.headers(), &user, item)
+        .ok()?;
     let user = user.as_str();
     if let Some(hook) = &edge.hook {
         let verdict = hook.check(&HookRequest {
@@ -171,6 +179,8 @@ pub fn router(edge: Arc<Edge>, metrics: Option<PrometheusHandle>) -> Gateway {
     };
     let router = Router::new()
         .route("/api/seckill/{item}", post(purchase))
+        .route("/api/seckill/{item}/token", post(to_seckill))
+        .route("/api/seckill/{item}/quiz", get(to_seckill))
         .route("/api/orders", get(to_orders))
         .route("/api/orders/{id}", get(to_orders))
         .route("/api/orders/{id}/pay", post(to_orders))
@@ -360,6 +370,14 @@ async fn purchase(
         count("bad_request");
         return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
     }
+    if let Err(denied) = edge
+        .settings
+        .purchases
+        .pass(request.headers(), &user, &item)
+    {
+        count("purchase_token_refused");
+        return denied.into_response();
+    }
     let (parts, body) = request.into_parts();
     let body = match read_body(edge, &parts.headers, body).await {
         Ok(body) => body,
@@ -440,6 +458,49 @@ async fn read_body(
     axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| too_large())
+}
+
+/// A quiz question or a purchase token: the buyer, the address and the
+/// user's limits, then seckill.
+async fn to_seckill(State(state): State<GatewayState>, request: Request) -> Response {
+    let edge = &state.edge;
+    if address_limited(edge, &request) {
+        count("rate_limited_address");
+        return with_retry_after(
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this address; retry shortly",
+            ),
+            1,
+        );
+    }
+    let user = match edge.settings.buyers.buyer(request.headers()) {
+        Ok(user) => user,
+        Err(denied) => {
+            count("unauthenticated");
+            return denied.into_response();
+        }
+    };
+    if let Some(limiter) = &edge.per_user
+        && limiter.check_key(&user).is_err()
+    {
+        count("rate_limited_user");
+        return with_retry_after(
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this user; retry shortly",
+            ),
+            1,
+        );
+    }
+    let (parts, body) = request.into_parts();
+    let body = match read_body(edge, &parts.headers, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    forward(&edge.seckill, Request::from_parts(parts, Body::from(body))).await
 }
 
 async fn to_orders(State(state): State<GatewayState>, request: Request) -> Response {
@@ -576,6 +637,9 @@ mod tests {
                 );
                 let settings = EdgeSettings::default();
                 let token = settings.buyers.mint("buyer", Duration::from_secs(60));
+                let pass = settings
+                    .purchases
+                    .mint("buyer", "sku", Duration::from_secs(60));
                 let edge = Edge::new(
                     settings,
                     ActivitySource::Shared(Default::default()),
@@ -591,6 +655,7 @@ mod tests {
                 for _ in 0..3 {
                     let request = axum::http::Request::post("/api/seckill/sku")
                         .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                        .header("x-purchase-token", &pass)
                         .body(Body::empty())
                         .unwrap();
                     let answer = gateway.clone().oneshot(request);

@@ -49,8 +49,9 @@ pub(crate) struct Due {
 #[derive(Debug)]
 pub(crate) struct Plan {
     pub(crate) records: Arc<[TraceRecord]>,
-    /// Each record's buyer token (empty: none is sent).
-    pub(crate) tokens: Vec<Arc<str>>,
+    /// Each record's buyer token and purchase token (empty: none are
+    /// sent).
+    pub(crate) tokens: Vec<(Arc<str>, String)>,
     /// `host:port`, to connect to and for the `Host` header.
     pub(crate) authority: String,
     pub(crate) start: Instant,
@@ -280,8 +281,12 @@ impl Sides<'_> {
                 let mut in_flight = self.in_flight.lock();
                 for request in waiting.drain(..room.min(waiting.len())) {
                     let record = &self.plan.records[request.index];
-                    let token = self.plan.tokens.get(request.index).map(|t| &**t);
-                    encode_purchase(&mut bytes, &self.plan.authority, &record.item, token);
+                    let tokens = self
+                        .plan
+                        .tokens
+                        .get(request.index)
+                        .map(|(buyer, purchase)| (&**buyer, purchase.as_str()));
+                    encode_purchase(&mut bytes, &self.plan.authority, &record.item, tokens);
                     let sent_us = now_us.max(request.planned_us);
                     if Duration::from_micros(sent_us - request.planned_us) > self.plan.late_after {
                         *sent.late_sends += 1;

@@ -70,16 +70,20 @@ pub struct Deployment {
     key_prefix: String,
     orders: PgPool,
     http: Client<HttpConnector, axum::body::Body>,
+    /// `Bearer <broker key>`: the broker's stats need it.
+    broker_authorization: Option<String>,
 }
 
 impl Deployment {
     /// Connects to Redis (`key_prefix` as the deployment's), the order
-    /// database (PostgreSQL) and the seckill instances at `seckills`.
+    /// database (PostgreSQL) and the seckill instances at `seckills`,
+    /// whose broker stats are read with `broker_key`.
     pub async fn connect(
         redis_url: &str,
         key_prefix: &str,
         database_url: &str,
         seckills: &[String],
+        broker_key: Option<&str>,
     ) -> anyhow::Result<Self> {
         if seckills.is_empty() {
             anyhow::bail!("an audit needs at least one seckill URL (--seckill)");
@@ -104,6 +108,7 @@ impl Deployment {
             key_prefix: key_prefix.to_owned(),
             orders,
             http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
+            broker_authorization: broker_key.map(|key| format!("Bearer {key}")),
         })
     }
 
@@ -114,9 +119,18 @@ impl Deployment {
     ) -> anyhow::Result<T> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let uri: axum::http::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
+        let mut request = axum::http::Request::get(uri);
+        if let Some(authorization) = &self.broker_authorization
+            && path.starts_with("/broker/")
+        {
+            request = request.header(axum::http::header::AUTHORIZATION, authorization);
+        }
+        let request = request
+            .body(axum::body::Body::empty())
+            .with_context(|| format!("bad request for {url}"))?;
         let response = self
             .http
-            .get(uri)
+            .request(request)
             .await
             .with_context(|| format!("cannot reach {url}"))?;
         let status = response.status();

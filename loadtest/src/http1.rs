@@ -23,15 +23,17 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const MAX_HEADERS: usize = 32;
 
 /// Appends `POST /api/seckill/{item}` (no body) to `out`, carrying the
-/// buyer's `token` when there is one.
-pub fn encode_purchase(out: &mut Vec<u8>, host: &str, item: &str, token: Option<&str>) {
+/// buyer's token and the purchase token when there are some.
+pub fn encode_purchase(out: &mut Vec<u8>, host: &str, item: &str, tokens: Option<(&str, &str)>) {
     out.extend_from_slice(b"POST /api/seckill/");
     out.extend_from_slice(item.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(host.as_bytes());
-    if let Some(token) = token {
+    if let Some((buyer, purchase)) = tokens {
         out.extend_from_slice(b"\r\nauthorization: Bearer ");
-        out.extend_from_slice(token.as_bytes());
+        out.extend_from_slice(buyer.as_bytes());
+        out.extend_from_slice(b"\r\nx-purchase-token: ");
+        out.extend_from_slice(purchase.as_bytes());
     }
     out.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
 }
@@ -303,7 +305,12 @@ HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
     #[test]
     fn a_purchase_is_one_http11_request() {
         let mut out = Vec::new();
-        encode_purchase(&mut out, "127.0.0.1:8080", "sku-1", Some("t.o.k"));
+        encode_purchase(
+            &mut out,
+            "127.0.0.1:8080",
+            "sku-1",
+            Some(("t.o.k", "p.t.k")),
+        );
         encode_purchase(&mut out, "127.0.0.1:8080", "sku-2", None);
         let mut headers = [httparse::EMPTY_HEADER; 8];
         let mut request = httparse::Request::new(&mut headers);
@@ -314,6 +321,11 @@ HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         assert_eq!(request.path, Some("/api/seckill/sku-1"));
         let authorization = request.headers.iter().find(|h| h.name == "authorization");
         assert_eq!(authorization.unwrap().value, b"Bearer t.o.k");
+        let pass = request
+            .headers
+            .iter()
+            .find(|h| h.name == "x-purchase-token");
+        assert_eq!(pass.unwrap().value, b"p.t.k");
         assert!(out[used..].starts_with(b"POST /api/seckill/sku-2 "));
         assert!(!out[used..].windows(13).any(|w| w == b"authorization"));
     }

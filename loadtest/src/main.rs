@@ -86,6 +86,9 @@ struct DeploymentArgs {
     /// Longest wait for the workers to drain.
     #[arg(long = "audit-drain-timeout", default_value = "120s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// The deployment's broker key: its stats say when the workers drained.
+    #[arg(long, env = "FLASHSALE_BROKER_KEY", hide_env_values = true)]
+    broker_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                         &deployment.key_prefix,
                         database,
                         &deployment.seckills,
+                        deployment.broker_key.as_deref(),
                     )
                     .await?,
                 )

@@ -46,7 +46,7 @@ fn bucket_top(bucket: usize) -> u64 {
 #[derive(Debug)]
 pub struct LiveCounters {
     sent: AtomicU64,
-    outcomes: [AtomicU64; 8],
+    outcomes: [AtomicU64; Outcome::ALL.len()],
     latency: [AtomicU64; BUCKETS],
 }
 
@@ -106,7 +106,7 @@ pub fn print_every_second(
         let start = Instant::now();
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.tick().await;
-        let mut last_outcomes = [0u64; 8];
+        let mut last_outcomes = [0u64; Outcome::ALL.len()];
         let mut last_sent = 0;
         for second in 0.. {
             ticker.tick().await;

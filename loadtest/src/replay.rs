@@ -49,13 +49,16 @@ pub enum Outcome {
     NotStarted,
     /// 403 after the sale.
     Ended,
+    /// 409 `token_reused`: the purchase token was spent already (a
+    /// repeat click whose newer token was spent first).
+    Reused,
     /// Anything else: other statuses, bad bodies, timeouts, connection errors.
     Error,
 }
 
 impl Outcome {
     /// Every outcome, in report order.
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Queued,
         Outcome::SoldOut,
         Outcome::Duplicate,
@@ -63,6 +66,7 @@ impl Outcome {
         Outcome::Shed,
         Outcome::NotStarted,
         Outcome::Ended,
+        Outcome::Reused,
         Outcome::Error,
     ];
 
@@ -76,6 +80,7 @@ impl Outcome {
             Outcome::Shed => "shed",
             Outcome::NotStarted => "not_started",
             Outcome::Ended => "ended",
+            Outcome::Reused => "reused",
             Outcome::Error => "error",
         }
     }
@@ -112,6 +117,7 @@ pub fn classify(status: u16, body: &[u8]) -> (Outcome, Option<String>) {
             _ => (Outcome::Error, None),
         },
         429 => (Outcome::RateLimited, None),
+        409 if json.code.as_deref() == Some("token_reused") => (Outcome::Reused, None),
         503 => (Outcome::Shed, None),
         403 => match json.code.as_deref() {
             Some("not_started") => (Outcome::NotStarted, None),
@@ -315,9 +321,7 @@ pub async fn replay(
     order.sort_by_key(|&i| planned[i]);
     // Made before the clock starts: minting is not part of the load.
     let tokens = match &config.token_key {
-        Some(key) => crate::tokens::TokenMinter::new(key, TOKEN_LIFETIME)
-            .and_then(|minter| minter.for_each(records.iter().map(|r| r.user.as_str())))
-            .map_err(|e| ReplayError::Runtime(e.to_string()))?,
+        Some(key) => mint_tokens(key, records, &order)?,
         None => Vec::new(),
     };
     let records: Arc<[TraceRecord]> = records.into();
@@ -359,12 +363,37 @@ pub async fn replay(
     Ok(merge(reports, spans))
 }
 
+/// Each record's buyer token and a purchase token of its own, issued at
+/// increasing times in the order the records are sent.
+fn mint_tokens(
+    key: &str,
+    records: &[TraceRecord],
+    order: &[usize],
+) -> Result<Vec<(Arc<str>, String)>, ReplayError> {
+    let failed = |e: crate::tokens::TokenError| ReplayError::Runtime(e.to_string());
+    let minter = crate::tokens::TokenMinter::new(key, TOKEN_LIFETIME).map_err(failed)?;
+    let buyers = minter
+        .for_each(records.iter().map(|r| r.user.as_str()))
+        .map_err(failed)?;
+    let start_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut purchases = vec![String::new(); records.len()];
+    for (sent, &index) in order.iter().enumerate() {
+        let record = &records[index];
+        purchases[index] = minter
+            .purchase(&record.user, &record.item, start_us + sent as u64)
+            .map_err(failed)?;
+    }
+    Ok(buyers.into_iter().zip(purchases).collect())
+}
+
 /// Opens the connections, paces the plan onto them, and gathers what
 /// each measured.
 #[allow(clippy::too_many_arguments)]
 async fn run_connections(
     records: Arc<[TraceRecord]>,
-    tokens: Vec<Arc<str>>,
+    tokens: Vec<(Arc<str>, String)>,
     authority: String,
     config: &ReplayConfig,
     connections: usize,
@@ -496,7 +525,7 @@ mod tests {
 
     #[test]
     fn answers_are_classified() {
-        let cases: [(u16, &str, Outcome); 10] = [
+        let cases: [(u16, &str, Outcome); 12] = [
             (
                 200,
                 r#"{"status":"queued","order_id":"o1"}"#,
@@ -514,6 +543,8 @@ mod tests {
             (503, "", Outcome::Shed),
             (403, r#"{"code":"not_started"}"#, Outcome::NotStarted),
             (403, r#"{"code":"ended"}"#, Outcome::Ended),
+            (409, r#"{"code":"token_reused"}"#, Outcome::Reused),
+            (409, r#"{"code":"conflict"}"#, Outcome::Error),
             (500, "{}", Outcome::Error),
         ];
         for (status, body, outcome) in cases {

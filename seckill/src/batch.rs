@@ -35,6 +35,8 @@ pub struct HalfSentBatch {
     core: Arc<ReservationCore>,
     item: String,
     orders: Vec<OrderMessage>,
+    /// Each purchase's token issue time, spent by the script.
+    spends: Vec<Option<u64>>,
     halves: Vec<HalfSendResult>,
 }
 
@@ -50,6 +52,19 @@ impl HalfSentBatch {
         item_stock: u64,
         users: Vec<String>,
     ) -> Result<Self, PurchaseError> {
+        let purchases = users.into_iter().map(|user| (user, None)).collect();
+        Self::send_spending(core, item, item_stock, purchases).await
+    }
+
+    /// [`HalfSentBatch::send`] of `(user, purchase token issue time)`: the
+    /// tokens are spent by the script in step 2.
+    pub(crate) async fn send_spending(
+        core: &Arc<ReservationCore>,
+        item: &str,
+        item_stock: u64,
+        purchases: Vec<(String, Option<u64>)>,
+    ) -> Result<Self, PurchaseError> {
+        let (users, spends): (Vec<String>, Vec<Option<u64>>) = purchases.into_iter().unzip();
         if users.is_empty() || users.len() > stock::MAX_BATCH {
             return Err(PurchaseError::Invalid(format!(
                 "a batch holds 1 to {} purchases, not {}",
@@ -83,6 +98,7 @@ impl HalfSentBatch {
             core: Arc::clone(core),
             item: item.to_owned(),
             orders,
+            spends,
             halves,
         })
     }
@@ -96,13 +112,18 @@ impl HalfSentBatch {
     /// this process's flag when the batch sold the item out (or found it
     /// so).
     pub async fn reserve(&self) -> Result<Vec<Reservation>, SeckillError> {
-        let purchases: Vec<(&str, &str)> = self
+        let purchases: Vec<(&str, &str, Option<u64>)> = self
             .orders
             .iter()
-            .map(|o| (o.user.as_str(), o.order_id.as_str()))
+            .zip(&self.spends)
+            .map(|(o, spend)| (o.user.as_str(), o.order_id.as_str(), *spend))
             .collect();
         let started = std::time::Instant::now();
-        let reserved = self.core.store.reserve_batch(&self.item, &purchases).await;
+        let reserved = self
+            .core
+            .store
+            .reserve_batch_spending(&self.item, &purchases)
+            .await;
         metrics::histogram!(SCRIPT_SECONDS).record(started.elapsed().as_secs_f64());
         if let Some(version) = reserved.iter().flatten().filter_map(sold_out_version).max() {
             self.core.flags.apply(&self.item, true, version);

@@ -104,6 +104,8 @@ struct LaneState {
 #[derive(Debug)]
 struct Waiting {
     user: String,
+    /// The purchase token's issue time, spent by the batch's script.
+    spend: Option<u64>,
     item_stock: u64,
     answer: oneshot::Sender<BatchAnswer>,
 }
@@ -127,11 +129,13 @@ impl Coalescer {
         self.limits
     }
 
-    /// Queues `user`'s purchase of `item` and waits for its batch's answer.
+    /// Queues `user`'s purchase of `item` (spending the purchase token
+    /// issued at `spend`) and waits for its batch's answer.
     pub(crate) async fn purchase(
         &self,
         item: &str,
         user: &str,
+        spend: Option<u64>,
         item_stock: u64,
     ) -> Result<PurchaseOutcome, PurchaseError> {
         let lane = self.lane(item);
@@ -140,6 +144,7 @@ impl Coalescer {
             let mut state = lane.state.lock();
             state.waiting.push_back(Waiting {
                 user: user.to_owned(),
+                spend,
                 item_stock,
                 answer,
             });
@@ -247,12 +252,14 @@ async fn run_batch(core: &Arc<ReservationCore>, lane: &Lane, batch: Closed) {
         taken: false,
     };
     let item_stock = batch.purchases.first().map_or(0, |p| p.item_stock);
-    let (users, answers_to): (Vec<String>, Vec<oneshot::Sender<BatchAnswer>>) = batch
-        .purchases
-        .into_iter()
-        .map(|p| (p.user, p.answer))
-        .unzip();
-    let sent = HalfSentBatch::send(core, &lane.item, item_stock, users).await;
+    let mut purchases = Vec::with_capacity(batch.purchases.len());
+    let mut answers_to: Vec<oneshot::Sender<BatchAnswer>> =
+        Vec::with_capacity(batch.purchases.len());
+    for waiting in batch.purchases {
+        purchases.push((waiting.user, waiting.spend));
+        answers_to.push(waiting.answer);
+    }
+    let sent = HalfSentBatch::send_spending(core, &lane.item, item_stock, purchases).await;
     let answers = match sent {
         Ok(sent) => {
             turn.wait().await;
@@ -384,6 +391,7 @@ mod tests {
             (0..n)
                 .map(|i| Waiting {
                     user: format!("u{i}"),
+                    spend: None,
                     item_stock: 1,
                     answer: oneshot::channel().0,
                 })

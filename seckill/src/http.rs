@@ -3,7 +3,9 @@
 //!
 //! | method | path | body | answer |
 //! |---|---|---|---|
-//! | `POST` | `/api/seckill/{item}` | – (a buyer token) | 200 `{"status":"queued","order_id"}` / `{"status":"duplicate","order_id"}` / `{"status":"sold_out"}`; 403 outside the sale window |
+//! | `GET` | `/api/seckill/{item}/quiz` | – (a buyer token) | 200 `{"question","challenge","answer_after_ms"}`; 404 when the activity has no quiz |
+//! | `POST` | `/api/seckill/{item}/token` | – or, with a quiz, JSON `{"challenge","answer"}` (a buyer token) | 200 `{"status":"ok","purchase_token","expires_in_s"}` / `{"status":"sold_out"}`; 403 outside the sale window or for a wrong answer |
+//! | `POST` | `/api/seckill/{item}` | – (a buyer token and `x-purchase-token`) | 200 `{"status":"queued","order_id"}` / `{"status":"duplicate","order_id"}` / `{"status":"sold_out"}`; 403 outside the sale window; 409 `token_reused` |
 //! | `GET` | `/api/activities` | – | JSON list of activities (public: items, stock, sale windows) |
 //! | `GET` | `/admin/activities` | – | JSON list of activities |
 //! | `POST` | `/admin/activities` | JSON [`Activity`] | 201 JSON activity |
@@ -17,7 +19,11 @@
 //!
 //! **Who may call what** ([`Access`]): a purchase needs a buyer token
 //! (`Authorization: Bearer <JWT>`, see `service_kit::access`), verified
-//! here — the buyer is the token's subject, never a header a client sets;
+//! here — the buyer is the token's subject, never a header a client sets —
+//! and a purchase token for that buyer and item (the hidden, single-use
+//! path: missing 401; forged, expired or someone else's 403; spent 409 —
+//! spent by the reservation's own script call, so no second purchase can
+//! slip between "token used" and "unit reserved");
 //! `/admin/…` and `/metrics` need the admin key; `/broker/…` the broker
 //! key. Without a credential 401, with another one 403.
 //!
@@ -44,9 +50,10 @@ use broker::http_api::ApiAccess;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use service_kit::access::{AccessKey, BuyerTokens, Denied, Keys};
+use service_kit::access::{AccessKey, BuyerTokens, Denied, Keys, PurchaseTokens};
 
 use crate::purchase::{PurchaseError, PurchaseOutcome, Seckill};
+use crate::quiz::Quiz;
 use stock::Activity;
 use stock::{Prewarm, Release, Restock};
 
@@ -56,12 +63,18 @@ const PURCHASE_BODY_LIMIT: usize = 1024;
 pub const ADMIN_BODY_LIMIT: usize = 16 * 1024;
 /// Most units one restock adds: more is a typo, not a sale.
 pub const MAX_RESTOCK_UNITS: u64 = 1_000_000_000;
+/// How long a purchase token may be used after it is issued.
+pub const PURCHASE_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Who may call what on seckill's port (module doc).
 #[derive(Debug, Clone)]
 pub struct Access {
     /// Buyer tokens, for purchases.
     pub buyers: BuyerTokens,
+    /// Purchase tokens: issued here, spent by purchases.
+    pub purchases: PurchaseTokens,
+    /// The quiz of activities that have one.
+    pub quiz: Quiz,
     /// The admin key, for `/admin/…` and `/metrics`.
     pub admin: AccessKey,
     /// The broker key and check-back allow-list, for `/broker/…`.
@@ -79,6 +92,8 @@ impl Access {
         }
         Ok(Access {
             buyers: keys.buyer_tokens().map_err(invalid)?,
+            purchases: keys.purchase_tokens().map_err(invalid)?,
+            quiz: Quiz::new(keys.token.as_bytes()).map_err(invalid)?,
             admin: keys.admin_key().map_err(invalid)?,
             broker,
         })
@@ -90,6 +105,8 @@ impl Access {
 struct PublicState {
     seckill: Arc<Seckill>,
     buyers: BuyerTokens,
+    purchases: PurchaseTokens,
+    quiz: Quiz,
 }
 
 impl FromRef<PublicState> for Arc<Seckill> {
@@ -111,12 +128,21 @@ pub enum ApiError {
     Window(serde_json::Value),
     /// 404: no such activity.
     UnknownItem(String),
+    /// 404: the activity has no quiz.
+    NoQuiz(String),
+    /// 404: no metrics recorder in this process.
+    MetricsOff,
     /// 405: wrong method.
     MethodNotAllowed,
     /// 413: a body over the route's limit.
     PayloadTooLarge,
-    /// 409: the item is not pre-warmed (or already is).
-    Conflict(String),
+    /// 409: the item is not pre-warmed, or a purchase token was spent.
+    Conflict {
+        /// The error's code.
+        code: &'static str,
+        /// What happened.
+        message: String,
+    },
     /// 503: the stock store or broker failed (details logged).
     Unavailable(String),
 }
@@ -134,6 +160,14 @@ impl IntoResponse for ApiError {
                 json!({"error": m, "code": "unsupported_media_type"}),
             ),
             ApiError::Window(body) => (StatusCode::FORBIDDEN, body),
+            ApiError::MetricsOff => (
+                StatusCode::NOT_FOUND,
+                json!({"error": "metrics are not enabled in this process", "code": "not_found"}),
+            ),
+            ApiError::NoQuiz(item) => (
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("item {item:?} has no quiz: ask for a purchase token directly"), "code": "no_quiz"}),
+            ),
             ApiError::UnknownItem(item) => (
                 StatusCode::NOT_FOUND,
                 json!({"error": format!("no activity for item {item:?}"), "code": "unknown_item"}),
@@ -146,9 +180,9 @@ impl IntoResponse for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": "request body too large", "code": "payload_too_large"}),
             ),
-            ApiError::Conflict(m) => (
+            ApiError::Conflict { code, message } => (
                 StatusCode::CONFLICT,
-                json!({"error": m, "code": "conflict"}),
+                json!({"error": message, "code": code}),
             ),
             ApiError::Unavailable(detail) => {
                 tracing::error!(%detail, "request failed on the store or broker");
@@ -166,9 +200,10 @@ impl From<PurchaseError> for ApiError {
     fn from(error: PurchaseError) -> Self {
         match error {
             PurchaseError::UnknownItem(item) => ApiError::UnknownItem(item),
-            PurchaseError::NotWarmed(item) => {
-                ApiError::Conflict(format!("item {item:?} is not pre-warmed"))
-            }
+            PurchaseError::NotWarmed(item) => ApiError::Conflict {
+                code: "conflict",
+                message: format!("item {item:?} is not pre-warmed"),
+            },
             PurchaseError::Invalid(m) => ApiError::BadRequest(m),
             PurchaseError::Store(crate::SeckillError::Invalid(m)) => ApiError::BadRequest(m),
             PurchaseError::Store(e) => ApiError::Unavailable(e.to_string()),
@@ -229,14 +264,21 @@ pub fn router(seckill: Arc<Seckill>, access: Access, metrics: Option<PrometheusH
             "/api/seckill/{item}",
             post(purchase).layer(DefaultBodyLimit::max(PURCHASE_BODY_LIMIT)),
         )
+        .route(
+            "/api/seckill/{item}/token",
+            post(purchase_token).layer(DefaultBodyLimit::max(PURCHASE_BODY_LIMIT)),
+        )
+        .route("/api/seckill/{item}/quiz", get(quiz_question))
         .route("/api/activities", get(list_activities))
         .route("/healthz", get(|| async { "ok" }))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(PublicState {
             seckill: Arc::clone(&seckill),
             buyers: access.buyers,
+            purchases: access.purchases,
+            quiz: access.quiz,
         });
-    let mut admin = Router::new()
+    let admin = Router::new()
         .route(
             "/admin/activities",
             get(list_activities).post(create_activity),
@@ -245,9 +287,17 @@ pub fn router(seckill: Arc<Seckill>, access: Access, metrics: Option<PrometheusH
         .route("/admin/activities/{item}/prewarm", post(prewarm))
         .route("/admin/activities/{item}/restock", post(restock))
         .route("/admin/activities/{item}/release", post(release));
-    if let Some(handle) = metrics {
-        admin = admin.route("/metrics", get(move || std::future::ready(handle.render())));
-    }
+    // Always routed, so it is behind the key whether or not a recorder
+    // is installed (without one: 404 to the operator only).
+    let admin = admin.route(
+        "/metrics",
+        get(move || {
+            std::future::ready(match &metrics {
+                Some(handle) => handle.render().into_response(),
+                None => ApiError::MetricsOff.into_response(),
+            })
+        }),
+    );
     let admin = admin
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
@@ -279,10 +329,23 @@ async fn purchase(
     // Who is asking first: nothing is read or reserved for a stranger.
     let user = state.buyers.buyer(&headers)?;
     let Path(item) = path?;
+    // The hidden path: a purchase token for this buyer and item, checked
+    // by its signature alone; the script spends it.
+    let pass = state.purchases.pass(&headers, &user, &item)?;
     // Read (and so bound) the body even though a purchase needs none: an
     // endless or oversized body is refused with 413, not buffered.
     body?;
-    Ok(Json(match state.seckill.purchase(&item, &user).await? {
+    let outcome = state
+        .seckill
+        .purchase_spending(&item, &user, Some(pass.issued_us))
+        .await?;
+    Ok(Json(match outcome {
+        PurchaseOutcome::Reused => {
+            return Err(ApiError::Conflict {
+                code: "token_reused",
+                message: "this purchase token was used already; ask for a new one".into(),
+            });
+        }
         PurchaseOutcome::Queued { order_id } => json!({"status": "queued", "order_id": order_id}),
         PurchaseOutcome::Duplicate { order_id } => {
             json!({"status": "duplicate", "order_id": order_id})
@@ -299,6 +362,82 @@ async fn purchase(
             })));
         }
     }))
+}
+
+/// A quiz answer, with the challenge it answers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuizAnswer {
+    challenge: String,
+    answer: i64,
+}
+
+/// The sale window of `activity` now, as the purchase answers it.
+fn refuse_outside_window(activity: &Activity) -> ApiResult<()> {
+    match activity.window(crate::purchase::now_ms()) {
+        stock::Window::Open => Ok(()),
+        stock::Window::NotStarted => Err(ApiError::Window(json!({
+            "error": "the sale has not started", "code": "not_started", "starts_at_ms": activity.starts_at_ms
+        }))),
+        stock::Window::Ended => Err(ApiError::Window(json!({
+            "error": "the sale is over", "code": "ended", "ended_at_ms": activity.ends_at_ms
+        }))),
+    }
+}
+
+async fn quiz_question(
+    State(state): State<PublicState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Json<crate::quiz::Question>> {
+    let user = state.buyers.buyer(&headers)?;
+    let Path(item) = path?;
+    let activity = known(&state.seckill, &item)?;
+    if !activity.quiz {
+        return Err(ApiError::NoQuiz(item));
+    }
+    refuse_outside_window(&activity)?;
+    Ok(Json(state.quiz.ask(&user, &item)))
+}
+
+async fn purchase_token(
+    State(state): State<PublicState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let user = state.buyers.buyer(&headers)?;
+    let Path(item) = path?;
+    let body = body?;
+    stock::validate_user_id(&user).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let activity = known(&state.seckill, &item)?;
+    refuse_outside_window(&activity)?;
+    if activity.quiz {
+        let is_json = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType(
+                "this item has a quiz: send {\"challenge\",\"answer\"} as application/json".into(),
+            ));
+        }
+        let answer: QuizAnswer = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the quiz answer: {e}")))?;
+        state
+            .quiz
+            .check(&user, &item, &answer.challenge, answer.answer)?;
+    }
+    // A sold-out item needs no token: the answer is the same without one.
+    if state.seckill.flags().is_sold_out(&item) {
+        return Ok(Json(json!({"status": "sold_out"})));
+    }
+    let token = state.purchases.mint(&user, &item, PURCHASE_TOKEN_TTL);
+    Ok(Json(json!({
+        "status": "ok",
+        "purchase_token": token,
+        "expires_in_s": PURCHASE_TOKEN_TTL.as_secs(),
+    })))
 }
 
 async fn list_activities(State(seckill): State<Arc<Seckill>>) -> Json<Vec<Activity>> {
@@ -397,9 +536,10 @@ async fn restock(
             seckill.activities().add_stock(&item, body.units);
             Ok(Json(json!({"stock": stock, "flag_version": flag_version})))
         }
-        Restock::NotWarmed => Err(ApiError::Conflict(format!(
-            "item {item:?} is not pre-warmed"
-        ))),
+        Restock::NotWarmed => Err(ApiError::Conflict {
+            code: "conflict",
+            message: format!("item {item:?} is not pre-warmed"),
+        }),
     }
 }
 

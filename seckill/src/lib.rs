@@ -18,6 +18,10 @@
 //! `lua/reserve_batch.lua` call decides all of them in arrival order, and
 //! its commits and rollbacks are one write ([`HalfSentBatch`]). The single
 //! path ([`ReservationPath::Single`]) stays, for study and comparison.
+//!
+//! A purchase over HTTP needs a purchase token, asked for once the sale is
+//! open (after a [`quiz`] where the activity has one) and spent by the same
+//! script call that reserves, so each token buys at most once.
 
 pub mod app;
 mod batch;
@@ -30,6 +34,7 @@ pub mod metrics;
 mod order_ids;
 mod order_message;
 mod purchase;
+pub mod quiz;
 mod registry;
 
 pub use app::App;

@@ -74,6 +74,8 @@ pub enum PurchaseOutcome {
         /// When it closed (ms since the epoch).
         ended_at_ms: i64,
     },
+    /// The purchase token was spent already: nothing was decided.
+    Reused,
 }
 
 /// Why a purchase could not be decided.
@@ -244,20 +246,38 @@ impl Seckill {
 
     /// One purchase attempt of `item` by `user`.
     pub async fn purchase(&self, item: &str, user: &str) -> Result<PurchaseOutcome, PurchaseError> {
-        let result = self.decide(item, user).await;
+        self.purchase_spending(item, user, None).await
+    }
+
+    /// [`Seckill::purchase`], spending the purchase token issued at
+    /// `token_issued_us` in the same atomic step that reserves
+    /// ([`PurchaseOutcome::Reused`] if it was spent already).
+    pub async fn purchase_spending(
+        &self,
+        item: &str,
+        user: &str,
+        token_issued_us: Option<u64>,
+    ) -> Result<PurchaseOutcome, PurchaseError> {
+        let result = self.decide(item, user, token_issued_us).await;
         let outcome = match &result {
             Ok(PurchaseOutcome::Queued { .. }) => "queued",
             Ok(PurchaseOutcome::Duplicate { .. }) => "duplicate",
             Ok(PurchaseOutcome::SoldOut) => "sold_out",
             Ok(PurchaseOutcome::NotStarted { .. }) => "not_started",
             Ok(PurchaseOutcome::Ended { .. }) => "ended",
+            Ok(PurchaseOutcome::Reused) => "reused",
             Err(_) => "error",
         };
         metrics::counter!(RESERVATIONS, "outcome" => outcome).increment(1);
         result
     }
 
-    async fn decide(&self, item: &str, user: &str) -> Result<PurchaseOutcome, PurchaseError> {
+    async fn decide(
+        &self,
+        item: &str,
+        user: &str,
+        spend: Option<u64>,
+    ) -> Result<PurchaseOutcome, PurchaseError> {
         validate_user_id(user)?;
         let activity = self
             .activities
@@ -281,8 +301,12 @@ impl Seckill {
             return Ok(PurchaseOutcome::SoldOut);
         }
         match &self.coalescer {
-            Some(coalescer) => coalescer.purchase(item, user, activity.stock).await,
-            None => self.core.decide_one(item, user, activity.stock).await,
+            Some(coalescer) => coalescer.purchase(item, user, spend, activity.stock).await,
+            None => {
+                self.core
+                    .decide_one(item, user, spend, activity.stock)
+                    .await
+            }
         }
     }
 }
@@ -293,6 +317,7 @@ impl ReservationCore {
         &self,
         item: &str,
         user: &str,
+        spend: Option<u64>,
         item_stock: u64,
     ) -> Result<PurchaseOutcome, PurchaseError> {
         let order = OrderMessage {
@@ -312,7 +337,10 @@ impl ReservationCore {
             .send_half(PRODUCER_GROUP, queue, order.to_message())
             .await?;
         let started = std::time::Instant::now();
-        let reserved = self.store.reserve(item, user, &order.order_id).await;
+        let reserved = self
+            .store
+            .reserve_spending(item, user, &order.order_id, spend)
+            .await;
         metrics::histogram!(SCRIPT_SECONDS).record(started.elapsed().as_secs_f64());
         let reservation = match reserved {
             Ok(reservation) => reservation,
@@ -431,6 +459,7 @@ pub(crate) fn decided(
             TransactionState::Rollback,
             Err(PurchaseError::NotWarmed(item.to_owned())),
         ),
+        Reservation::Reused => (TransactionState::Rollback, Ok(PurchaseOutcome::Reused)),
     }
 }
 

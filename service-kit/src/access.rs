@@ -16,6 +16,14 @@
 //! operators' routes, the broker key for the services' broker API. They are
 //! compared in constant time.
 //!
+//! **Purchase tokens** ([`PurchaseTokens`]) are the hidden, single-use
+//! purchase path: once a sale is open a buyer asks seckill for one for
+//! (user, item) and presents it as `x-purchase-token` with the purchase.
+//! It is a JWT under the same key with `aud` = [`PURCHASE_AUDIENCE`], the
+//! item, and `n`, its issue time in µs — increasing per user and item, which
+//! is what the reservation script spends (a token no newer than the last
+//! one spent is reused). Checking one needs no store round trip.
+//!
 //! Every failure is a [`Denied`] with the status and code a route answers.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +35,10 @@ use subtle::ConstantTimeEq;
 
 /// The `aud` claim of a buyer token.
 pub const BUYER_AUDIENCE: &str = "flashsale-buyer";
+/// The `aud` claim of a purchase token.
+pub const PURCHASE_AUDIENCE: &str = "flashsale-purchase";
+/// The header carrying a purchase token.
+pub const PURCHASE_TOKEN_HEADER: &str = "x-purchase-token";
 /// Shortest key or signing secret accepted (bytes): 256 bits.
 pub const MIN_KEY_LEN: usize = 32;
 /// Longest token read; a real one is a few hundred bytes.
@@ -171,6 +183,141 @@ impl BuyerTokens {
     /// The buyer a request's `Authorization: Bearer` token names.
     pub fn buyer(&self, headers: &HeaderMap) -> Result<String, Denied> {
         self.verify(bearer(headers)?)
+    }
+}
+
+/// The claims of a purchase token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PurchaseClaims {
+    sub: String,
+    item: String,
+    /// Issue time, µs since the epoch.
+    n: u64,
+    exp: u64,
+    aud: String,
+}
+
+/// A purchase token's verified content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurchasePass {
+    /// When it was issued (µs since the epoch): what the reservation
+    /// script spends.
+    pub issued_us: u64,
+}
+
+/// Makes and checks purchase tokens under one HS256 key.
+#[derive(Clone)]
+pub struct PurchaseTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    /// The last issue time handed out, so this process never issues two
+    /// tokens at the same µs.
+    last_issued: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for PurchaseTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PurchaseTokens(<redacted>)")
+    }
+}
+
+impl PurchaseTokens {
+    /// Tokens under `key` (at least [`MIN_KEY_LEN`] bytes).
+    pub fn new(key: &[u8]) -> Result<Self, String> {
+        if key.len() < MIN_KEY_LEN {
+            return Err(format!(
+                "a token signing key needs at least {MIN_KEY_LEN} bytes, this one has {}",
+                key.len()
+            ));
+        }
+        let bad = |e: jsonwebtoken::errors::Error| format!("unusable token signing key: {e}");
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[PURCHASE_AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        validation.leeway = 0;
+        Ok(PurchaseTokens {
+            encoding: EncodingKey::from_secret(key).map_err(bad)?,
+            decoding: DecodingKey::from_secret(key).map_err(bad)?,
+            validation,
+            last_issued: Default::default(),
+        })
+    }
+
+    /// A token for `user`'s purchase of `item`, valid for `ttl`.
+    pub fn mint(&self, user: &str, item: &str, ttl: Duration) -> String {
+        use std::sync::atomic::Ordering;
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let previous = self
+            .last_issued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(now_us.max(last + 1))
+            })
+            .unwrap_or(now_us);
+        let claims = PurchaseClaims {
+            sub: user.to_owned(),
+            item: item.to_owned(),
+            n: now_us.max(previous + 1),
+            exp: unix_seconds() + ttl.as_secs().max(1),
+            aud: PURCHASE_AUDIENCE.to_owned(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing of plain claims cannot fail")
+    }
+
+    /// The pass in `headers` for `buyer`'s purchase of `item`: 401 without
+    /// one; 403 if it is forged, expired, or for another buyer or item.
+    pub fn pass(
+        &self,
+        headers: &HeaderMap,
+        buyer: &str,
+        item: &str,
+    ) -> Result<PurchasePass, Denied> {
+        let token = headers
+            .get(PURCHASE_TOKEN_HEADER)
+            .ok_or_else(|| {
+                Denied::unauthorized(
+                    "missing_purchase_token",
+                    format!(
+                        "a purchase needs a purchase token in {PURCHASE_TOKEN_HEADER} \
+                         (POST /api/seckill/{{item}}/token once the sale is open)"
+                    ),
+                )
+            })?
+            .to_str()
+            .map_err(|_| {
+                Denied::forbidden("invalid_purchase_token", "the purchase token is not text")
+            })?;
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(Denied::forbidden(
+                "invalid_purchase_token",
+                "the purchase token is empty or too long",
+            ));
+        }
+        let claims =
+            jsonwebtoken::decode::<PurchaseClaims>(token, &self.decoding, &self.validation)
+                .map_err(|e| match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => Denied::forbidden(
+                        "expired_purchase_token",
+                        "the purchase token has expired; ask for a new one",
+                    ),
+                    _ => Denied::forbidden(
+                        "invalid_purchase_token",
+                        format!("the purchase token does not verify: {e}"),
+                    ),
+                })?
+                .claims;
+        if claims.sub != buyer || claims.item != item {
+            return Err(Denied::forbidden(
+                "not_your_purchase_token",
+                "this purchase token is for another buyer or item",
+            ));
+        }
+        Ok(PurchasePass {
+            issued_us: claims.n,
+        })
     }
 }
 
@@ -320,6 +467,11 @@ impl Keys {
         BuyerTokens::new(self.token.as_bytes())
     }
 
+    /// Purchase tokens under the signing key.
+    pub fn purchase_tokens(&self) -> Result<PurchaseTokens, String> {
+        PurchaseTokens::new(self.token.as_bytes())
+    }
+
     /// The admin key.
     pub fn admin_key(&self) -> Result<AccessKey, String> {
         AccessKey::new("admin", &self.admin)
@@ -427,6 +579,65 @@ mod tests {
             expired.split('.').nth(1).unwrap()
         );
         assert!(tokens.verify(&unsigned).is_err());
+    }
+
+    fn with_pass(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(PURCHASE_TOKEN_HEADER, HeaderValue::from_str(token).unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_purchase_token_is_for_one_buyer_and_item_and_issued_later_each_time() {
+        let tokens = PurchaseTokens::new(KEY).unwrap();
+        let first = tokens.mint("u-1", "sku", Duration::from_secs(60));
+        let second = tokens.mint("u-1", "sku", Duration::from_secs(60));
+        let a = tokens.pass(&with_pass(&first), "u-1", "sku").unwrap();
+        let b = tokens.pass(&with_pass(&second), "u-1", "sku").unwrap();
+        assert!(b.issued_us > a.issued_us, "{a:?} then {b:?}");
+        for (buyer, item) in [("u-2", "sku"), ("u-1", "other")] {
+            let denied = tokens.pass(&with_pass(&first), buyer, item).unwrap_err();
+            assert_eq!(
+                (denied.status, denied.code),
+                (StatusCode::FORBIDDEN, "not_your_purchase_token")
+            );
+        }
+        let missing = tokens.pass(&HeaderMap::new(), "u-1", "sku").unwrap_err();
+        assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+        let other_key = PurchaseTokens::new(b"another key, 0123456789abcdef0123456789").unwrap();
+        let forged = other_key.mint("u-1", "sku", Duration::from_secs(60));
+        assert_eq!(
+            tokens
+                .pass(&with_pass(&forged), "u-1", "sku")
+                .unwrap_err()
+                .code,
+            "invalid_purchase_token"
+        );
+        // A buyer token is not a purchase token, nor the reverse.
+        let buyer = BuyerTokens::new(KEY)
+            .unwrap()
+            .mint("u-1", Duration::from_secs(60));
+        assert!(tokens.pass(&with_pass(&buyer), "u-1", "sku").is_err());
+        assert!(BuyerTokens::new(KEY).unwrap().verify(&first).is_err());
+        let expired = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &PurchaseClaims {
+                sub: "u-1".into(),
+                item: "sku".into(),
+                n: 1,
+                exp: unix_seconds() - 5,
+                aud: PURCHASE_AUDIENCE.into(),
+            },
+            &EncodingKey::from_secret(KEY).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            tokens
+                .pass(&with_pass(&expired), "u-1", "sku")
+                .unwrap_err()
+                .code,
+            "expired_purchase_token"
+        );
     }
 
     #[test]

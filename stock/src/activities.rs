@@ -26,6 +26,10 @@ pub struct Activity {
     /// Orders one user may hold for this item. The buyer record keeps one
     /// order per user, so only 1 is supported.
     pub per_user_limit: u32,
+    /// Whether a buyer answers a question before getting a purchase token
+    /// (答题: keeps early bots out and spreads arrivals over seconds).
+    #[serde(default)]
+    pub quiz: bool,
     /// Sale opens (ms since the epoch).
     pub starts_at_ms: i64,
     /// Sale closes (ms since the epoch).

@@ -59,6 +59,8 @@ pub enum Reservation {
     },
     /// The item was never pre-warmed into this store.
     NotWarmed,
+    /// The purchase token was spent already: nothing was decided.
+    Reused,
 }
 
 /// The outcome of giving a reservation back.
@@ -156,12 +158,27 @@ impl StockStore {
         user: &str,
         order_id: &str,
     ) -> Result<Reservation, StockError> {
+        self.reserve_spending(item, user, order_id, None).await
+    }
+
+    /// [`StockStore::reserve`], spending in the same atomic step the
+    /// purchase token issued at `token_issued_us` (µs since the epoch):
+    /// [`Reservation::Reused`] if the user spent that token, or a later
+    /// one, on this item already (see `lua/reserve.lua`).
+    pub async fn reserve_spending(
+        &self,
+        item: &str,
+        user: &str,
+        order_id: &str,
+        token_issued_us: Option<u64>,
+    ) -> Result<Reservation, StockError> {
         if user.is_empty() || order_id.is_empty() {
             return Err(StockError::Invalid(
                 "user and order id must not be empty".into(),
             ));
         }
-        let args = [user, order_id, item, &self.flag_channel].map(str::to_owned);
+        let spent = token_issued_us.map(|t| t.to_string()).unwrap_or_default();
+        let args = [user, order_id, item, &self.flag_channel, &spent].map(str::to_owned);
         let reply = self.runner.run(&RESERVE, &self.keys(item)?, &args).await?;
         Fields::of(&RESERVE, &reply, 4)?.reservation(0)
     }
@@ -175,16 +192,29 @@ impl StockStore {
         item: &str,
         purchases: &[(&str, &str)],
     ) -> Result<Vec<Reservation>, StockError> {
+        let spending: Vec<(&str, &str, Option<u64>)> =
+            purchases.iter().map(|(u, o)| (*u, *o, None)).collect();
+        self.reserve_batch_spending(item, &spending).await
+    }
+
+    /// [`StockStore::reserve_batch`] of `(user, order id, purchase token
+    /// issue time)`, each token spent as [`StockStore::reserve_spending`]
+    /// spends it, at its turn.
+    pub async fn reserve_batch_spending(
+        &self,
+        item: &str,
+        purchases: &[(&str, &str, Option<u64>)],
+    ) -> Result<Vec<Reservation>, StockError> {
         if purchases.is_empty() || purchases.len() > MAX_BATCH {
             return Err(StockError::Invalid(format!(
                 "a batch holds 1 to {MAX_BATCH} purchases, not {}",
                 purchases.len()
             )));
         }
-        let mut args = Vec::with_capacity(2 + 2 * purchases.len());
+        let mut args = Vec::with_capacity(2 + 3 * purchases.len());
         args.push(item.to_owned());
         args.push(self.flag_channel.clone());
-        for (user, order_id) in purchases {
+        for (user, order_id, token_issued_us) in purchases {
             if user.is_empty() || order_id.is_empty() {
                 return Err(StockError::Invalid(
                     "user and order id must not be empty".into(),
@@ -198,12 +228,13 @@ impl StockStore {
             }
             args.push((*user).to_owned());
             args.push((*order_id).to_owned());
+            args.push(token_issued_us.map(|t| t.to_string()).unwrap_or_default());
         }
         let reply = self
             .runner
             .run(&RESERVE_BATCH, &self.keys(item)?, &args)
             .await?;
-        batch_reservations(&reply, purchases)
+        batch_reservations(&reply, purchases.iter().map(|(_, order_id, _)| *order_id))
     }
 
     /// Gives back `user`'s reservation `order_id` (idempotent).
@@ -337,9 +368,9 @@ impl StockStore {
 }
 
 /// Reads `reserve_batch.lua`'s answer lines, one per purchase in order.
-fn batch_reservations(
+fn batch_reservations<'a>(
     reply: &Reply,
-    purchases: &[(&str, &str)],
+    order_ids: impl ExactSizeIterator<Item = &'a str>,
 ) -> Result<Vec<Reservation>, StockError> {
     let unexpected = || StockError::UnexpectedReply {
         script: RESERVE_BATCH.name,
@@ -351,16 +382,16 @@ fn batch_reservations(
     let int = |field: Option<&str>| -> Result<i64, StockError> {
         field.and_then(|f| f.parse().ok()).ok_or_else(unexpected)
     };
-    let mut reservations = Vec::with_capacity(purchases.len());
+    let mut reservations = Vec::with_capacity(order_ids.len());
     let mut lines = text.split('\n');
-    for (_, order_id) in purchases {
+    for order_id in order_ids {
         let line = lines.next().ok_or_else(unexpected)?;
         let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
         reservations.push(match kind {
             "q" => {
                 let mut fields = rest.split(' ');
                 let reservation = Reservation::Queued {
-                    order_id: (*order_id).to_owned(),
+                    order_id: order_id.to_owned(),
                     stock_left: int(fields.next())?,
                     flag_version: int(fields.next())?,
                 };
@@ -376,6 +407,7 @@ fn batch_reservations(
                 flag_version: int(Some(rest))?,
             },
             "n" if rest.is_empty() => Reservation::NotWarmed,
+            "r" if rest.is_empty() => Reservation::Reused,
             _ => return Err(unexpected()),
         });
     }
@@ -423,6 +455,7 @@ impl<'a> Fields<'a> {
                 flag_version: self.int(at + 3)?,
             },
             "not_warmed" => Reservation::NotWarmed,
+            "reused" => Reservation::Reused,
             _ => return Err(self.unexpected()),
         })
     }
@@ -453,13 +486,13 @@ impl<'a> Fields<'a> {
 mod tests {
     use super::*;
 
-    const PURCHASES: [(&str, &str); 4] = [("a", "o1"), ("b", "o2"), ("c", "o3"), ("d", "o4")];
+    const PURCHASES: [&str; 5] = ["o1", "o2", "o3", "o4", "o5"];
 
     #[test]
     fn a_batch_reply_reads_one_answer_per_line_in_order() {
-        let reply = Reply::Bulk("q 9 0\nd o0\ns 3\nn".into());
+        let reply = Reply::Bulk("q 9 0\nd o0\ns 3\nn\nr".into());
         assert_eq!(
-            batch_reservations(&reply, &PURCHASES).unwrap(),
+            batch_reservations(&reply, PURCHASES.into_iter()).unwrap(),
             [
                 Reservation::Queued {
                     order_id: "o1".into(),
@@ -471,6 +504,7 @@ mod tests {
                 },
                 Reservation::SoldOut { flag_version: 3 },
                 Reservation::NotWarmed,
+                Reservation::Reused,
             ]
         );
     }
@@ -478,21 +512,23 @@ mod tests {
     #[test]
     fn a_batch_reply_of_the_wrong_shape_is_an_error() {
         for bad in [
-            "q 9 0\nd o0\ns 3",       // an answer short
-            "q 9 0\nd o0\ns 3\nn\nn", // one too many
-            "q 9\nd o0\ns 3\nn",      // a field short
-            "q 9 0 1\nd o0\ns 3\nn",  // a field too many
-            "q x 0\nd o0\ns 3\nn",    // not a number
-            "x 9 0\nd o0\ns 3\nn",    // unknown answer
-            "q 9 0\nd\ns 3\nn",       // a duplicate without its order
+            "q 9 0\nd o0\ns 3\nn",       // an answer short
+            "q 9 0\nd o0\ns 3\nn\nr\nn", // one too many
+            "q 9\nd o0\ns 3\nn\nr",      // a field short
+            "q 9 0 1\nd o0\ns 3\nn\nr",  // a field too many
+            "q x 0\nd o0\ns 3\nn\nr",    // not a number
+            "x 9 0\nd o0\ns 3\nn\nr",    // unknown answer
+            "q 9 0\nd\ns 3\nn\nr",       // a duplicate without its order
+            "q 9 0\nd o0\ns 3\nn\nr x",  // a reuse with a field
         ] {
-            let error = batch_reservations(&Reply::Bulk(bad.into()), &PURCHASES).unwrap_err();
+            let error =
+                batch_reservations(&Reply::Bulk(bad.into()), PURCHASES.into_iter()).unwrap_err();
             assert!(
                 matches!(error, StockError::UnexpectedReply { .. }),
                 "{bad:?}: {error:?}"
             );
         }
         let array = Reply::Array(vec![Reply::Bulk("queued".into())]);
-        assert!(batch_reservations(&array, &PURCHASES[..1]).is_err());
+        assert!(batch_reservations(&array, PURCHASES[..1].iter().copied()).is_err());
     }
 }

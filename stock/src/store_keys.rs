@@ -31,6 +31,8 @@ pub struct ItemKeys {
     pub soldout: String,
     /// Last sold-out flag version.
     pub flag_version: String,
+    /// Hash of user → issue time of the last purchase token spent.
+    pub spent: String,
 }
 
 impl ItemKeys {
@@ -42,6 +44,7 @@ impl ItemKeys {
             buyers: key("buyers"),
             soldout: key("soldout"),
             flag_version: key("flagver"),
+            spent: key("spent"),
         }
     }
 
@@ -52,6 +55,7 @@ impl ItemKeys {
             self.buyers.clone(),
             self.soldout.clone(),
             self.flag_version.clone(),
+            self.spent.clone(),
         ]
     }
 }

@@ -122,13 +122,15 @@ async fn the_series_carries_the_charts_points_and_moves_with_purchases() {
     // per-user limit), then 30 buyers for the 9 units left.
     let gateway: SocketAddr = stack.url().trim_start_matches("http://").parse().unwrap();
     let tokens = stack.buyer_tokens().clone();
+    let passes = stack.keys().purchase_tokens().unwrap();
     let buy = |user: String| {
         let token = tokens.mint(&user, Duration::from_secs(600));
+        let pass = passes.mint(&user, "sku-1", Duration::from_secs(600));
         async move {
             exchange(
                 gateway,
                 "POST /api/seckill/sku-1",
-                &format!("authorization: Bearer {token}\r\n"),
+                &format!("authorization: Bearer {token}\r\nx-purchase-token: {pass}\r\n"),
             )
             .await
             .0

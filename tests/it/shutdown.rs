@@ -97,10 +97,21 @@ fn ctrl_c_stops_the_all_in_one_binary_cleanly() {
     if let Ok(output) = claimed {
         assert_eq!(String::from_utf8_lossy(&output.stdout), "401");
     }
-    // One purchase, so there is something to flush and commit.
+    // One purchase, so there is something to flush and commit: a purchase
+    // token first, as the binary's own instructions say.
+    let pass = Command::new("curl")
+        .args(["-s", "-X", "POST", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("{url}/api/seckill/demo-item/token"))
+        .output()
+        .ok()
+        .and_then(|output| serde_json::from_slice::<serde_json::Value>(&output.stdout).ok())
+        .and_then(|answer| answer["purchase_token"].as_str().map(str::to_owned))
+        .unwrap_or_default();
     let bought = Command::new("curl")
         .args(["-s", "-X", "POST", "-H"])
         .arg(format!("Authorization: Bearer {token}"))
+        .args(["-H", &format!("x-purchase-token: {pass}")])
         .arg(format!("{url}/api/seckill/demo-item"))
         .output();
     if let Ok(output) = bought {

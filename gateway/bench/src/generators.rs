@@ -222,6 +222,8 @@ fn oha(oha: &str, port: u16, connections: usize, seconds: f64) -> Result<Generat
             "POST",
             "-H",
             &format!("authorization: Bearer {}", crate::bench_token("user1")),
+            "-H",
+            &format!("x-purchase-token: {}", crate::bench_pass("user1")),
             &format!("http://127.0.0.1:{port}{PATH}"),
         ]
         .map(str::to_owned)
@@ -285,8 +287,9 @@ fn wrk(port: u16, connections: usize, seconds: f64) -> Result<GeneratorRow, Stri
     std::fs::write(
         &script,
         format!(
-            "wrk.method = \"POST\"\nwrk.headers[\"authorization\"] = \"Bearer {}\"\n",
-            crate::bench_token("user1")
+            "wrk.method = \"POST\"\nwrk.headers[\"authorization\"] = \"Bearer {}\"\nwrk.headers[\"x-purchase-token\"] = \"{}\"\n",
+            crate::bench_token("user1"),
+            crate::bench_pass("user1")
         ),
     )
     .map_err(|e| e.to_string())?;

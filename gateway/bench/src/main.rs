@@ -160,6 +160,7 @@ async fn serve_gateway(listener: TcpListener, hook: Option<LuaHook>) {
             item: "sku".into(),
             stock: 1,
             per_user_limit: 1,
+            quiz: false,
             starts_at_ms: 0,
             ends_at_ms: i64::MAX,
         })
@@ -169,6 +170,9 @@ async fn serve_gateway(listener: TcpListener, hook: Option<LuaHook>) {
     let edge = Edge::new(
         EdgeSettings {
             buyers: bench_keys().buyer_tokens().expect("random keys are long"),
+            purchases: bench_keys()
+                .purchase_tokens()
+                .expect("random keys are long"),
             ..EdgeSettings::default()
         },
         ActivitySource::Shared(activities),
@@ -201,6 +205,15 @@ pub(crate) fn bench_token(user: &str) -> String {
         .buyer_tokens()
         .expect("random keys are long")
         .mint(user, Duration::from_secs(3600))
+}
+
+/// A purchase token of this run for `user`'s purchase of the bench's
+/// item (never spent: the item is sold out, answered at the edge).
+pub(crate) fn bench_pass(user: &str) -> String {
+    bench_keys()
+        .purchase_tokens()
+        .expect("random keys are long")
+        .mint(user, "sku", Duration::from_secs(3600))
 }
 
 async fn serve_hello(listener: TcpListener) {
@@ -445,8 +458,9 @@ async fn connection(
     let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let token = bench_token(&format!("user{user}"));
+    let pass = bench_pass(&format!("user{user}"));
     let request = format!(
-        "POST {PATH} HTTP/1.1\r\nHost: bench\r\nauthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+        "POST {PATH} HTTP/1.1\r\nHost: bench\r\nauthorization: Bearer {token}\r\nx-purchase-token: {pass}\r\nContent-Length: 0\r\n\r\n"
     );
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut errors = 0;

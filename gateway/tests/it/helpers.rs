@@ -70,6 +70,7 @@ pub(crate) fn activity(item: &str, starts_at_ms: i64, ends_at_ms: i64) -> Activi
         item: item.into(),
         stock: 10,
         per_user_limit: 1,
+        quiz: false,
         starts_at_ms,
         ends_at_ms,
     }
@@ -99,10 +100,18 @@ pub(crate) fn bearer(user: &str) -> String {
     format!("Bearer {}", tokens().mint(user, Duration::from_secs(600)))
 }
 
+/// A purchase token of `user` for `item`.
+pub(crate) fn pass(user: &str, item: &str) -> String {
+    service_kit::access::PurchaseTokens::new(TEST_TOKEN_KEY)
+        .unwrap()
+        .mint(user, item, Duration::from_secs(600))
+}
+
 pub(crate) fn settings() -> EdgeSettings {
     EdgeSettings {
         user_rps: 0,
         buyers: tokens(),
+        purchases: service_kit::access::PurchaseTokens::new(TEST_TOKEN_KEY).unwrap(),
         ..EdgeSettings::default()
     }
 }
@@ -130,7 +139,9 @@ pub(crate) fn edge_over(
 pub(crate) async fn buy(app: &Gateway, item: &str, user: Option<&str>) -> (StatusCode, Value) {
     let mut request = Request::post(format!("/api/seckill/{item}"));
     if let Some(user) = user {
-        request = request.header("authorization", bearer(user));
+        request = request
+            .header("authorization", bearer(user))
+            .header("x-purchase-token", pass(user, item));
     }
     send(app, request.body(Body::empty()).unwrap()).await
 }

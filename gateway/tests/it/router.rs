@@ -87,6 +87,7 @@ async fn users_are_rate_limited_one_by_one() {
     // forwarded-for header.
     let request = Request::post("/api/seckill/sku")
         .header("authorization", crate::helpers::bearer("greedy"))
+        .header("x-purchase-token", crate::helpers::pass("greedy", "sku"))
         .header("x-forwarded-for", "10.9.8.7")
         .body(Body::empty())
         .unwrap();
@@ -131,6 +132,7 @@ async fn bad_requests_are_answered_at_the_edge_with_json() {
     // Bodies over the limit: declared, and streamed without a length.
     let big = Request::post("/api/seckill/sku")
         .header("authorization", crate::helpers::bearer("alice"))
+        .header("x-purchase-token", crate::helpers::pass("alice", "sku"))
         .header("content-length", "5000")
         .body(Body::from(vec![b'x'; 5000]))
         .unwrap();
@@ -142,6 +144,7 @@ async fn bad_requests_are_answered_at_the_edge_with_json() {
     let chunks = futures_chunks(5, 1_000);
     let streamed = Request::post("/api/seckill/sku")
         .header("authorization", crate::helpers::bearer("alice"))
+        .header("x-purchase-token", crate::helpers::pass("alice", "sku"))
         .body(Body::from_stream(chunks))
         .unwrap();
     assert_eq!(send(&app, streamed).await.0, StatusCode::PAYLOAD_TOO_LARGE);
@@ -193,6 +196,7 @@ async fn load_shedding_answers_503_at_once_at_the_limit() {
         app.clone(),
         Request::post("/api/seckill/sku")
             .header("authorization", crate::helpers::bearer("third"))
+            .header("x-purchase-token", crate::helpers::pass("third", "sku"))
             .body(Body::empty())
             .unwrap(),
     )
@@ -291,11 +295,13 @@ async fn a_flagged_item_still_goes_through_the_earlier_checks() {
     assert_eq!(buy(&app, "over", Some("alice")).await.1["code"], "ended");
     let with_body = Request::post("/api/seckill/sku")
         .header("authorization", crate::helpers::bearer("alice"))
+        .header("x-purchase-token", crate::helpers::pass("alice", "sku"))
         .body(Body::from(vec![b'x'; 5000]))
         .unwrap();
     assert_eq!(send(&app, with_body).await.0, StatusCode::PAYLOAD_TOO_LARGE);
     let small_body = Request::post("/api/seckill/sku")
         .header("authorization", crate::helpers::bearer("alice"))
+        .header("x-purchase-token", crate::helpers::pass("alice", "sku"))
         .body(Body::from("{}"))
         .unwrap();
     assert_eq!(send(&app, small_body).await.1["status"], "sold_out"); // via the router

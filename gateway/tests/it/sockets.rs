@@ -163,6 +163,10 @@ mod tiny_client {
         pub(crate) async fn post(&self, addr: std::net::SocketAddr, path: &str, user: &str) -> u16 {
             let request = axum::http::Request::post(format!("http://{addr}{path}"))
                 .header("authorization", crate::helpers::bearer(user))
+                .header(
+                    "x-purchase-token",
+                    crate::helpers::pass(user, path.rsplit('/').next().unwrap()),
+                )
                 .body(Body::empty())
                 .unwrap();
             let response = self.0.request(request).await.unwrap();

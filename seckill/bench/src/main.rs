@@ -199,6 +199,7 @@ async fn service_over(
             item: item.into(),
             stock: STOCK,
             per_user_limit: 1,
+            quiz: false,
             starts_at_ms: 0,
             ends_at_ms: i64::MAX,
         })

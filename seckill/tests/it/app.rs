@@ -64,9 +64,23 @@ async fn the_service_sells_over_http_and_stops_cleanly() {
         .await
         .unwrap();
     assert_eq!(claimed.status(), 401, "a header is not an identity");
+    let pass: Value = http
+        .post(format!("{base}/api/seckill/sku/token"))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pass = pass["purchase_token"]
+        .as_str()
+        .expect("a purchase token")
+        .to_owned();
     let bought: Value = http
         .post(format!("{base}/api/seckill/sku"))
         .header("authorization", &alice)
+        .header("x-purchase-token", &pass)
         .send()
         .await
         .unwrap()

@@ -23,6 +23,7 @@ fn instance(store: StockStore, dir: &std::path::Path, node: u16) -> Arc<Seckill>
             item: "one".into(),
             stock: 1,
             per_user_limit: 1,
+            quiz: false,
             starts_at_ms: 0,
             ends_at_ms: i64::MAX,
         })

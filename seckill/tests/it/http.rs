@@ -54,6 +54,18 @@ async fn call(
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(user) = user {
         request = request.header("authorization", bearer(user));
+        // A purchase carries a fresh purchase token of its buyer's.
+        if let Some(item) = uri
+            .strip_prefix("/api/seckill/")
+            .filter(|i| !i.contains('/'))
+        {
+            let pass = keys().purchase_tokens().unwrap().mint(
+                user,
+                item,
+                std::time::Duration::from_secs(60),
+            );
+            request = request.header("x-purchase-token", pass);
+        }
     } else if uri.starts_with("/admin") {
         request = request.header("authorization", format!("Bearer {}", keys().admin));
     } else if uri.starts_with("/broker") {
@@ -343,5 +355,274 @@ async fn bad_requests_get_json_errors() {
         status,
         StatusCode::PAYLOAD_TOO_LARGE,
         "a purchase body is tiny"
+    );
+}
+
+/// A raw request: `headers` as given, an optional JSON body.
+async fn raw(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, String)],
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let request = match body {
+        Some(body) => request
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string())),
+        None => request.body(Body::empty()),
+    }
+    .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_purchase_needs_its_own_purchase_token_and_spends_it_once() {
+    let (app, seckill, _dir) = app().await;
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/admin/activities",
+        None,
+        Some(activity("pass", 5, 0, i64::MAX)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    call(&app, "POST", "/admin/activities/pass/prewarm", None, None).await;
+    let auth = |user: &str| ("authorization", bearer(user));
+
+    // Asked for once the sale is open, with a buyer token.
+    let (status, body) = raw(&app, "POST", "/api/seckill/pass/token", &[], None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("missing_credentials"))
+    );
+    let (status, body) = raw(
+        &app,
+        "POST",
+        "/api/seckill/pass/token",
+        &[auth("ann")],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ann_pass = body["purchase_token"].as_str().unwrap().to_owned();
+    let (_, body) = raw(
+        &app,
+        "POST",
+        "/api/seckill/pass/token",
+        &[auth("bob")],
+        None,
+    )
+    .await;
+    let bob_pass = body["purchase_token"].as_str().unwrap().to_owned();
+
+    // Missing 401; someone else's or forged 403: nothing is reserved.
+    let (status, body) = raw(&app, "POST", "/api/seckill/pass", &[auth("ann")], None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("missing_purchase_token"))
+    );
+    let (status, body) = raw(
+        &app,
+        "POST",
+        "/api/seckill/pass",
+        &[auth("ann"), ("x-purchase-token", bob_pass.clone())],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_your_purchase_token"))
+    );
+    let forged = service_kit::access::Keys::random()
+        .purchase_tokens()
+        .unwrap()
+        .mint("ann", "pass", std::time::Duration::from_secs(60));
+    let (status, body) = raw(
+        &app,
+        "POST",
+        "/api/seckill/pass",
+        &[auth("ann"), ("x-purchase-token", forged)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("invalid_purchase_token"))
+    );
+    assert_eq!(
+        seckill.store().status("pass").await.unwrap().stock,
+        5,
+        "nothing reserved"
+    );
+
+    // Spent once: the purchase, then 409 for the same token.
+    let with_pass = [auth("ann"), ("x-purchase-token", ann_pass)];
+    let (status, body) = raw(&app, "POST", "/api/seckill/pass", &with_pass, None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("queued")),
+        "{body}"
+    );
+    let (status, body) = raw(&app, "POST", "/api/seckill/pass", &with_pass, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("token_reused")),
+        "{body}"
+    );
+    // A new token for the same buyer: the order they hold.
+    let (_, body) = raw(
+        &app,
+        "POST",
+        "/api/seckill/pass/token",
+        &[auth("ann")],
+        None,
+    )
+    .await;
+    let again = [
+        auth("ann"),
+        (
+            "x-purchase-token",
+            body["purchase_token"].as_str().unwrap().to_owned(),
+        ),
+    ];
+    let (_, body) = raw(&app, "POST", "/api/seckill/pass", &again, None).await;
+    assert_eq!(body["status"], "duplicate");
+    assert_eq!(seckill.store().status("pass").await.unwrap().stock, 4);
+
+    // No token before the sale opens; no quiz where the activity has none.
+    call(
+        &app,
+        "POST",
+        "/admin/activities",
+        None,
+        Some(activity("soon", 5, i64::MAX - 1, i64::MAX)),
+    )
+    .await;
+    let (status, body) = raw(
+        &app,
+        "POST",
+        "/api/seckill/soon/token",
+        &[auth("ann")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_started"))
+    );
+    let (status, body) = raw(&app, "GET", "/api/seckill/pass/quiz", &[auth("ann")], None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no_quiz"))
+    );
+}
+
+#[tokio::test]
+async fn with_a_quiz_only_a_right_answer_after_a_moment_gets_a_purchase_token() {
+    let (app, _seckill, _dir) = app().await;
+    let mut quizzed = activity("quizzed", 5, 0, i64::MAX);
+    quizzed["quiz"] = json!(true);
+    call(&app, "POST", "/admin/activities", None, Some(quizzed)).await;
+    call(
+        &app,
+        "POST",
+        "/admin/activities/quizzed/prewarm",
+        None,
+        None,
+    )
+    .await;
+    let auth = ("authorization", bearer("cat"));
+
+    let (status, _) = raw(
+        &app,
+        "POST",
+        "/api/seckill/quizzed/token",
+        std::slice::from_ref(&auth),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "a quiz answer is JSON"
+    );
+    let (status, question) = raw(
+        &app,
+        "GET",
+        "/api/seckill/quizzed/quiz",
+        std::slice::from_ref(&auth),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{question}");
+    let sum = question["question"].as_str().unwrap();
+    let (a, b) = sum
+        .trim_start_matches("What is ")
+        .trim_end_matches('?')
+        .split_once(" + ")
+        .unwrap();
+    let right = a.parse::<i64>().unwrap() + b.parse::<i64>().unwrap();
+    let answer = |n: i64| json!({"challenge": question["challenge"], "answer": n});
+    let (status, body) = raw(
+        &app,
+        "POST",
+        "/api/seckill/quizzed/token",
+        std::slice::from_ref(&auth),
+        Some(answer(right)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("answered_too_soon"))
+    );
+    tokio::time::sleep(seckill::quiz::MIN_THINK + std::time::Duration::from_millis(50)).await;
+    let (status, body) = raw(
+        &app,
+        "POST",
+        "/api/seckill/quizzed/token",
+        std::slice::from_ref(&auth),
+        Some(answer(right + 1)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("wrong_answer"))
+    );
+    let (status, body) = raw(
+        &app,
+        "POST",
+        "/api/seckill/quizzed/token",
+        std::slice::from_ref(&auth),
+        Some(answer(right)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["purchase_token"].is_string());
+    // Another buyer cannot use this buyer's challenge.
+    let (status, body) = raw(
+        &app,
+        "POST",
+        "/api/seckill/quizzed/token",
+        &[("authorization", bearer("dan"))],
+        Some(answer(right)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("invalid_challenge"))
     );
 }

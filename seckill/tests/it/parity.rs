@@ -163,3 +163,72 @@ async fn redis_and_the_embedded_store_answer_identically() {
     }
     assert_eq!(embedded_log.len(), redis_log.len());
 }
+
+/// Purchase tokens spent by the script: a token is spent by every decided
+/// answer and refused once spent, a later one goes through, an earlier
+/// one does not; the same whether one purchase at a time or in one batch.
+async fn spending_sequence(store: &StockStore, batched: bool) -> Vec<String> {
+    store.prewarm("pay-1", 1).await.unwrap();
+    let attempts: [(&str, &str, Option<u64>); 7] = [
+        ("u1", "o1", Some(10)), // queued, the last unit
+        ("u1", "o2", Some(10)), // the same token again: reused
+        ("u1", "o3", Some(20)), // a newer token: the order held
+        ("u1", "o4", Some(15)), // older than the last spent: reused
+        ("u2", "o5", Some(10)), // another user's first: sold out, spent
+        ("u2", "o6", Some(10)), // ...and so refused after
+        ("u3", "o7", None),     // no token: decided as before
+    ];
+    let answers = if batched {
+        store
+            .reserve_batch_spending("pay-1", &attempts)
+            .await
+            .unwrap()
+    } else {
+        let mut answers = Vec::new();
+        for (user, order, spend) in attempts {
+            answers.push(
+                store
+                    .reserve_spending("pay-1", user, order, spend)
+                    .await
+                    .unwrap(),
+            );
+        }
+        answers
+    };
+    answers.iter().map(|a| format!("{a:?}")).collect()
+}
+
+#[tokio::test]
+async fn purchase_tokens_are_spent_alike_one_at_a_time_and_in_a_batch_on_both_stores() {
+    let expected = [
+        "Queued { order_id: \"o1\", stock_left: 0, flag_version: 1 }",
+        "Reused",
+        "Duplicate { order_id: \"o1\" }",
+        "Reused",
+        "SoldOut { flag_version: 1 }",
+        "Reused",
+        "SoldOut { flag_version: 1 }",
+    ];
+    for batched in [false, true] {
+        let (embedded, _) = embedded_store();
+        assert_eq!(
+            spending_sequence(&embedded, batched).await,
+            expected,
+            "embedded, batched {batched}"
+        );
+    }
+    let Some(redis) = test_redis() else { return };
+    for batched in [false, true] {
+        let store = redis_store(&redis, 2).await;
+        // Each run under its own keys: the same item, a fresh prefix.
+        let store = StockStore::new(
+            store.runner().clone(),
+            format!("{}spend{batched}:", redis.prefix),
+        );
+        assert_eq!(
+            spending_sequence(&store, batched).await,
+            expected,
+            "redis, batched {batched}"
+        );
+    }
+}

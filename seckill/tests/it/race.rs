@@ -55,6 +55,7 @@ async fn race(store: StockStore) {
                 }
                 Reservation::SoldOut { .. } => sold_out += 1,
                 Reservation::NotWarmed => panic!("the item was warmed"),
+                Reservation::Reused => panic!("no purchase token was spent"),
             }
         }
     }

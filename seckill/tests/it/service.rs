@@ -56,6 +56,7 @@ pub(crate) async fn put_on_sale(seckill: &Seckill, item: &str, stock: u64) {
             item: item.into(),
             stock,
             per_user_limit: 1,
+            quiz: false,
             starts_at_ms: 0,
             ends_at_ms: i64::MAX,
         })
