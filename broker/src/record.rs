@@ -287,6 +287,17 @@ pub(crate) fn peek_size_and_magic(bytes: &[u8]) -> Result<(u32, u32), DecodeErro
     Ok((read_u32(bytes, 0), read_u32(bytes, 4)))
 }
 
+/// Decodes the record at the start of `bytes`, stored at log offset
+/// `log_offset`, exactly as the log's readers do: a message, or `None` for
+/// a blank (end-of-segment) record. Public for tools and the fuzz target
+/// (`fuzz/fuzz_targets/record_decoder.rs`).
+pub fn decode_record(bytes: &[u8], log_offset: u64) -> Result<Option<StoredMessage>, DecodeError> {
+    decode(bytes, log_offset).map(|frame| match frame {
+        Frame::Message(stored) => Some(stored),
+        Frame::Blank(_) => None,
+    })
+}
+
 /// Decodes one whole frame from `bytes`, which must start at log offset
 /// `log_offset`. `bytes` may extend past the frame.
 pub(crate) fn decode(bytes: &[u8], log_offset: u64) -> Result<Frame, DecodeError> {
