@@ -16,8 +16,10 @@
 # its keys, so this run makes its own (random, this run only) and hands them
 # to every process; the load tester signs its buyers' tokens with the
 # token key, and admin calls present the admin key. One load generator
-# plays every buyer from 127.0.0.1, so the per-address limit is off here
-# (GATEWAY_ADDRESS_RPS=0); the per-user and global limits stay on.
+# plays every buyer from 127.0.0.1 over a few pipelined connections, so
+# the per-address and per-connection limits are off here
+# (GATEWAY_ADDRESS_RPS=0, GATEWAY_CONNECTION_RPS=0); the per-user and
+# global limits stay on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,7 +86,7 @@ for n in 1 2; do
 done
 wait_healthy "http://127.0.0.1:$W1"; wait_healthy "http://127.0.0.1:$W2"
 start gateway REDIS_URL="$REDIS_URL" SECKILL_KEY_PREFIX="$PREFIX" GATEWAY_LISTEN="127.0.0.1:$G" \
-    GATEWAY_ADDRESS_RPS=0 \
+    GATEWAY_ADDRESS_RPS=0 GATEWAY_CONNECTION_RPS=0 \
     GATEWAY_UPSTREAMS="http://127.0.0.1:$S1,http://127.0.0.1:$S2" \
     GATEWAY_ORDER_API="http://127.0.0.1:$W1,http://127.0.0.1:$W2" "$BIN/gateway"
 wait_healthy "http://127.0.0.1:$G"

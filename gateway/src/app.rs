@@ -123,6 +123,7 @@ impl GatewayApp {
             header_read_timeout: settings.header_read_timeout,
             max_connections: settings.max_connections,
             max_body_bytes: settings.max_body_bytes as u64,
+            connection_rps: settings.connection_rps,
             ..PortLimits::new("gateway")
         };
         service_kit::http_server::serve(self.listener, router, limits, shutdown).await;

@@ -10,6 +10,7 @@
 //! | `GATEWAY_GLOBAL_RPS` | `50000` | requests per second for the whole gateway (0 = off) |
 //! | `GATEWAY_USER_RPS` | `5` | requests per second per verified user (0 = off) |
 //! | `GATEWAY_ADDRESS_RPS` | `100` | requests per second per client address (0 = off) |
+//! | `GATEWAY_CONNECTION_RPS` | `200` | requests per second per connection (0 = off); past it, 429 and close |
 //! | `GATEWAY_TRUSTED_PROXIES` | none | IPs whose `X-Forwarded-For` is believed, comma-separated |
 //! | `GATEWAY_MAX_CONNECTIONS` | `16384` | open connections; past it, 503 and close |
 //! | `GATEWAY_MAX_IN_FLIGHT` | `4096` | concurrent requests; past it, 503 at once |
@@ -115,6 +116,7 @@ impl GatewayConfig {
         // address (see the module doc).
         config.edge.global_rps = 50_000;
         config.edge.address_rps = 100;
+        config.edge.connection_rps = 200;
         let to_u32 = |name: &str, n: u64| {
             u32::try_from(n).map_err(|_| invalid(name, &n.to_string(), "too large"))
         };
@@ -146,6 +148,9 @@ impl GatewayConfig {
         }
         if let Some(n) = env.number("GATEWAY_ADDRESS_RPS", 0)? {
             edge.address_rps = to_u32("GATEWAY_ADDRESS_RPS", n)?;
+        }
+        if let Some(n) = env.number("GATEWAY_CONNECTION_RPS", 0)? {
+            edge.connection_rps = to_u32("GATEWAY_CONNECTION_RPS", n)?;
         }
         if let Some(proxies) = env.list("GATEWAY_TRUSTED_PROXIES") {
             edge.trusted_proxies = proxies

@@ -44,6 +44,8 @@ pub struct EdgeSettings {
     pub user_rps: u32,
     /// Requests per second per client address (0 = no limit).
     pub address_rps: u32,
+    /// Requests per second per connection (0 = no limit).
+    pub connection_rps: u32,
     /// Proxies whose `X-Forwarded-For` names the client address; from
     /// anyone else the header is ignored.
     pub trusted_proxies: Vec<IpAddr>,
@@ -75,6 +77,7 @@ impl Default for EdgeSettings {
             global_rps: 0,
             user_rps: 5,
             address_rps: 0,
+            connection_rps: 0,
             trusted_proxies: Vec::new(),
             max_connections: 16_384,
             max_in_flight: 4_096,

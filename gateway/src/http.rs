@@ -38,9 +38,13 @@
 //!
 //! The sold-out answer has a fast path in front of the router
 //! ([`Gateway`]): a bodiless purchase of a flagged item is answered
-//! without routing, extractors, a timer or an allocation, after the same
-//! checks in the same order (shedding, global limit, address, item and
-//! token, hook, window). Whatever it cannot answer outright — a body, an item not
+//! without routing, extractors, a timer or an allocation, after shedding,
+//! the global and address limits, the item, the hook and the window — but
+//! without checking the buyer's tokens (two signatures per request) unless
+//! a hook needs the buyer: "sold out" is the same public answer for
+//! everyone, and verifying tokens for it would cost the edge most of its
+//! rate exactly when the spike is all sold out. Everything past the flag
+//! still needs both tokens. Whatever it cannot answer outright — a body, an item not
 //! flagged, any check that fails — goes through the router, which answers
 //! exactly as it would have anyway.
 
@@ -135,19 +139,22 @@ fn sold_out_fast_path<B: http_body::Body>(
     if address_limited(edge, request) {
         return None;
     }
-    let user = edge.settings.buyers.buyer(request.headers()).ok()?;
-    stock::validate_user_id(&user).ok()?;
-    edge.settings
-        .purchases
-        .pass(request.headers(), &user, item)
-        .ok()?;
-    let user = user.as_str();
+    // No signature is checked for a sold-out answer: it is public and the
+    // same for everyone, and checking two tokens per request would cost
+    // the edge most of its rate exactly when the spike is all sold out.
+    // Only a Lua hook, which may judge the buyer, needs them verified.
     if let Some(hook) = &edge.hook {
+        let user = edge.settings.buyers.buyer(request.headers()).ok()?;
+        stock::validate_user_id(&user).ok()?;
+        edge.settings
+            .purchases
+            .pass(request.headers(), &user, item)
+            .ok()?;
         let verdict = hook.check(&HookRequest {
             method: "POST",
             path: request.uri().path(),
             item: Some(item),
-            user: Some(user),
+            user: Some(&user),
         });
         if verdict != Verdict::Allow {
             return None;

@@ -47,9 +47,13 @@ pub struct Question {
     pub answer_after_ms: u64,
 }
 
-/// Makes and checks questions under one key.
+/// Makes and checks questions under one key. Cheap to clone.
 #[derive(Clone)]
 pub struct Quiz {
+    keys: std::sync::Arc<QuizKeys>,
+}
+
+struct QuizKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -70,16 +74,18 @@ impl Quiz {
         validation.set_required_spec_claims(&["exp", "aud", "sub"]);
         validation.leeway = 0;
         Ok(Quiz {
-            encoding: EncodingKey::from_secret(key).map_err(bad)?,
-            decoding: DecodingKey::from_secret(key).map_err(bad)?,
-            validation,
+            keys: std::sync::Arc::new(QuizKeys {
+                encoding: EncodingKey::from_secret(key).map_err(bad)?,
+                decoding: DecodingKey::from_secret(key).map_err(bad)?,
+                validation,
+            }),
         })
     }
 
     fn seal(&self, nonce: &str, answer: i64) -> String {
         jsonwebtoken::crypto::sign(
             format!("{nonce}:{answer}").as_bytes(),
-            &self.encoding,
+            &self.keys.encoding,
             Algorithm::HS256,
         )
         .expect("HMAC signing cannot fail")
@@ -107,7 +113,7 @@ impl Quiz {
             challenge: jsonwebtoken::encode(
                 &Header::new(Algorithm::HS256),
                 &claims,
-                &self.encoding,
+                &self.keys.encoding,
             )
             .expect("HS256 signing of plain claims cannot fail"),
             answer_after_ms: MIN_THINK.as_millis() as u64,
@@ -123,15 +129,18 @@ impl Quiz {
         challenge: &str,
         answer: i64,
     ) -> Result<(), Denied> {
-        let claims =
-            jsonwebtoken::decode::<ChallengeClaims>(challenge, &self.decoding, &self.validation)
-                .map_err(|e| {
-                    Denied::forbidden(
-                        "invalid_challenge",
-                        format!("the challenge does not verify: {e}"),
-                    )
-                })?
-                .claims;
+        let claims = jsonwebtoken::decode::<ChallengeClaims>(
+            challenge,
+            &self.keys.decoding,
+            &self.keys.validation,
+        )
+        .map_err(|e| {
+            Denied::forbidden(
+                "invalid_challenge",
+                format!("the challenge does not verify: {e}"),
+            )
+        })?
+        .claims;
         if claims.sub != user || claims.item != item {
             return Err(Denied::forbidden(
                 "invalid_challenge",

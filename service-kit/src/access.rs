@@ -102,12 +102,40 @@ struct BuyerClaims {
     aud: String,
 }
 
-/// Makes and checks buyer tokens under one HS256 key.
+/// Makes and checks buyer tokens under one HS256 key. Cheap to clone (a
+/// router's state is cloned per request).
 #[derive(Clone)]
 pub struct BuyerTokens {
+    keys: std::sync::Arc<SigningKeys>,
+}
+
+/// One key's encoding and decoding halves and the validation rules of one
+/// audience, shared by the clones of a token maker.
+struct SigningKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+}
+
+impl SigningKeys {
+    fn new(key: &[u8], audience: &str) -> Result<Self, String> {
+        if key.len() < MIN_KEY_LEN {
+            return Err(format!(
+                "a token signing key needs at least {MIN_KEY_LEN} bytes, this one has {}",
+                key.len()
+            ));
+        }
+        let bad = |e: jsonwebtoken::errors::Error| format!("unusable token signing key: {e}");
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        validation.leeway = 0;
+        Ok(SigningKeys {
+            encoding: EncodingKey::from_secret(key).map_err(bad)?,
+            decoding: DecodingKey::from_secret(key).map_err(bad)?,
+            validation,
+        })
+    }
 }
 
 impl std::fmt::Debug for BuyerTokens {
@@ -119,21 +147,8 @@ impl std::fmt::Debug for BuyerTokens {
 impl BuyerTokens {
     /// Tokens under `key` (at least [`MIN_KEY_LEN`] bytes).
     pub fn new(key: &[u8]) -> Result<Self, String> {
-        if key.len() < MIN_KEY_LEN {
-            return Err(format!(
-                "a token signing key needs at least {MIN_KEY_LEN} bytes, this one has {}",
-                key.len()
-            ));
-        }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_audience(&[BUYER_AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
-        validation.leeway = 0;
-        let bad = |e: jsonwebtoken::errors::Error| format!("unusable token signing key: {e}");
         Ok(BuyerTokens {
-            encoding: EncodingKey::from_secret(key).map_err(bad)?,
-            decoding: DecodingKey::from_secret(key).map_err(bad)?,
-            validation,
+            keys: std::sync::Arc::new(SigningKeys::new(key, BUYER_AUDIENCE)?),
         })
     }
 
@@ -144,7 +159,7 @@ impl BuyerTokens {
             exp: unix_seconds() + ttl.as_secs().max(1),
             aud: BUYER_AUDIENCE.to_owned(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.keys.encoding)
             .expect("HS256 signing of plain claims cannot fail")
     }
 
@@ -157,26 +172,27 @@ impl BuyerTokens {
                 "the buyer token is empty or too long",
             ));
         }
-        let data = jsonwebtoken::decode::<BuyerClaims>(token, &self.decoding, &self.validation)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => {
-                        Denied::unauthorized("expired_token", "the buyer token has expired")
+        let data =
+            jsonwebtoken::decode::<BuyerClaims>(token, &self.keys.decoding, &self.keys.validation)
+                .map_err(|e| {
+                    use jsonwebtoken::errors::ErrorKind;
+                    match e.kind() {
+                        ErrorKind::ExpiredSignature => {
+                            Denied::unauthorized("expired_token", "the buyer token has expired")
+                        }
+                        ErrorKind::InvalidSignature => Denied::unauthorized(
+                            "invalid_token",
+                            "the buyer token's signature does not verify",
+                        ),
+                        ErrorKind::InvalidAudience => {
+                            Denied::unauthorized("invalid_token", "this token is not a buyer token")
+                        }
+                        _ => Denied::unauthorized(
+                            "invalid_token",
+                            format!("the buyer token cannot be read: {e}"),
+                        ),
                     }
-                    ErrorKind::InvalidSignature => Denied::unauthorized(
-                        "invalid_token",
-                        "the buyer token's signature does not verify",
-                    ),
-                    ErrorKind::InvalidAudience => {
-                        Denied::unauthorized("invalid_token", "this token is not a buyer token")
-                    }
-                    _ => Denied::unauthorized(
-                        "invalid_token",
-                        format!("the buyer token cannot be read: {e}"),
-                    ),
-                }
-            })?;
+                })?;
         Ok(data.claims.sub)
     }
 
@@ -208,9 +224,7 @@ pub struct PurchasePass {
 /// Makes and checks purchase tokens under one HS256 key.
 #[derive(Clone)]
 pub struct PurchaseTokens {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+    keys: std::sync::Arc<SigningKeys>,
     /// The last issue time handed out, so this process never issues two
     /// tokens at the same µs.
     last_issued: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -225,21 +239,8 @@ impl std::fmt::Debug for PurchaseTokens {
 impl PurchaseTokens {
     /// Tokens under `key` (at least [`MIN_KEY_LEN`] bytes).
     pub fn new(key: &[u8]) -> Result<Self, String> {
-        if key.len() < MIN_KEY_LEN {
-            return Err(format!(
-                "a token signing key needs at least {MIN_KEY_LEN} bytes, this one has {}",
-                key.len()
-            ));
-        }
-        let bad = |e: jsonwebtoken::errors::Error| format!("unusable token signing key: {e}");
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_audience(&[PURCHASE_AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
-        validation.leeway = 0;
         Ok(PurchaseTokens {
-            encoding: EncodingKey::from_secret(key).map_err(bad)?,
-            decoding: DecodingKey::from_secret(key).map_err(bad)?,
-            validation,
+            keys: std::sync::Arc::new(SigningKeys::new(key, PURCHASE_AUDIENCE)?),
             last_issued: Default::default(),
         })
     }
@@ -263,7 +264,7 @@ impl PurchaseTokens {
             exp: unix_seconds() + ttl.as_secs().max(1),
             aud: PURCHASE_AUDIENCE.to_owned(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.keys.encoding)
             .expect("HS256 signing of plain claims cannot fail")
     }
 
@@ -296,19 +297,22 @@ impl PurchaseTokens {
                 "the purchase token is empty or too long",
             ));
         }
-        let claims =
-            jsonwebtoken::decode::<PurchaseClaims>(token, &self.decoding, &self.validation)
-                .map_err(|e| match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => Denied::forbidden(
-                        "expired_purchase_token",
-                        "the purchase token has expired; ask for a new one",
-                    ),
-                    _ => Denied::forbidden(
-                        "invalid_purchase_token",
-                        format!("the purchase token does not verify: {e}"),
-                    ),
-                })?
-                .claims;
+        let claims = jsonwebtoken::decode::<PurchaseClaims>(
+            token,
+            &self.keys.decoding,
+            &self.keys.validation,
+        )
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => Denied::forbidden(
+                "expired_purchase_token",
+                "the purchase token has expired; ask for a new one",
+            ),
+            _ => Denied::forbidden(
+                "invalid_purchase_token",
+                format!("the purchase token does not verify: {e}"),
+            ),
+        })?
+        .claims;
         if claims.sub != buyer || claims.item != item {
             return Err(Denied::forbidden(
                 "not_your_purchase_token",

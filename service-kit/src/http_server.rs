@@ -9,9 +9,8 @@
 //!   hyper starts it whenever it waits for a request head, so a client that
 //!   trickles its headers (slowloris) and a connection left idle after its
 //!   last answer are both closed once it passes;
-//! - **a body timeout** (tower-http's `RequestBodyTimeout`): a body that
-//!   stalls fails the read, the route answers 4xx and the connection
-//!   closes;
+//! - **a body timeout** ([`TimedBody`]): a body that stalls fails the
+//!   read, the route answers 4xx and the connection closes;
 //! - **a declared-length check before any read**: a `Content-Length` over
 //!   the port's largest body is 413 at once, not a wait for bytes that will
 //!   never come (routes still apply their own, smaller limits);
@@ -23,6 +22,10 @@
 //!   are 400 and the
 //!   connection is closed (hyper already refuses conflicting lengths and
 //!   request heads over [`MAX_HEAD_BYTES`], 431);
+//! - **a request rate per connection** where the port sets one
+//!   ([`PortLimits::connection_rps`]): one socket cannot carry a bot's
+//!   whole burst, whatever ids it rotates; past it, 429 and the connection
+//!   is closed;
 //! - **a connection cap per port**, and one for the whole process — the
 //!   [`fd_budget`], its open-file limit less a reserve — so a flood of idle
 //!   connections on one port can neither take the descriptors another port,
@@ -34,6 +37,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -47,8 +51,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutBody};
+use tower::{Service, ServiceExt};
 
 /// Longest wait for in-flight requests at shutdown.
 const GRACE: Duration = Duration::from_secs(10);
@@ -87,6 +90,9 @@ pub struct PortLimits {
     pub max_connections: usize,
     /// Largest declared body on this port (its largest route limit).
     pub max_body_bytes: u64,
+    /// Requests per second one connection may send (bursts up to the
+    /// same); 0 = no limit.
+    pub connection_rps: u32,
 }
 
 impl PortLimits {
@@ -99,6 +105,7 @@ impl PortLimits {
             body_timeout: Duration::from_secs(10),
             max_connections: 4_096,
             max_body_bytes: 64 * 1024,
+            connection_rps: 0,
         }
     }
 
@@ -144,7 +151,7 @@ pub async fn serve<S>(
     limits: PortLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) where
-    S: Service<Request<TimeoutBody<Incoming>>, Response = Response<Body>, Error = Infallible>
+    S: Service<Request<TimedBody<Incoming>>, Response = Response<Body>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -185,13 +192,17 @@ pub async fn serve<S>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = ServiceBuilder::new()
-            .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
-            .service(StrictHttp {
-                inner: service.clone(),
-                max_body_bytes: limits.max_body_bytes,
-                peer,
-            });
+        let service = StrictHttp {
+            inner: service.clone(),
+            max_body_bytes: limits.max_body_bytes,
+            body_timeout: limits.body_timeout,
+            peer,
+            rate: std::num::NonZeroU32::new(limits.connection_rps).map(|rps| {
+                Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
+                    rps,
+                )))
+            }),
+        };
         let connection =
             builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
@@ -239,20 +250,26 @@ pub struct PeerAddr(pub SocketAddr);
 struct StrictHttp<S> {
     inner: S,
     max_body_bytes: u64,
+    body_timeout: Duration,
     peer: SocketAddr,
+    /// This connection's own request rate, when the port limits it.
+    rate: Option<Arc<governor::DefaultDirectRateLimiter>>,
 }
 
 impl<S, B> Service<Request<B>> for StrictHttp<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<TimedBody<B>>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: http_body::Body + Send + 'static,
 {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = futures_util::future::Either<
         std::future::Ready<Result<Response<Body>, Infallible>>,
-        tower::util::Oneshot<S, Request<B>>,
+        tower::util::Oneshot<S, Request<TimedBody<B>>>,
     >;
 
     fn poll_ready(
@@ -266,8 +283,81 @@ where
         if let Some(refusal) = framing_refusal(&request, self.max_body_bytes) {
             return futures_util::future::Either::Left(std::future::ready(Ok(refusal)));
         }
+        if self.rate.as_ref().is_some_and(|rate| rate.check().is_err()) {
+            let mut response = refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests on this connection",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return futures_util::future::Either::Left(std::future::ready(Ok(response)));
+        }
         request.extensions_mut().insert(PeerAddr(self.peer));
+        let timeout = self.body_timeout;
+        let request = request.map(|body| TimedBody {
+            inner: body,
+            timeout,
+            deadline: None,
+        });
         futures_util::future::Either::Right(self.inner.clone().oneshot(request))
+    }
+}
+
+/// A request body that must arrive whole within `body_timeout` of its
+/// first read. Not
+/// tower-http's `TimeoutBody`: that one does not pass on whether a body is
+/// empty (`is_end_stream`), which the gateway's fast path reads to answer
+/// a bodiless purchase without routing.
+#[derive(Debug)]
+pub struct TimedBody<B> {
+    inner: B,
+    timeout: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// A body that did not arrive in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?}")]
+pub struct BodyTimedOut(Duration);
+
+impl<B> http_body::Body for TimedBody<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        // One deadline for the whole body, from its first read: a body
+        // trickled a byte at a time is cut off as surely as a stalled one.
+        if let std::task::Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return std::task::Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let timeout = this.timeout;
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match deadline.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => {
+                std::task::Poll::Ready(Some(Err(Box::new(BodyTimedOut(timeout)))))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -28,6 +28,7 @@ async fn serve_gateway(edge: Arc<Edge>) -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     let limits = PortLimits {
         header_read_timeout: edge.settings().header_read_timeout,
+        connection_rps: edge.settings().connection_rps,
         ..PortLimits::new("gateway")
     };
     let router = http::router(edge, None);
@@ -87,6 +88,51 @@ async fn slow_headers_are_cut_off() {
     // A prompt client on the same server is served.
     let client = tiny_client::Client::default();
     assert_eq!(post(&client, addr, "alice").await, 200);
+}
+
+/// One socket rotating buyers is still one connection: past its rate,
+/// 429 and a close, while a new connection is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_is_rate_limited_whatever_buyers_it_sends_for() {
+    let (upstream, counter) = counting_upstream(false);
+    let url = serve_plain(upstream).await;
+    let edge = edge_over_http(
+        &[url],
+        EdgeSettings {
+            connection_rps: 3,
+            ..settings()
+        },
+    );
+    let addr = serve_gateway(edge).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut pipelined = String::new();
+    for n in 0..6 {
+        let user = format!("rotating-{n}");
+        pipelined.push_str(&format!(
+            "POST /api/seckill/sku HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\nx-purchase-token: {}\r\ncontent-length: 0\r\n\r\n",
+            crate::helpers::bearer(&user),
+            crate::helpers::pass(&user, "sku")
+        ));
+    }
+    stream.write_all(pipelined.as_bytes()).await.unwrap();
+    let mut answers = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answers)).await;
+    read.expect("the connection was closed after the refusal")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answers);
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &text[at + 9..at + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "200", "200", "429"], "{text}");
+    assert_eq!(counter.calls.load(Ordering::SeqCst), 3);
+    let client = tiny_client::Client::default();
+    assert_eq!(
+        post(&client, addr, "rotating-9").await,
+        200,
+        "a new connection is served"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
