@@ -521,3 +521,96 @@ fn ten_thousand_idle_connections_on_one_port_leave_the_others_answering() {
         assert!(healthy(flooded), "{flooded} answers again");
     }
 }
+
+/// The bad-input catalogue's rows that the tests above do not already
+/// cover, on the real ports: each answered with its 4xx, the process
+/// still serving after.
+#[test]
+fn the_bad_input_catalogue_gets_clear_answers() {
+    let run = start();
+    let admin = format!("authorization: Bearer {}", run.admin_key);
+    let json = "content-type: application/json".to_owned();
+
+    // A huge header set and a huge URL: refused before any route (431,
+    // or 414 for the URL).
+    let many: String = (0..2_000)
+        .map(|n| format!("x-filler-{n}: {}\r\n", "v".repeat(40)))
+        .collect();
+    let huge_head = format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many}\r\n");
+    let long_url = format!(
+        "GET /api/orders/{} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    for addr in [run.gateway, run.seckill, run.worker] {
+        for raw in [&huge_head, &long_url] {
+            // Closed without an answer is a refusal too.
+            if let Some((status, _)) = send_raw(addr, raw.as_bytes()) {
+                assert!([414, 431].contains(&status), "{addr}: {status}");
+            }
+        }
+    }
+
+    // JSON that cannot be read: truncated, 10,000 levels deep, invalid
+    // UTF-8, a NUL byte, a gzip body sent as if it were JSON.
+    // 10,000 levels open (closing them too would pass the 16 KiB limit).
+    let deep = "[".repeat(10_000);
+    let truncated = r#"{"item":"x","stock":1,"per_user_limit":1,"starts_at_ms":0,"#;
+    for body in [deep.as_str(), truncated, "{\"item\":\"\u{0}\"}"] {
+        let (status, answer) = request(
+            run.seckill,
+            "POST",
+            "/admin/activities",
+            &[admin.clone(), json.clone()],
+            body,
+        );
+        assert_eq!(status, 400, "{answer}");
+    }
+    let invalid_utf8 = b"{\"item\":\"\xff\xfe\",\"stock\":1,\"per_user_limit\":1,\"starts_at_ms\":0,\"ends_at_ms\":1}";
+    let mut raw = format!(
+        "POST /admin/activities HTTP/1.1\r\nhost: x\r\n{admin}\r\n{json}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        invalid_utf8.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(invalid_utf8);
+    assert_eq!(send_raw(run.seckill, &raw).unwrap().0, 400);
+    let gzip_magic = "\u{1f}\u{8b}\u{8}\u{0}compressed?";
+    let (status, _) = request(
+        run.seckill,
+        "POST",
+        "/admin/activities",
+        &[admin.clone(), json.clone(), "content-encoding: gzip".into()],
+        gzip_magic,
+    );
+    assert_eq!(status, 400, "a body is never decompressed");
+
+    // Numbers out of range or of the wrong kind (the restock's units, the
+    // API's one quantity): 0, −1, 1.5, "1", 2^63.
+    for units in ["0", "-1", "1.5", "\"1\"", "9223372036854775808"] {
+        let (status, answer) = request(
+            run.seckill,
+            "POST",
+            "/admin/activities/demo-item/restock",
+            &[admin.clone(), json.clone()],
+            &format!(r#"{{"units":{units}}}"#),
+        );
+        assert_eq!(status, 400, "units {units}: {answer}");
+    }
+
+    // An unknown item, a wrong method, a route that is not there.
+    let buyer = format!("authorization: Bearer {}", run.alice);
+    let (status, _) = request(
+        run.gateway,
+        "POST",
+        "/api/seckill/no-such-item/token",
+        std::slice::from_ref(&buyer),
+        "",
+    );
+    assert_eq!(status, 404);
+    let (status, _) = request(run.gateway, "GET", "/api/seckill/demo-item", &[buyer], "");
+    assert_eq!(status, 405);
+    let (status, _) = request(run.seckill, "DELETE", "/admin/activities", &[admin], "");
+    assert_eq!(status, 405);
+
+    // Still serving, and nothing changed.
+    assert_eq!(sale_state(&run), (100, 0));
+}
