@@ -307,3 +307,73 @@ async fn a_flagged_item_still_goes_through_the_earlier_checks() {
     assert_eq!(send(&app, small_body).await.1["status"], "sold_out"); // via the router
     assert_eq!(counter.calls.load(Ordering::SeqCst), 0);
 }
+
+/// The address limit keys on the socket's peer: a client rotating
+/// `X-Forwarded-For` is still one address, and the header counts only
+/// from a trusted proxy — its rightmost hop that is not a proxy itself.
+#[tokio::test]
+async fn a_rotating_spoofed_forwarded_for_is_still_rate_limited() {
+    use service_kit::http_server::PeerAddr;
+    let proxy: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+    let (upstream, counter) = counting_upstream(false);
+    let edge = edge_over(
+        upstream,
+        EdgeSettings {
+            address_rps: 2,
+            trusted_proxies: vec![proxy],
+            ..settings()
+        },
+        None,
+    );
+    let app = http::router(Arc::clone(&edge), None);
+    let from = |peer: &str, forwarded: &str, n: usize| {
+        let user = format!("spoofer-{n}");
+        let mut request = Request::post("/api/seckill/sku")
+            .header("authorization", crate::helpers::bearer(&user))
+            .header("x-purchase-token", crate::helpers::pass(&user, "sku"))
+            .header("x-forwarded-for", forwarded)
+            .body(Body::empty())
+            .unwrap();
+        let peer: std::net::SocketAddr = format!("{peer}:5000").parse().unwrap();
+        request.extensions_mut().insert(PeerAddr(peer));
+        request
+    };
+    let mut statuses = Vec::new();
+    for n in 0..5 {
+        let spoofed = format!("198.51.100.{n}");
+        statuses.push(send(&app, from("203.0.113.9", &spoofed, n)).await.0);
+    }
+    assert_eq!(&statuses[..2], [StatusCode::OK, StatusCode::OK]);
+    assert_eq!(
+        &statuses[2..],
+        [StatusCode::TOO_MANY_REQUESTS; 3],
+        "{statuses:?}"
+    );
+    assert_eq!(counter.calls.load(Ordering::SeqCst), 2);
+
+    // Through the trusted proxy the client is the hop it names; a value
+    // the client prepended itself does not move it.
+    let headers = |value: &str| {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("x-forwarded-for", value.parse().unwrap());
+        headers
+    };
+    let client =
+        |peer: &str, value: &str| edge.client_address(peer.parse().unwrap(), &headers(value));
+    assert_eq!(client("203.0.113.9", "1.2.3.4").to_string(), "203.0.113.9");
+    assert_eq!(client("10.0.0.1", "1.2.3.4").to_string(), "1.2.3.4");
+    assert_eq!(
+        client("10.0.0.1", "6.6.6.6, 1.2.3.4, 10.0.0.1").to_string(),
+        "1.2.3.4"
+    );
+    assert_eq!(client("10.0.0.1", "not an address").to_string(), "10.0.0.1");
+    // Two clients behind the proxy are two addresses.
+    assert_eq!(
+        send(&app, from("10.0.0.1", "192.0.2.7", 20)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, from("10.0.0.1", "192.0.2.8", 21)).await.0,
+        StatusCode::OK
+    );
+}
