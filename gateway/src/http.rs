@@ -195,8 +195,8 @@ pub fn router(edge: Arc<Edge>, metrics: Option<PrometheusHandle>) -> Gateway {
         .route(
             "/metrics",
             get(render_metrics).route_layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&edge),
-                require_admin,
+                Arc::new(edge.settings.admin.clone()),
+                service_kit::access::require_key,
             )),
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -226,12 +226,18 @@ fn address_limited<B>(edge: &Edge, request: &axum::http::Request<B>) -> bool {
     limiter.check_key(&address).is_err()
 }
 
-/// `/metrics`' gate.
-async fn require_admin(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
-    match edge.settings.admin.check(request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(denied) => denied.into_response(),
-    }
+/// 429 for a request over the rate of its `who` (address, user), counted
+/// as `outcome`.
+fn rate_limited(outcome: &'static str, who: &str) -> Response {
+    count(outcome);
+    with_retry_after(
+        error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            &format!("too many requests from this {who}; retry shortly"),
+        ),
+        1,
+    )
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -352,15 +358,7 @@ async fn purchase(
         );
     };
     if address_limited(edge, &request) {
-        count("rate_limited_address");
-        return with_retry_after(
-            error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests from this address; retry shortly",
-            ),
-            1,
-        );
+        return rate_limited("rate_limited_address", "address");
     }
     if let Err(e) = stock::validate_item_id(&item) {
         count("bad_request");
@@ -425,15 +423,7 @@ async fn purchase(
     if let Some(limiter) = &edge.per_user
         && limiter.check_key(&user).is_err()
     {
-        count("rate_limited_user");
-        return with_retry_after(
-            error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests from this user; retry shortly",
-            ),
-            1,
-        );
+        return rate_limited("rate_limited_user", "user");
     }
     let request = Request::from_parts(parts, Body::from(body));
     forward(&edge.seckill, request).await
@@ -472,15 +462,7 @@ async fn read_body(
 async fn to_seckill(State(state): State<GatewayState>, request: Request) -> Response {
     let edge = &state.edge;
     if address_limited(edge, &request) {
-        count("rate_limited_address");
-        return with_retry_after(
-            error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests from this address; retry shortly",
-            ),
-            1,
-        );
+        return rate_limited("rate_limited_address", "address");
     }
     let user = match edge.settings.buyers.buyer(request.headers()) {
         Ok(user) => user,
@@ -492,15 +474,7 @@ async fn to_seckill(State(state): State<GatewayState>, request: Request) -> Resp
     if let Some(limiter) = &edge.per_user
         && limiter.check_key(&user).is_err()
     {
-        count("rate_limited_user");
-        return with_retry_after(
-            error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests from this user; retry shortly",
-            ),
-            1,
-        );
+        return rate_limited("rate_limited_user", "user");
     }
     let (parts, body) = request.into_parts();
     let body = match read_body(edge, &parts.headers, body).await {
@@ -512,15 +486,7 @@ async fn to_seckill(State(state): State<GatewayState>, request: Request) -> Resp
 
 async fn to_orders(State(state): State<GatewayState>, request: Request) -> Response {
     if address_limited(&state.edge, &request) {
-        count("rate_limited_address");
-        return with_retry_after(
-            error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests from this address; retry shortly",
-            ),
-            1,
-        );
+        return rate_limited("rate_limited_address", "address");
     }
     if let Err(denied) = state.edge.settings.buyers.buyer(request.headers()) {
         count("unauthenticated");

@@ -25,16 +25,15 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use service_kit::access::{AccessKey, BuyerTokens, Denied, Keys};
+use service_kit::access::{AccessKey, BuyerTokens, Denied, Keys, require_key};
 
 use crate::messages::validate_order_id;
 use crate::order_store::{OrderRow, OrderStoreError, PayOutcome};
@@ -159,7 +158,7 @@ pub fn router(
         .route("/metrics", get(render_metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(access.admin),
-            require_admin,
+            require_key,
         ));
     Router::new()
         .route("/api/orders", get(orders_of_user))
@@ -174,16 +173,6 @@ pub fn router(
             buyers: access.buyers,
             metrics,
         })
-}
-
-/// The admin routes' gate.
-async fn require_admin(
-    State(key): State<Arc<AccessKey>>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    key.check(request.headers())?;
-    Ok(next.run(request).await)
 }
 
 fn order_json(row: &OrderRow) -> Value {

@@ -40,9 +40,8 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -50,7 +49,7 @@ use broker::http_api::ApiAccess;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use service_kit::access::{AccessKey, BuyerTokens, Denied, Keys, PurchaseTokens};
+use service_kit::access::{AccessKey, BuyerTokens, Denied, Keys, PurchaseTokens, require_key};
 
 use crate::purchase::{PurchaseError, PurchaseOutcome, Seckill};
 use crate::quiz::Quiz;
@@ -304,20 +303,10 @@ pub fn router(seckill: Arc<Seckill>, access: Access, metrics: Option<PrometheusH
         // Outermost: nothing is read before the key is checked.
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(access.admin),
-            require_admin,
+            require_key,
         ))
         .with_state(seckill);
     public.merge(admin).merge(broker)
-}
-
-/// The admin routes' gate.
-async fn require_admin(
-    State(key): State<Arc<AccessKey>>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    key.check(request.headers())?;
-    Ok(next.run(request).await)
 }
 
 async fn purchase(

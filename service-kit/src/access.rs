@@ -399,6 +399,21 @@ impl AccessKey {
     }
 }
 
+/// Middleware for the routes `key` opens (the admin routes, `/metrics`):
+/// `axum::middleware::from_fn_with_state(Arc::new(key), require_key)`,
+/// as a route layer so nothing is read before the key is checked.
+pub async fn require_key(
+    axum::extract::State(key): axum::extract::State<std::sync::Arc<AccessKey>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match key.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => denied.into_response(),
+    }
+}
+
 /// The variable holding the buyer-token signing key.
 pub const TOKEN_KEY_VAR: &str = "FLASHSALE_TOKEN_KEY";
 /// The variable holding the admin key.
